@@ -1,0 +1,47 @@
+//! The shared vocabulary of Palisade.
+//!
+//! Every policy crate depends on this one and nothing else of Palisade's, so the types that
+//! cross crate boundaries live here:
+//!
+//! - [`BoxError`] and the concrete rejection errors in [`error`] ([`Overloaded`],
+//!   [`RateLimited`], [`CircuitOpen`], [`DeadlineExceeded`], [`Elapsed`]), each downcastable
+//!   and carrying a `retry_after` where one is known, plus [`find_rejection`] to find one
+//!   anywhere in an error's `source()` chain.
+//! - [`Outcome`] and the [`Classify`] trait in [`classify`]: one classification of a call's
+//!   result that the breaker, adaptive limits, retries and hedges all read. HTTP (feature
+//!   `http`) and gRPC (feature `grpc`) classifiers ship built in.
+//! - [`Deadline`] in [`deadline`]: an absolute instant on `tokio::time`, and how it rides on
+//!   a request ([`HasDeadline`]).
+//! - [`observe`]: `tracing` targets and `metrics` handles that cost nothing when unused.
+//!
+//! # Example
+//!
+//! ```
+//! use palisade_core::{find_rejection, BoxError, Overloaded, Rejection};
+//!
+//! let err: BoxError = Box::new(Overloaded::new());
+//! match find_rejection(err.as_ref()) {
+//!     Some(Rejection::Overloaded(_)) => { /* shed: answer 503 */ }
+//!     _ => unreachable!(),
+//! }
+//! ```
+
+pub mod classify;
+pub mod deadline;
+pub mod error;
+#[cfg(feature = "http")]
+pub mod header;
+pub mod observe;
+
+pub use classify::{Classify, ErrorsAsFailures, Outcome, OutcomeKind};
+pub use deadline::{Deadline, HasDeadline, SetDeadline, WithDeadline};
+pub use error::{
+    find_rejection, CircuitOpen, DeadlineExceeded, Elapsed, Overloaded, RateLimited, Rejection,
+};
+
+/// The error type every Palisade service returns: any error, boxed.
+///
+/// Services bound their inner error by `Into<BoxError>` (as tower's do), so a
+/// rejection from one layer and an error from the wrapped client travel the same way and
+/// can be told apart with [`find_rejection`] or `downcast_ref`.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -1,0 +1,1 @@
+//! Palisade breaker policy (work in progress: see the issue tracker).

@@ -1,0 +1,1 @@
+//! Palisade deadline policy (work in progress: see the issue tracker).

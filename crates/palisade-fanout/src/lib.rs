@@ -1,0 +1,1 @@
+//! Palisade fanout policy (work in progress: see the issue tracker).

@@ -1,0 +1,1 @@
+//! Palisade rate policy (work in progress: see the issue tracker).

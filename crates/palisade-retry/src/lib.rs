@@ -1,0 +1,1 @@
+//! Palisade retry policy (work in progress: see the issue tracker).

@@ -10,7 +10,6 @@ use palisade_benches::{CountingAlloc, Report};
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
 
-mod limit;
 
 fn main() {
     let mut c = Criterion::default()
@@ -18,7 +17,6 @@ fn main() {
         .configure_from_args();
     let mut report = Report::new();
 
-    limit::benches(&mut c, &mut report);
 
     c.final_summary();
     report.finish();

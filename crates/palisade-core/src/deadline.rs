@@ -5,7 +5,7 @@
 //! rate limit, a retry backoff) reads it and never waits past it.
 //!
 //! It rides on the request:
-//! - `http::Request<B>` (feature `http`): in the request's `Extensions`. tonic channels and
+//! - `http::Request<B>`: in the request's `Extensions`. tonic channels and
 //!   hyper clients are services of `http::Request`, so this covers them.
 //! - any other request type: wrap it in [`WithDeadline`], or implement [`HasDeadline`]
 //!   (and [`SetDeadline`]) for it.
@@ -142,14 +142,12 @@ impl<T> SetDeadline for WithDeadline<T> {
     }
 }
 
-#[cfg(feature = "http")]
 impl<B> HasDeadline for http::Request<B> {
     fn deadline(&self) -> Option<Deadline> {
         self.extensions().get::<Deadline>().copied()
     }
 }
 
-#[cfg(feature = "http")]
 impl<B> SetDeadline for http::Request<B> {
     fn set_deadline(&mut self, deadline: Deadline) {
         self.extensions_mut().insert(deadline);
@@ -221,7 +219,6 @@ mod tests {
         assert!(far > b);
     }
 
-    #[cfg(feature = "http")]
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn http_request_carries_deadline_in_extensions() {
         let mut req = http::Request::new(());

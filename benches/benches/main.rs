@@ -10,13 +10,11 @@ use palisade_benches::{CountingAlloc, Report};
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
 
-
 fn main() {
     let mut c = Criterion::default()
         .output_directory(&Report::target_dir().join("criterion"))
         .configure_from_args();
     let mut report = Report::new();
-
 
     c.final_summary();
     report.finish();

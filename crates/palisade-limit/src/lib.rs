@@ -1,1 +1,34 @@
-//! wip
+//! Concurrency limits for Tower services.
+//!
+//! - [`concurrency`]: at most N calls in flight, shared by every clone, resizable at run time
+//!   through a [`LimitHandle`], with three behaviours when full: wait (backpressure through
+//!   `poll_ready`), a bounded queue with a maximum wait (capped by the request's
+//!   [`Deadline`](palisade_core::Deadline)), or reject at once.
+//!
+//! # Example
+//!
+//! ```
+//! use palisade_limit::ConcurrencyLimitLayer;
+//! use std::time::Duration;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), palisade_core::BoxError> {
+//! // At most 10 calls at once; up to 100 more wait at most 50 ms each, then get `Overloaded`.
+//! let layer = ConcurrencyLimitLayer::builder(10)
+//!     .queue(100, Duration::from_millis(50))
+//!     .build()?;
+//! let handle = layer.handle();
+//! let svc = ServiceBuilder::new()
+//!     .layer(layer)
+//!     .service(service_fn(|req: &'static str| async move { Ok::<_, std::io::Error>(req.len()) }));
+//! assert_eq!(svc.oneshot("embed").await?, 5);
+//! assert_eq!(handle.in_flight(), 0);
+//! # Ok(()) }
+//! ```
+
+pub mod concurrency;
+
+pub use concurrency::{
+    ConcurrencyLimit, ConcurrencyLimitBuilder, ConcurrencyLimitLayer, InvalidConcurrencyLimit,
+    LimitHandle, OnFull,
+};

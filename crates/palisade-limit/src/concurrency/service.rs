@@ -1,0 +1,168 @@
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use palisade_core::{BoxError, Deadline, HasDeadline, Overloaded};
+use tower_service::Service;
+
+use super::future_impl::ResponseFuture;
+use super::layer::OnFull;
+use super::shared::{Permit, Shared};
+
+type Acquire = Pin<Box<dyn Future<Output = Option<Permit>> + Send + 'static>>;
+
+/// Limits the calls in flight through the inner service; built by
+/// [`ConcurrencyLimitLayer`](super::ConcurrencyLimitLayer). See the [module docs](super).
+pub struct ConcurrencyLimit<S> {
+    inner: S,
+    shared: Arc<Shared>,
+    on_full: OnFull,
+    /// `OnFull::Wait` only: the permit `poll_ready` reserved for the next `call`.
+    permit: Option<Permit>,
+    /// `OnFull::Wait` only: a wait for a permit in progress.
+    waiting: Option<Acquire>,
+}
+
+// === impl ConcurrencyLimit ===
+
+impl<S> ConcurrencyLimit<S> {
+    pub(crate) fn from_parts(inner: S, shared: Arc<Shared>, on_full: OnFull) -> Self {
+        Self {
+            inner,
+            shared,
+            on_full,
+            permit: None,
+            waiting: None,
+        }
+    }
+
+    /// A reference to the inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// A mutable reference to the inner service.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service (any permit this service reserved is released).
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+
+    /// Backpressure: a permit now, or a place in line and `Pending`.
+    fn poll_permit(&mut self, cx: &mut Context<'_>) -> Poll<Permit> {
+        if self.waiting.is_none() {
+            if let Some(permit) = self.shared.try_acquire() {
+                return Poll::Ready(permit);
+            }
+            let slot = self
+                .shared
+                .enqueue(None)
+                .expect("an unbounded queue always has room");
+            self.waiting = Some(Shared::acquire(slot, None));
+        }
+        let waiting = self.waiting.as_mut().expect("set above");
+        let permit = ready!(waiting.as_mut().poll(cx));
+        self.waiting = None;
+        Poll::Ready(permit.expect("a wait without a maximum only ends with a permit"))
+    }
+
+    fn reject(&self) -> Overloaded {
+        self.shared.rejected.increment(1);
+        tracing::debug!(target: "palisade::limit", name = %self.shared.name, "concurrency limit full: rejected");
+        Overloaded::new()
+    }
+}
+
+impl<S, Req> Service<Req> for ConcurrencyLimit<S>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    Req: HasDeadline,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, Req>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        if self.on_full != OnFull::Wait {
+            // Queue and reject modes decide in `call`, where the request (and its deadline)
+            // is known; a load-shedding layer reports ready and fails in `call`.
+            return self.inner.poll_ready(cx).map_err(Into::into);
+        }
+        // Take our own permit first, but keep it in a local until the inner service is
+        // ready too: a stalled inner service must not pin capacity other callers could use.
+        let permit = match self.permit.take() {
+            Some(permit) => permit,
+            None => ready!(self.poll_permit(cx)),
+        };
+        match self.inner.poll_ready(cx) {
+            Poll::Ready(Ok(())) => {
+                self.permit = Some(permit);
+                Poll::Ready(Ok(()))
+            }
+            // The permit is dropped (released) on both paths below.
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        match self.on_full {
+            OnFull::Wait => {
+                let permit = self.permit.take().expect("poll_ready must be called first");
+                ResponseFuture::running(self.inner.call(req), permit)
+            }
+            OnFull::Reject => match self.shared.try_acquire() {
+                Some(permit) => ResponseFuture::running(self.inner.call(req), permit),
+                None => ResponseFuture::rejected(self.reject()),
+            },
+            OnFull::Queue {
+                max_queued,
+                max_wait,
+            } => {
+                if let Some(permit) = self.shared.try_acquire() {
+                    return ResponseFuture::running(self.inner.call(req), permit);
+                }
+                // Full: wait in the queue, never longer than the request's deadline allows.
+                let wait = Deadline::cap(req.deadline(), max_wait);
+                if wait.is_zero() {
+                    return ResponseFuture::rejected(self.reject());
+                }
+                let Some(slot) = self.shared.enqueue(Some(max_queued)) else {
+                    return ResponseFuture::rejected(self.reject());
+                };
+                let acquire = Shared::acquire(slot, Some(wait));
+                // The ready inner service goes with the request; this one keeps a fresh
+                // clone, to be driven to readiness by the next `poll_ready`.
+                let clone = self.inner.clone();
+                let ready = std::mem::replace(&mut self.inner, clone);
+                ResponseFuture::queued(acquire, ready, req, Arc::clone(&self.shared))
+            }
+        }
+    }
+}
+
+impl<S: Clone> Clone for ConcurrencyLimit<S> {
+    fn clone(&self) -> Self {
+        // A clone shares the limit but never inherits a reservation: the permit (or place
+        // in line) belongs to the service that will make the next `call`.
+        Self::from_parts(self.inner.clone(), Arc::clone(&self.shared), self.on_full)
+    }
+}
+
+impl<S: fmt::Debug> fmt::Debug for ConcurrencyLimit<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConcurrencyLimit")
+            .field("inner", &self.inner)
+            .field("shared", &self.shared)
+            .field("on_full", &self.on_full)
+            .field("reserved", &self.permit.is_some())
+            .field("waiting", &self.waiting.is_some())
+            .finish()
+    }
+}

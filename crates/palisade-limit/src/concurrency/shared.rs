@@ -1,0 +1,266 @@
+//! The state one limit shares across every service and clone: a FIFO semaphore, the target
+//! limit, and the bookkeeping that lets the limit shrink without revoking calls in flight.
+//!
+//! # Invariant
+//!
+//! `held + available - debt == limit`, where `held` is the permits out in [`Permit`]s,
+//! `available` the semaphore's free permits, and `debt` the permits to retire as they come
+//! back after a shrink. Growing pays debt off first, then adds permits; shrinking forgets
+//! free permits first, then books the rest as debt. A returning [`Permit`] pays one unit of
+//! debt if there is any, and otherwise goes back to the semaphore.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use palisade_core::observe::{Counter, Gauge};
+use tokio::sync::Semaphore;
+
+use super::layer::InvalidConcurrencyLimit;
+
+pub(crate) struct Shared {
+    semaphore: Semaphore,
+    /// The target limit.
+    limit: AtomicUsize,
+    /// Permits to retire on return (see the module's invariant).
+    debt: AtomicUsize,
+    /// Calls waiting for a permit now (in `poll_ready` or in the queue).
+    queued: AtomicUsize,
+    /// Serialises resizes (never taken on the call path).
+    resize: Mutex<()>,
+    pub(crate) name: Arc<str>,
+    pub(crate) rejected: Counter,
+    pub(crate) timed_out: Counter,
+    limit_gauge: Gauge,
+}
+
+impl Shared {
+    pub(crate) fn new(limit: usize, name: Arc<str>) -> Self {
+        let limit_gauge = Gauge::register("palisade_limit", "concurrency_limit", &name, &[]);
+        limit_gauge.set(limit as f64);
+        Self {
+            semaphore: Semaphore::new(limit),
+            limit: AtomicUsize::new(limit),
+            debt: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            resize: Mutex::new(()),
+            rejected: Counter::register(
+                "palisade_decisions_total",
+                "concurrency_limit",
+                &name,
+                &[("decision", "rejected")],
+            ),
+            timed_out: Counter::register(
+                "palisade_decisions_total",
+                "concurrency_limit",
+                &name,
+                &[("decision", "timed_out")],
+            ),
+            limit_gauge,
+            name,
+        }
+    }
+
+    /// Takes a permit if one is free, without waiting and without allocating.
+    pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
+        let permit = self.semaphore.try_acquire().ok()?;
+        // The permit's lifetime is tracked by `Permit` from here on (see its Drop).
+        permit.forget();
+        Some(Permit {
+            shared: Arc::clone(self),
+        })
+    }
+
+    /// Claims a place among the waiters: always if `max_queued` is `None`, else only if
+    /// fewer than `max_queued` wait now. The place is held until the slot is dropped.
+    pub(crate) fn enqueue(self: &Arc<Self>, max_queued: Option<usize>) -> Option<QueueSlot> {
+        let claimed = match max_queued {
+            None => {
+                self.queued.fetch_add(1, Ordering::AcqRel);
+                true
+            }
+            Some(max) => self
+                .queued
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                    (q < max).then_some(q + 1)
+                })
+                .is_ok(),
+        };
+        claimed.then(|| QueueSlot {
+            shared: Arc::clone(self),
+        })
+    }
+
+    /// Waits in `slot` for a permit, first come first served; at most `max_wait` if given.
+    ///
+    /// Returns a boxed future: this is the contended path, and the only place the limit
+    /// allocates. The slot (and so the queued count) lives exactly as long as the wait.
+    pub(crate) fn acquire(
+        slot: QueueSlot,
+        max_wait: Option<Duration>,
+    ) -> Pin<Box<dyn Future<Output = Option<Permit>> + Send + 'static>> {
+        Box::pin(async move {
+            let shared = Arc::clone(&slot.shared);
+            let acquired = match max_wait {
+                Some(wait) => tokio::time::timeout(wait, shared.semaphore.acquire())
+                    .await
+                    .ok(),
+                None => Some(shared.semaphore.acquire().await),
+            };
+            drop(slot);
+            let permit = acquired?.expect("the semaphore is never closed");
+            permit.forget();
+            Some(Permit { shared })
+        })
+    }
+
+    fn release(&self) {
+        // Pay one unit of debt if a shrink left any; otherwise the permit goes back.
+        let paid = self
+            .debt
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1))
+            .is_ok();
+        if !paid {
+            self.semaphore.add_permits(1);
+        }
+    }
+
+    fn set_limit(&self, new: usize) -> Result<(), InvalidConcurrencyLimit> {
+        InvalidConcurrencyLimit::check_limit(new)?;
+        let _resizing = self.resize.lock().unwrap_or_else(|e| e.into_inner());
+        let old = self.limit.swap(new, Ordering::AcqRel);
+        if new > old {
+            // Growing: pay off debt first (those permits are out and now may stay out),
+            // then hand out fresh permits, which wakes waiters in order.
+            let grow = new - old;
+            let mut paid = 0;
+            let _ = self
+                .debt
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| {
+                    paid = d.min(grow);
+                    Some(d - paid)
+                });
+            self.semaphore.add_permits(grow - paid);
+        } else if new < old {
+            // Shrinking: retire free permits now, book the rest as debt paid on return.
+            let shrink = old - new;
+            let forgotten = self.semaphore.forget_permits(shrink);
+            self.debt.fetch_add(shrink - forgotten, Ordering::AcqRel);
+            // A permit returned between the two steps went back to the semaphore instead
+            // of paying debt; retire it now so the new limit holds for new calls at once.
+            self.settle_debt();
+        }
+        self.limit_gauge.set(new as f64);
+        tracing::info!(target: "palisade::limit", name = %self.name, old, new, "concurrency limit resized");
+        Ok(())
+    }
+
+    /// Converts free permits into paid debt while both exist.
+    fn settle_debt(&self) {
+        let debt = self.debt.load(Ordering::Acquire);
+        if debt == 0 {
+            return;
+        }
+        let forgotten = self.semaphore.forget_permits(debt);
+        let mut excess = 0;
+        let _ = self
+            .debt
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| {
+                excess = forgotten.saturating_sub(d);
+                Some(d.saturating_sub(forgotten))
+            });
+        // Returns paid some of that debt meanwhile: give back what was over-retired.
+        if excess > 0 {
+            self.semaphore.add_permits(excess);
+        }
+    }
+
+    fn in_flight(&self) -> usize {
+        let limit = self.limit.load(Ordering::Acquire);
+        let debt = self.debt.load(Ordering::Acquire);
+        (limit + debt).saturating_sub(self.semaphore.available_permits())
+    }
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("name", &self.name)
+            .field("limit", &self.limit.load(Ordering::Relaxed))
+            .field("in_flight", &self.in_flight())
+            .field("queued", &self.queued.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+/// One unit of the limit, held by a call in flight. Dropping it releases the unit.
+pub(crate) struct Permit {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.shared.release();
+    }
+}
+
+impl fmt::Debug for Permit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Permit")
+    }
+}
+
+/// Counts a waiter as queued for exactly as long as it lives, however its wait ends.
+pub(crate) struct QueueSlot {
+    shared: Arc<Shared>,
+}
+
+impl Drop for QueueSlot {
+    fn drop(&mut self) {
+        self.shared.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A handle on one limit: read its live state, change it at run time.
+///
+/// Cheap to clone; every clone refers to the same limit as the layer it came from.
+#[derive(Clone, Debug)]
+pub struct LimitHandle {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl LimitHandle {
+    /// The current limit.
+    pub fn limit(&self) -> usize {
+        self.shared.limit.load(Ordering::Acquire)
+    }
+
+    /// Changes the limit. Growing admits waiters at once, in order; shrinking never revokes
+    /// calls in flight, it retires their permits as they return.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidConcurrencyLimit`] if `limit` is 0 or larger than the semaphore can hold.
+    pub fn set_limit(&self, limit: usize) -> Result<(), InvalidConcurrencyLimit> {
+        self.shared.set_limit(limit)
+    }
+
+    /// Permits held now: by calls in flight, and by services that reserved one in
+    /// `poll_ready` for their next call.
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight()
+    }
+
+    /// Calls waiting for a permit now.
+    pub fn queued(&self) -> usize {
+        self.shared.queued.load(Ordering::Acquire)
+    }
+
+    /// Permits free now.
+    pub fn available(&self) -> usize {
+        self.shared.semaphore.available_permits()
+    }
+}

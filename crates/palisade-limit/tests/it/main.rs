@@ -1,0 +1,3 @@
+//! Integration tests of palisade-limit (one binary, a module per policy).
+
+mod concurrency;

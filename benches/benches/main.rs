@@ -10,12 +10,15 @@ use palisade_benches::{CountingAlloc, Report};
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
 
+mod limit;
+
 fn main() {
     let mut c = Criterion::default()
         .output_directory(&Report::target_dir().join("criterion"))
         .configure_from_args();
     let mut report = Report::new();
 
+    limit::benches(&mut c, &mut report);
     c.final_summary();
     report.finish();
 }

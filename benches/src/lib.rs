@@ -122,15 +122,26 @@ pub struct Entry {
 
 /// Collects allocation counts while criterion measures times, then joins them with
 /// criterion's median estimates into one table and `target/palisade-bench.json`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Report {
     entries: Vec<Entry>,
+    /// Estimates older than this are from an earlier run (a filtered-out bench) and ignored.
+    started: std::time::SystemTime,
+}
+
+impl Default for Report {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Report {
     /// An empty report.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            entries: Vec::new(),
+            started: std::time::SystemTime::now(),
+        }
     }
 
     /// Records a contender; `baseline` marks the one ratios are computed against.
@@ -152,12 +163,16 @@ impl Report {
         }
     }
 
-    fn median_ns(group: &str, id: &str) -> Option<f64> {
+    fn median_ns(&self, group: &str, id: &str) -> Option<f64> {
         let path = Self::target_dir()
             .join("criterion")
             .join(group)
             .join(id)
             .join("new/estimates.json");
+        let modified = std::fs::metadata(&path).ok()?.modified().ok()?;
+        if modified < self.started {
+            return None;
+        }
         let text = std::fs::read_to_string(path).ok()?;
         let json: serde_json::Value = serde_json::from_str(&text).ok()?;
         json["median"]["point_estimate"].as_f64()
@@ -168,7 +183,7 @@ impl Report {
     pub fn finish(&self) {
         let mut by_group: BTreeMap<&str, Vec<(&Entry, f64)>> = BTreeMap::new();
         for e in &self.entries {
-            if let Some(ns) = Self::median_ns(&e.group, &e.id) {
+            if let Some(ns) = self.median_ns(&e.group, &e.id) {
                 by_group.entry(&e.group).or_default().push((e, ns));
             }
         }

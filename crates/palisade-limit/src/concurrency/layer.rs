@@ -2,9 +2,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use tower_layer::Layer;
 
+use super::semaphore::FastSemaphore;
 use super::service::ConcurrencyLimit;
 use super::shared::{LimitHandle, Shared};
 
@@ -44,7 +44,7 @@ impl InvalidConcurrencyLimit {
     pub(crate) fn check_limit(limit: usize) -> Result<(), Self> {
         if limit == 0 {
             Err(Self::ZeroLimit)
-        } else if limit > Semaphore::MAX_PERMITS {
+        } else if limit > FastSemaphore::MAX_PERMITS {
             Err(Self::TooLarge(limit))
         } else {
             Ok(())
@@ -68,7 +68,7 @@ impl fmt::Display for InvalidConcurrencyLimit {
             Self::TooLarge(n) => write!(
                 f,
                 "concurrency limit {n} exceeds the maximum of {}",
-                Semaphore::MAX_PERMITS
+                FastSemaphore::MAX_PERMITS
             ),
             Self::ZeroQueue => f.write_str("a queue needs at least 1 place; use OnFull::Reject"),
             Self::ZeroWait => f.write_str("a queue wait must be longer than 0; use OnFull::Reject"),

@@ -49,6 +49,7 @@
 
 mod future_impl;
 mod layer;
+mod semaphore;
 mod service;
 mod shared;
 

@@ -16,13 +16,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::semaphore::FastSemaphore;
 use palisade_core::observe::{Counter, Gauge};
-use tokio::sync::Semaphore;
 
 use super::layer::InvalidConcurrencyLimit;
 
 pub(crate) struct Shared {
-    semaphore: Semaphore,
+    semaphore: FastSemaphore,
     /// The target limit.
     limit: AtomicUsize,
     /// Permits to retire on return (see the module's invariant).
@@ -42,7 +42,7 @@ impl Shared {
         let limit_gauge = Gauge::register("palisade_limit", "concurrency_limit", &name, &[]);
         limit_gauge.set(limit as f64);
         Self {
-            semaphore: Semaphore::new(limit),
+            semaphore: FastSemaphore::new(limit),
             limit: AtomicUsize::new(limit),
             debt: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
@@ -66,9 +66,10 @@ impl Shared {
 
     /// Takes a permit if one is free, without waiting and without allocating.
     pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
-        let permit = self.semaphore.try_acquire().ok()?;
+        if !self.semaphore.try_acquire() {
+            return None;
+        }
         // The permit's lifetime is tracked by `Permit` from here on (see its Drop).
-        permit.forget();
         Some(Permit {
             shared: Arc::clone(self),
         })
@@ -107,13 +108,19 @@ impl Shared {
             let acquired = match max_wait {
                 Some(wait) => tokio::time::timeout(wait, shared.semaphore.acquire())
                     .await
-                    .ok(),
-                None => Some(shared.semaphore.acquire().await),
+                    .is_ok(),
+                None => {
+                    shared.semaphore.acquire().await;
+                    true
+                }
             };
             drop(slot);
-            let permit = acquired?.expect("the semaphore is never closed");
-            permit.forget();
-            Some(Permit { shared })
+            // Not `then_some`: that would build (and drop, releasing) a Permit on timeout.
+            if acquired {
+                Some(Permit { shared })
+            } else {
+                None
+            }
         })
     }
 
@@ -124,7 +131,7 @@ impl Shared {
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |d| d.checked_sub(1))
             .is_ok();
         if !paid {
-            self.semaphore.add_permits(1);
+            self.semaphore.release(1);
         }
     }
 
@@ -143,11 +150,13 @@ impl Shared {
                     paid = d.min(grow);
                     Some(d - paid)
                 });
-            self.semaphore.add_permits(grow - paid);
+            if grow > paid {
+                self.semaphore.release(grow - paid);
+            }
         } else if new < old {
             // Shrinking: retire free permits now, book the rest as debt paid on return.
             let shrink = old - new;
-            let forgotten = self.semaphore.forget_permits(shrink);
+            let forgotten = self.semaphore.forget(shrink);
             self.debt.fetch_add(shrink - forgotten, Ordering::AcqRel);
             // A permit returned between the two steps went back to the semaphore instead
             // of paying debt; retire it now so the new limit holds for new calls at once.
@@ -164,7 +173,7 @@ impl Shared {
         if debt == 0 {
             return;
         }
-        let forgotten = self.semaphore.forget_permits(debt);
+        let forgotten = self.semaphore.forget(debt);
         let mut excess = 0;
         let _ = self
             .debt
@@ -174,14 +183,14 @@ impl Shared {
             });
         // Returns paid some of that debt meanwhile: give back what was over-retired.
         if excess > 0 {
-            self.semaphore.add_permits(excess);
+            self.semaphore.release(excess);
         }
     }
 
     fn in_flight(&self) -> usize {
         let limit = self.limit.load(Ordering::Acquire);
         let debt = self.debt.load(Ordering::Acquire);
-        (limit + debt).saturating_sub(self.semaphore.available_permits())
+        (limit + debt).saturating_sub(self.semaphore.available())
     }
 }
 
@@ -261,6 +270,6 @@ impl LimitHandle {
 
     /// Permits free now.
     pub fn available(&self) -> usize {
-        self.shared.semaphore.available_permits()
+        self.shared.semaphore.available()
     }
 }

@@ -521,3 +521,94 @@ fn pending_wait_is_polled_to_readiness_by_the_task() {
     assert!(rb.is_woken());
     assert_ready!(rb.poll()).unwrap();
 }
+
+// --- many threads ----------------------------------------------------------------------
+
+/// Real threads hammer one limit in every mode while it is resized: in-flight calls never
+/// exceed the largest limit set, no permit is lost (everything completes and the limit is
+/// whole at the end), no waiter is stranded. Not time-dependent: the timeout only turns a
+/// lost wake-up into a failure instead of a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stress_no_permit_lost_or_exceeded() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    for on_full in [
+        OnFull::Wait,
+        OnFull::Queue {
+            max_queued: 1_000,
+            max_wait: Duration::from_secs(3600),
+        },
+        OnFull::Reject,
+    ] {
+        let layer = ConcurrencyLimitLayer::builder(4)
+            .on_full(on_full)
+            .build()
+            .unwrap();
+        let handle = layer.handle();
+        let current = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let inner = {
+            let (current, peak) = (current.clone(), peak.clone());
+            service_fn(move |_: u32| {
+                let (current, peak) = (current.clone(), peak.clone());
+                async move {
+                    let now = current.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                    current.fetch_sub(1, Ordering::SeqCst);
+                    Ok::<_, BoxError>(())
+                }
+            })
+        };
+        let svc = layer.layer(inner);
+        let mut tasks = Vec::new();
+        for t in 0..16 {
+            let mut svc = svc.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut shed = 0;
+                for i in 0..500u32 {
+                    match svc.ready().await.unwrap().call(t * 1000 + i).await {
+                        Ok(()) => {}
+                        Err(e) if e.is::<Overloaded>() => shed += 1,
+                        Err(e) => panic!("unexpected error {e}"),
+                    }
+                }
+                shed
+            }));
+        }
+        let resizer = {
+            let handle = handle.clone();
+            tokio::spawn(async move {
+                for i in 0..200 {
+                    handle.set_limit(1 + i % 6).unwrap();
+                    tokio::task::yield_now().await;
+                }
+                handle.set_limit(4).unwrap();
+            })
+        };
+        let all = async {
+            resizer.await.unwrap();
+            let mut shed = 0;
+            for t in tasks {
+                shed += t.await.unwrap();
+            }
+            shed
+        };
+        let shed = tokio::time::timeout(Duration::from_secs(120), all)
+            .await
+            .expect("a waiter was stranded");
+        assert!(
+            peak.load(Ordering::SeqCst) <= 6,
+            "{on_full:?}: peak above the largest limit"
+        );
+        if on_full != OnFull::Reject {
+            assert_eq!(shed, 0, "{on_full:?} must not shed");
+        }
+        // Every permit came back: the whole limit is free again.
+        drop(svc);
+        assert_eq!(handle.in_flight(), 0, "{on_full:?}");
+        assert_eq!(handle.available(), 4, "{on_full:?}");
+        assert_eq!(handle.queued(), 0, "{on_full:?}");
+    }
+}

@@ -1,1 +1,103 @@
-//! Runnable examples of Palisade.
+//! Runnable examples of Palisade, and the loopback upstreams they run against.
+//!
+//! - `embeddings` (`cargo run -p palisade-examples --bin embeddings`): the seeds' first
+//!   scenario. 1,000 "embedding" calls against an upstream that answers 429 when more than
+//!   20 calls are in flight, unbounded vs limited to 10 by a shared
+//!   [`ConcurrencyLimitLayer`](palisade_limit::ConcurrencyLimitLayer).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+
+/// What a [`CappedUpstream`] saw.
+#[derive(Debug, Default)]
+pub struct UpstreamStats {
+    in_flight: AtomicUsize,
+    peak: AtomicUsize,
+    served: AtomicUsize,
+    rejected: AtomicUsize,
+}
+
+impl UpstreamStats {
+    /// The most calls it held at once.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+
+    /// Calls answered 200.
+    pub fn served(&self) -> usize {
+        self.served.load(Ordering::SeqCst)
+    }
+
+    /// Calls answered 429.
+    pub fn rejected(&self) -> usize {
+        self.rejected.load(Ordering::SeqCst)
+    }
+}
+
+/// An HTTP upstream on loopback that takes `latency` per call and answers 429 (with
+/// `Retry-After: 1`) to any call that arrives while `capacity` calls are already in flight,
+/// like an embedding API's per-key concurrency cap.
+#[derive(Debug)]
+pub struct CappedUpstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// What it saw.
+    pub stats: Arc<UpstreamStats>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Clone)]
+struct Upstream {
+    stats: Arc<UpstreamStats>,
+    capacity: usize,
+    latency: Duration,
+}
+
+async fn embed(State(up): State<Upstream>) -> (StatusCode, [(&'static str, &'static str); 1], &'static str) {
+    let now = up.stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    if now > up.capacity {
+        up.stats.in_flight.fetch_sub(1, Ordering::SeqCst);
+        up.stats.rejected.fetch_add(1, Ordering::SeqCst);
+        return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "slow down");
+    }
+    up.stats.peak.fetch_max(now, Ordering::SeqCst);
+    tokio::time::sleep(up.latency).await;
+    up.stats.in_flight.fetch_sub(1, Ordering::SeqCst);
+    up.stats.served.fetch_add(1, Ordering::SeqCst);
+    (StatusCode::OK, [("content-type", "application/json")], "[0.1,0.2,0.3]")
+}
+
+impl CappedUpstream {
+    /// Starts it on `127.0.0.1:0`.
+    ///
+    /// # Errors
+    /// If the listener cannot be bound.
+    pub async fn start(capacity: usize, latency: Duration) -> std::io::Result<Self> {
+        let stats = Arc::new(UpstreamStats::default());
+        let app = Router::new().route("/embed", post(embed)).with_state(Upstream {
+            stats: stats.clone(),
+            capacity,
+            latency,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            // Ends when the task is aborted on drop.
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { addr, stats, task })
+    }
+}
+
+impl Drop for CappedUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

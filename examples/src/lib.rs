@@ -60,18 +60,28 @@ struct Upstream {
     latency: Duration,
 }
 
-async fn embed(State(up): State<Upstream>) -> (StatusCode, [(&'static str, &'static str); 1], &'static str) {
+async fn embed(
+    State(up): State<Upstream>,
+) -> (StatusCode, [(&'static str, &'static str); 1], &'static str) {
     let now = up.stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     if now > up.capacity {
         up.stats.in_flight.fetch_sub(1, Ordering::SeqCst);
         up.stats.rejected.fetch_add(1, Ordering::SeqCst);
-        return (StatusCode::TOO_MANY_REQUESTS, [("retry-after", "1")], "slow down");
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", "1")],
+            "slow down",
+        );
     }
     up.stats.peak.fetch_max(now, Ordering::SeqCst);
     tokio::time::sleep(up.latency).await;
     up.stats.in_flight.fetch_sub(1, Ordering::SeqCst);
     up.stats.served.fetch_add(1, Ordering::SeqCst);
-    (StatusCode::OK, [("content-type", "application/json")], "[0.1,0.2,0.3]")
+    (
+        StatusCode::OK,
+        [("content-type", "application/json")],
+        "[0.1,0.2,0.3]",
+    )
 }
 
 impl CappedUpstream {
@@ -81,11 +91,13 @@ impl CappedUpstream {
     /// If the listener cannot be bound.
     pub async fn start(capacity: usize, latency: Duration) -> std::io::Result<Self> {
         let stats = Arc::new(UpstreamStats::default());
-        let app = Router::new().route("/embed", post(embed)).with_state(Upstream {
-            stats: stats.clone(),
-            capacity,
-            latency,
-        });
+        let app = Router::new()
+            .route("/embed", post(embed))
+            .with_state(Upstream {
+                stats: stats.clone(),
+                capacity,
+                latency,
+            });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let task = tokio::spawn(async move {

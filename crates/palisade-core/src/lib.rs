@@ -13,6 +13,8 @@
 //! - [`Deadline`] in [`deadline`]: an absolute instant on `tokio::time`, and how it rides on
 //!   a request ([`HasDeadline`]).
 //! - [`observe`]: `tracing` targets and `metrics` handles that cost nothing when unused.
+//! - `response` (feature `http`): a layer that answers rejections as HTTP 429/503/504 or
+//!   gRPC statuses, so an axum or tonic server stack stays `Infallible`.
 //!
 //! # Example
 //!
@@ -32,6 +34,8 @@ pub mod error;
 #[cfg(feature = "http")]
 pub mod header;
 pub mod observe;
+#[cfg(feature = "http")]
+pub mod response;
 
 pub use classify::{Classify, ErrorsAsFailures, Outcome, OutcomeKind};
 pub use deadline::{Deadline, HasDeadline, SetDeadline, WithDeadline};

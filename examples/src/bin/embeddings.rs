@@ -51,7 +51,10 @@ fn parse_args() -> Result<Args, String> {
             "--limit" => args.limit = value("--limit")? as usize,
             "--capacity" => args.capacity = value("--capacity")? as usize,
             "-h" | "--help" => {
-                return Err("usage: embeddings [--calls N] [--latency-ms MS] [--limit N] [--capacity N]".into())
+                return Err(
+                    "usage: embeddings [--calls N] [--latency-ms MS] [--limit N] [--capacity N]"
+                        .into(),
+                )
             }
             other => return Err(format!("unknown argument {other}")),
         }

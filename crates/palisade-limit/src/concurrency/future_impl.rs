@@ -11,7 +11,7 @@ use tower_service::Service;
 
 use super::shared::{Permit, Shared};
 
-type Acquire = Pin<Box<dyn Future<Output = Option<Permit>> + Send + 'static>>;
+type Acquire = Pin<Box<dyn Future<Output = Option<Permit>> + Send + Sync + 'static>>;
 
 pin_project! {
     /// Response future of [`ConcurrencyLimit`](super::ConcurrencyLimit).

@@ -11,7 +11,7 @@ use super::future_impl::ResponseFuture;
 use super::layer::OnFull;
 use super::shared::{Permit, Shared};
 
-type Acquire = Pin<Box<dyn Future<Output = Option<Permit>> + Send + 'static>>;
+type Acquire = Pin<Box<dyn Future<Output = Option<Permit>> + Send + Sync + 'static>>;
 
 /// Limits the calls in flight through the inner service; built by
 /// [`ConcurrencyLimitLayer`](super::ConcurrencyLimitLayer). See the [module docs](super).

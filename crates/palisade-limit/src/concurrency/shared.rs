@@ -102,7 +102,7 @@ impl Shared {
     pub(crate) fn acquire(
         slot: QueueSlot,
         max_wait: Option<Duration>,
-    ) -> Pin<Box<dyn Future<Output = Option<Permit>> + Send + 'static>> {
+    ) -> Pin<Box<dyn Future<Output = Option<Permit>> + Send + Sync + 'static>> {
         Box::pin(async move {
             let shared = Arc::clone(&slot.shared);
             let acquired = match max_wait {

@@ -8,10 +8,10 @@
 //!
 //! Built in:
 //! - [`ErrorsAsFailures`] (the default): every `Ok` is a success, every `Err` a failure.
-//! - [`HttpClassifier`](crate::classify::HttpClassifier) (feature `http`): 5xx and 429 are
+//! - [`HttpClassifier`] (feature `http`): 5xx and 429 are
 //!   failures, 429/503 carry `Retry-After`, other 4xx are successes (the dependency is
 //!   healthy; the caller asked for something wrong). All of it configurable.
-//! - [`GrpcClassifier`](crate::classify::GrpcClassifier) (feature `grpc`): reads
+//! - [`GrpcClassifier`] (feature `grpc`): reads
 //!   `grpc-status` from response headers (trailers-only responses) and
 //!   `grpc-retry-pushback-ms`.
 //!

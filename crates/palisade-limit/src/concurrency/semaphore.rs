@@ -22,9 +22,12 @@
 //! While anyone waits, new callers do not take `fast` permits: they queue behind the
 //! waiters, first come first served (tokio's queue is FIFO).
 
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 
-use tokio::sync::Semaphore;
+#[cfg(palisade_loom)]
+use self::loom_slow::{load_sc, AtomicUsize, Slow};
+#[cfg(not(palisade_loom))]
+use self::tokio_slow::{load_sc, AtomicUsize, Slow};
 
 pub(crate) struct FastSemaphore {
     /// Free permits, claimable without a lock while nobody waits.
@@ -32,17 +35,17 @@ pub(crate) struct FastSemaphore {
     /// Acquirers on the slow path (registered, possibly not yet queued in `slow`).
     waiters: AtomicUsize,
     /// The FIFO queue of waiters, and permits handed to it.
-    slow: Semaphore,
+    slow: Slow,
 }
 
 impl FastSemaphore {
-    pub(crate) const MAX_PERMITS: usize = Semaphore::MAX_PERMITS;
+    pub(crate) const MAX_PERMITS: usize = tokio::sync::Semaphore::MAX_PERMITS;
 
     pub(crate) fn new(permits: usize) -> Self {
         Self {
             fast: AtomicUsize::new(permits),
             waiters: AtomicUsize::new(0),
-            slow: Semaphore::new(0),
+            slow: Slow::new(),
         }
     }
 
@@ -52,17 +55,8 @@ impl FastSemaphore {
         if self.waiters.load(SeqCst) != 0 {
             return false;
         }
-        if self.take_fast(1) == 1 {
-            return true;
-        }
-        // A permit may have been left in the slow semaphore with nobody waiting.
-        match self.slow.try_acquire() {
-            Ok(permit) => {
-                permit.forget();
-                true
-            }
-            Err(_) => false,
-        }
+        // Else a permit may have been left in the slow semaphore with nobody waiting.
+        self.take_fast(1) == 1 || self.slow.try_take()
     }
 
     /// Waits for a permit, in FIFO order behind earlier waiters. Cancel-safe: dropping the
@@ -74,26 +68,22 @@ impl FastSemaphore {
         if self.take_fast(1) == 1 {
             return;
         }
-        self.slow
-            .acquire()
-            .await
-            .expect("the semaphore is never closed")
-            .forget();
+        self.slow.take().await;
     }
 
     /// Gives back `n` permits.
     #[inline]
     pub(crate) fn release(&self, n: usize) {
         if self.waiters.load(SeqCst) != 0 {
-            self.slow.add_permits(n);
+            self.slow.give(n);
             return;
         }
         self.fast.fetch_add(n, SeqCst);
         // Re-check after adding: a waiter that registered meanwhile may have missed these.
-        if self.waiters.load(SeqCst) != 0 {
+        if load_sc(&self.waiters) != 0 {
             let moved = self.take_fast(n);
             if moved > 0 {
-                self.slow.add_permits(moved);
+                self.slow.give(moved);
             }
         }
     }
@@ -101,23 +91,193 @@ impl FastSemaphore {
     /// Retires up to `n` free permits; returns how many were retired.
     pub(crate) fn forget(&self, n: usize) -> usize {
         let from_fast = self.take_fast(n);
-        from_fast + self.slow.forget_permits(n - from_fast)
+        from_fast + self.slow.forget(n - from_fast)
     }
 
     /// Free permits now.
     pub(crate) fn available(&self) -> usize {
-        self.fast.load(SeqCst) + self.slow.available_permits()
+        self.fast.load(SeqCst) + self.slow.available()
     }
 
     /// Takes up to `n` permits from the fast counter; returns how many.
     #[inline]
     fn take_fast(&self, n: usize) -> usize {
+        if load_sc(&self.fast) == 0 {
+            return 0;
+        }
         let mut taken = 0;
         let _ = self.fast.fetch_update(SeqCst, SeqCst, |free| {
             taken = free.min(n);
             (taken > 0).then(|| free - taken)
         });
         taken
+    }
+}
+
+/// The slow path on tokio's semaphore, and the atomics of the fast path.
+#[cfg(not(palisade_loom))]
+mod tokio_slow {
+    pub(super) use std::sync::atomic::AtomicUsize;
+    use std::sync::atomic::Ordering::SeqCst;
+
+    use tokio::sync::Semaphore;
+
+    /// A sequentially consistent load. (The loom build replaces it with a read-modify-write,
+    /// because loom models `SeqCst` loads as merely acquiring.)
+    #[inline]
+    pub(super) fn load_sc(a: &AtomicUsize) -> usize {
+        a.load(SeqCst)
+    }
+
+    pub(super) struct Slow(Semaphore);
+
+    impl Slow {
+        pub(super) fn new() -> Self {
+            Self(Semaphore::new(0))
+        }
+
+        pub(super) fn try_take(&self) -> bool {
+            self.0.try_acquire().map(|p| p.forget()).is_ok()
+        }
+
+        pub(super) async fn take(&self) {
+            self.0
+                .acquire()
+                .await
+                .expect("the semaphore is never closed")
+                .forget();
+        }
+
+        pub(super) fn give(&self, n: usize) {
+            self.0.add_permits(n);
+        }
+
+        pub(super) fn forget(&self, n: usize) -> usize {
+            self.0.forget_permits(n)
+        }
+
+        pub(super) fn available(&self) -> usize {
+            self.0.available_permits()
+        }
+    }
+}
+
+/// Under `--cfg palisade_loom`: loom's atomics, and a small FIFO semaphore on loom's mutex
+/// standing in for tokio's (which loom cannot model), so loom can check the fast path's
+/// hand-off protocol exhaustively. Run with
+/// `RUSTFLAGS="--cfg palisade_loom" LOOM_MAX_PREEMPTIONS=2 cargo test -p palisade-limit --lib --release loom`.
+#[cfg(palisade_loom)]
+mod loom_slow {
+    use std::collections::VecDeque;
+    use std::future::poll_fn;
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::task::{Poll, Waker};
+
+    pub(super) use loom::sync::atomic::AtomicUsize;
+    use loom::sync::Mutex;
+
+    /// loom treats `SeqCst` loads as acquire loads, under which the Dekker-style re-check
+    /// would be unsound; a read-modify-write always reads the latest value.
+    pub(super) fn load_sc(a: &AtomicUsize) -> usize {
+        a.fetch_add(0, SeqCst)
+    }
+
+    struct State {
+        permits: usize,
+        /// Waiters in arrival order: (ticket, waker).
+        queue: VecDeque<(u64, Waker)>,
+        next_ticket: u64,
+    }
+
+    pub(super) struct Slow(Mutex<State>);
+
+    impl Slow {
+        pub(super) fn new() -> Self {
+            Self(Mutex::new(State {
+                permits: 0,
+                queue: VecDeque::new(),
+                next_ticket: 0,
+            }))
+        }
+
+        pub(super) fn try_take(&self) -> bool {
+            let mut s = self.0.lock().unwrap();
+            if s.permits > 0 && s.queue.is_empty() {
+                s.permits -= 1;
+                true
+            } else {
+                false
+            }
+        }
+
+        pub(super) async fn take(&self) {
+            let mut ticket = None;
+            let mut guard = Leave(self, None);
+            poll_fn(|cx| {
+                let mut s = self.0.lock().unwrap();
+                let t = *ticket.get_or_insert_with(|| {
+                    let t = s.next_ticket;
+                    s.next_ticket += 1;
+                    s.queue.push_back((t, cx.waker().clone()));
+                    t
+                });
+                guard.1 = Some(t);
+                if s.permits > 0 && s.queue.front().map(|(f, _)| *f) == Some(t) {
+                    s.permits -= 1;
+                    s.queue.pop_front();
+                    guard.1 = None;
+                    // The next waiter may be served too.
+                    if s.permits > 0 {
+                        if let Some((_, w)) = s.queue.front() {
+                            w.wake_by_ref();
+                        }
+                    }
+                    Poll::Ready(())
+                } else {
+                    if let Some(entry) = s.queue.iter_mut().find(|(q, _)| *q == t) {
+                        entry.1 = cx.waker().clone();
+                    }
+                    Poll::Pending
+                }
+            })
+            .await;
+        }
+
+        pub(super) fn give(&self, n: usize) {
+            let mut s = self.0.lock().unwrap();
+            s.permits += n;
+            if let Some((_, w)) = s.queue.front() {
+                w.wake_by_ref();
+            }
+        }
+
+        pub(super) fn forget(&self, n: usize) -> usize {
+            let mut s = self.0.lock().unwrap();
+            let f = s.permits.min(n);
+            s.permits -= f;
+            f
+        }
+
+        pub(super) fn available(&self) -> usize {
+            self.0.lock().unwrap().permits
+        }
+    }
+
+    /// Leaves the queue if a wait is cancelled, passing the turn on.
+    struct Leave<'a>(&'a Slow, Option<u64>);
+
+    impl Drop for Leave<'_> {
+        fn drop(&mut self) {
+            if let Some(t) = self.1 {
+                let mut s = self.0 .0.lock().unwrap();
+                s.queue.retain(|(q, _)| *q != t);
+                if s.permits > 0 {
+                    if let Some((_, w)) = s.queue.front() {
+                        w.wake_by_ref();
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -130,7 +290,7 @@ impl Drop for Registered<'_> {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(palisade_loom)))]
 mod tests {
     use super::*;
     use std::future::Future;
@@ -196,5 +356,73 @@ mod tests {
         assert_eq!(s.available(), 1);
         assert_eq!(s.forget(5), 1);
         assert_eq!(s.available(), 0);
+    }
+}
+
+#[cfg(all(test, palisade_loom))]
+mod loom_tests {
+    use super::FastSemaphore;
+    use loom::sync::Arc;
+    use loom::thread;
+
+    /// A release racing a waiter's registration never strands the permit: the waiter
+    /// always gets it (loom reports a deadlock otherwise).
+    #[test]
+    fn loom_release_reaches_a_racing_waiter() {
+        loom::model(|| {
+            let s = Arc::new(FastSemaphore::new(1));
+            assert!(s.try_acquire());
+            let releaser = {
+                let s = s.clone();
+                thread::spawn(move || s.release(1))
+            };
+            loom::future::block_on(s.acquire());
+            releaser.join().unwrap();
+            assert_eq!(s.available(), 0);
+            s.release(1);
+            assert_eq!(s.available(), 1);
+        });
+    }
+
+    /// Two waiters and two releases: both waiters are served, nothing is lost or made up.
+    #[test]
+    fn loom_two_waiters_two_releases() {
+        loom::model(|| {
+            let s = Arc::new(FastSemaphore::new(2));
+            assert!(s.try_acquire());
+            assert!(s.try_acquire());
+            let waiter = {
+                let s = s.clone();
+                thread::spawn(move || loom::future::block_on(s.acquire()))
+            };
+            let releaser = {
+                let s = s.clone();
+                thread::spawn(move || {
+                    s.release(1);
+                    s.release(1);
+                })
+            };
+            loom::future::block_on(s.acquire());
+            waiter.join().unwrap();
+            releaser.join().unwrap();
+            assert_eq!(s.available(), 0);
+            assert!(!s.try_acquire());
+        });
+    }
+
+    /// try_acquire racing a release: the permit is taken exactly once or stays free.
+    #[test]
+    fn loom_try_acquire_races_release() {
+        loom::model(|| {
+            let s = Arc::new(FastSemaphore::new(1));
+            assert!(s.try_acquire());
+            let releaser = {
+                let s = s.clone();
+                thread::spawn(move || s.release(1))
+            };
+            let got = s.try_acquire();
+            releaser.join().unwrap();
+            assert_eq!(s.available(), usize::from(!got));
+        });
     }
 }

@@ -76,7 +76,9 @@ pin_project! {
     {
         #[pin]
         primary: Option<S::Future>,
-        started: Instant,
+        // When the first attempt was first found pending: the clock is read only then,
+        // so a call that completes in its first poll reads no clock at all.
+        started: Option<Instant>,
         extras: Vec<Attempt<S::Future>>,
         spare: Option<Spare<S, Req, P>>,
         // Created on the first `Pending`, so a call that completes at once never touches
@@ -98,7 +100,6 @@ where
 {
     pub(crate) fn new(
         primary: S::Future,
-        started: Instant,
         spare: Option<Spare<S, Req, P>>,
         deadline: Option<Deadline>,
         shared: Arc<Shared>,
@@ -106,7 +107,7 @@ where
     ) -> Self {
         Self {
             primary: Some(primary),
-            started,
+            started: None,
             extras: Vec::new(),
             spare,
             timer: None,
@@ -136,7 +137,7 @@ where
 /// answer and maybe asks for the next attempt at once.
 fn settle<Res, C: Classify<Res, BoxError>>(
     result: Result<Res, BoxError>,
-    attempt_started: Instant,
+    attempt_started: Option<Instant>,
     is_extra: bool,
     classify: &C,
     shared: &Shared,
@@ -145,7 +146,11 @@ fn settle<Res, C: Classify<Res, BoxError>>(
 ) -> Option<Result<Res, BoxError>> {
     let outcome = classify.classify(&result);
     if outcome.is_success() {
-        shared.record_success(attempt_started, Instant::now());
+        match attempt_started {
+            Some(at) => shared.record_success(at, Instant::now()),
+            // Completed in the poll that started it: it never waited.
+            None => shared.record_immediate_success(),
+        }
         if is_extra {
             shared.hedge_wins.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(target: "palisade::fanout", "hedge attempt won");
@@ -177,7 +182,15 @@ where
         loop {
             // 1. The first attempt.
             if let Some(fut) = this.primary.as_mut().as_pin_mut() {
-                if let Poll::Ready(result) = fut.poll(cx) {
+                let polled = fut.poll(cx);
+                if polled.is_pending() && this.started.is_none() {
+                    // The attempt is waiting: start the clock, if anything needs it (a
+                    // hedge timer, or a learned delay's latency sample).
+                    if this.spare.is_some() || this.shared.learns() {
+                        *this.started = Some(Instant::now());
+                    }
+                }
+                if let Poll::Ready(result) = polled {
                     this.primary.set(None);
                     let result = result.map_err(Into::into);
                     if let Some(win) = settle(
@@ -203,7 +216,7 @@ where
                         let attempt = this.extras.swap_remove(i);
                         if let Some(win) = settle(
                             result.map_err(Into::into),
-                            attempt.started,
+                            Some(attempt.started),
                             true,
                             this.classify,
                             this.shared,
@@ -227,7 +240,9 @@ where
                 Some(_) if !in_flight => false,
                 Some(spare) => {
                     if this.timer.is_none() {
-                        let at = *this.started + spare.delay;
+                        // `started` is set: the primary was pending with a spare present.
+                        let from = this.started.unwrap_or_else(Instant::now);
+                        let at = from + spare.delay;
                         this.timer.set(Some(tokio::time::sleep_until(at)));
                     }
                     let timer = this.timer.as_mut().as_pin_mut().expect("timer set above");

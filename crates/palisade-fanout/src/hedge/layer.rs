@@ -233,7 +233,6 @@ impl<P, C> HedgeBuilder<P, C> {
                 max_extra: self.max_extra,
                 min_remaining: self.min_remaining,
                 origin: Instant::now(),
-                requests: AtomicU64::new(0),
                 hedges: AtomicU64::new(0),
                 hedge_wins: AtomicU64::new(0),
                 first_attempts: counter("first"),
@@ -307,11 +306,6 @@ impl HedgeHandle {
         self.shared.delay()
     }
 
-    /// Requests seen.
-    pub fn requests(&self) -> u64 {
-        self.shared.requests.load(Ordering::Relaxed)
-    }
-
     /// Extra attempts sent.
     pub fn hedges(&self) -> u64 {
         self.shared.hedges.load(Ordering::Relaxed)
@@ -343,7 +337,6 @@ pub(crate) struct Shared {
     pub(crate) max_extra: u32,
     pub(crate) min_remaining: Option<Duration>,
     pub(crate) origin: Instant,
-    pub(crate) requests: AtomicU64,
     pub(crate) hedges: AtomicU64,
     pub(crate) hedge_wins: AtomicU64,
     pub(crate) first_attempts: Counter,
@@ -357,7 +350,6 @@ impl fmt::Debug for Shared {
             .field("budget", &self.budget)
             .field("max_extra", &self.max_extra)
             .field("min_remaining", &self.min_remaining)
-            .field("requests", &self.requests)
             .field("hedges", &self.hedges)
             .finish_non_exhaustive()
     }
@@ -371,10 +363,9 @@ impl Shared {
         }
     }
 
-    /// Per request: count it, pay into the budget, and say after how long a hedge would
+    /// Per request: pay into the budget, and say after how long a hedge would
     /// fire, or `None` if this request cannot hedge at all (cold window, empty budget).
     pub(crate) fn on_request(&self) -> Option<Duration> {
-        self.requests.fetch_add(1, Ordering::Relaxed);
         self.first_attempts.increment(1);
         if self.max_extra == 0 {
             return None;
@@ -396,6 +387,18 @@ impl Shared {
             self.hedge_attempts.increment(1);
         }
         paid
+    }
+
+    /// Whether successes are recorded (a learned delay).
+    pub(crate) fn learns(&self) -> bool {
+        matches!(self.delay, DelayState::Learned(_))
+    }
+
+    /// A success that completed in the poll that started it (no wait, no clock read).
+    pub(crate) fn record_immediate_success(&self) {
+        if let DelayState::Learned(w) = &self.delay {
+            w.record_current(Duration::ZERO);
+        }
     }
 
     /// A successful attempt's own latency, for a learned delay.

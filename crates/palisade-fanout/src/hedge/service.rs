@@ -3,7 +3,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use palisade_core::{BoxError, Classify, HasDeadline};
-use tokio::time::Instant;
 use tower_service::Service;
 
 use super::future::{ResponseFuture, Spare};
@@ -75,7 +74,6 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let started = Instant::now();
         let deadline = req.deadline();
         // Decide now whether this request could ever hedge, so that ineligible requests
         // (cold window, spent budget, unsafe method, deadline too close) pay nothing more:
@@ -103,7 +101,6 @@ where
         let primary = self.inner.call(req);
         ResponseFuture::new(
             primary,
-            started,
             spare,
             deadline,
             Arc::clone(&self.shared),

@@ -137,7 +137,6 @@ async fn budget_is_shared_by_clones_and_runs_out() {
     a.oneshot(3).await.unwrap();
     assert_eq!(backend.calls() - before, 1, "budget spent: no hedge");
     assert_eq!(handle.hedges(), 2);
-    assert_eq!(handle.requests(), 3);
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]

@@ -10,6 +10,7 @@ use palisade_benches::{CountingAlloc, Report};
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
 
+mod fanout;
 
 fn main() {
     let mut c = Criterion::default()
@@ -17,6 +18,7 @@ fn main() {
         .configure_from_args();
     let mut report = Report::new();
 
+    fanout::benches(&mut c, &mut report);
 
     c.final_summary();
     report.finish();

@@ -21,6 +21,11 @@
 //! - **Safety**: only requests the [`HedgePolicy`] can copy are hedged: by default
 //!   [`Idempotent`] HTTP methods; [`CloneAll`] or a closure for other request types.
 //!
+//! The clock starts when the first attempt is first found pending (normally the first
+//! poll, right after `call`): the delay counts from there, and so does the latency sample
+//! a learned delay records. An attempt that completes in its first poll reads no clock
+//! and is recorded as taking no time.
+//!
 //! Losing attempts are futures owned by the [`ResponseFuture`](future::ResponseFuture),
 //! dropped (so cancelled) the moment a winner returns or the caller drops it: no task is
 //! spawned, and neither responses nor errors need to be `Clone`. A call that no hedge

@@ -324,3 +324,59 @@ async fn http_posts_are_not_hedged_by_default() {
     svc.oneshot(get).await.unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_response_classified_as_a_failure_loses_to_a_later_success() {
+    // Responses of 0 are failures the server says are retryable (think gRPC UNAVAILABLE
+    // in a trailers-only response): the next attempt goes at once.
+    let classify = |r: &Result<u64, BoxError>| match r {
+        Ok(0) => palisade_core::Outcome::failure().with_retryable(true),
+        Ok(_) => palisade_core::Outcome::success(),
+        Err(e) => palisade_core::Outcome::from_error(e.as_ref()),
+    };
+    let backend = Backend::new(|n, req| (ms(5), Ok(if n == 0 { 0 } else { req })));
+    let layer = fixed(50).classify(classify).build().unwrap();
+    let start = Instant::now();
+    assert_eq!(layer.layer(backend.clone()).oneshot(9).await.unwrap(), 9);
+    assert_eq!(start.elapsed(), ms(10));
+
+    // When every attempt "fails" that way, the last response is returned as it is.
+    let backend = Backend::new(|_, _| (ms(5), Ok(0)));
+    let layer = fixed(50).max_extra(2).classify(classify).build().unwrap();
+    assert_eq!(layer.layer(backend.clone()).oneshot(9).await.unwrap(), 0);
+    assert_eq!(backend.calls(), 3);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_hedge_waits_for_the_spare_service_to_be_ready_before_paying() {
+    let (mock, mut upstream) = tower_test::mock::pair::<u64, u64>();
+    let layer = fixed(10).budget(0.0, 1).build().unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(mock);
+
+    upstream.allow(1);
+    tokio_test::assert_ready_ok!(
+        tokio_test::task::spawn(()).enter(|cx, _| { tower::Service::poll_ready(&mut svc, cx) })
+    );
+    let mut fut = tokio_test::task::spawn(tower::Service::call(&mut svc, 1));
+    assert_pending!(fut.poll());
+    let (_, primary) = upstream.next_request().await.unwrap();
+
+    // The delay passes, but the service has no capacity: no hedge, and no budget spent.
+    tokio::time::advance(ms(10)).await;
+    assert_pending!(fut.poll());
+    assert_eq!(handle.hedges(), 0);
+    assert_eq!(handle.budget_available(), Some(1.0));
+
+    // Capacity comes back: the hedge goes, and its answer wins.
+    upstream.allow(1);
+    assert!(fut.is_woken());
+    assert_pending!(fut.poll());
+    assert_eq!(handle.hedges(), 1);
+    let (req, hedge) = upstream.next_request().await.unwrap();
+    assert_eq!(req, 1);
+    hedge.send_response(42);
+    assert_eq!(assert_ready!(fut.poll()).unwrap(), 42);
+    // The primary's responder sees its caller gone.
+    drop(primary);
+}

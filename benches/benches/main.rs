@@ -1,8 +1,9 @@
 //! Palisade's benchmarks, one criterion binary gathering a module per policy.
 //!
-//! `cargo bench -p palisade-benches` runs them all and prints a side-by-side table
-//! (median ns per call, ratio to the group's baseline, allocations per call), also written
-//! to `target/palisade-bench.json`. Filter with `cargo bench -p palisade-benches -- limit/`.
+//! `cargo bench -p palisade-benches --bench main` runs them all and prints a side-by-side
+//! table (median ns per call, ratio to the group's baseline, allocations per call), also
+//! written to `target/palisade-bench.json`. Filter by group:
+//! `cargo bench -p palisade-benches --bench main -- limit-concurrency`.
 
 use criterion::Criterion;
 use palisade_benches::{CountingAlloc, Report};
@@ -10,6 +11,7 @@ use palisade_benches::{CountingAlloc, Report};
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
 
+mod fanout;
 mod limit;
 
 fn main() {
@@ -19,6 +21,8 @@ fn main() {
     let mut report = Report::new();
 
     limit::benches(&mut c, &mut report);
+    fanout::benches(&mut c, &mut report);
+
     c.final_summary();
     report.finish();
 }

@@ -1,1 +1,21 @@
-//! Palisade fanout policy (work in progress: see the issue tracker).
+//! Hedged requests and scatter-gather fan-out for Tower services.
+//!
+//! - [`hedge`]: send a request again after a delay (fixed or a learned percentile), take
+//!   the first success, cancel the rest; budgeted, deadline-aware, idempotent-only.
+//! - [`fanout`]: send one request to N backends (a list of services, or one service and a
+//!   split function), gather all / the first success / a quorum / what finished by the
+//!   deadline, with a bounded width, a reducer and a second phase.
+//!
+//! Every branch and attempt is a future owned by the response future: dropping it
+//! cancels them all, and nothing is spawned.
+//!
+//! # Features
+//! - `http`: the [`hedge::Idempotent`] policy for `http::Request`.
+//! - `metrics`: emit `palisade_attempts_total` through the `metrics` facade.
+
+pub mod fanout;
+pub mod hedge;
+mod macros;
+
+pub use fanout::{Branch, Completion, FanOut, FanOutLayer, Gathered, Mode};
+pub use hedge::{Hedge, HedgeDelay, HedgeLayer};

@@ -1,0 +1,110 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use palisade_core::{BoxError, Classify, HasDeadline};
+use tower_service::Service;
+
+use super::future::{ResponseFuture, Spare};
+use super::layer::Shared;
+use super::{HedgePolicy, Idempotent};
+use palisade_core::ErrorsAsFailures;
+
+/// Sends a request again after a delay if it has not succeeded yet; the first success
+/// wins. See the [module docs](super).
+pub struct Hedge<S, P = Idempotent, C = ErrorsAsFailures> {
+    inner: S,
+    shared: Arc<Shared>,
+    policy: P,
+    classify: C,
+}
+
+// === impl Hedge ===
+
+impl<S, P, C> Hedge<S, P, C> {
+    pub(crate) fn from_parts(inner: S, shared: Arc<Shared>, policy: P, classify: C) -> Self {
+        Self {
+            inner,
+            shared,
+            policy,
+            classify,
+        }
+    }
+}
+
+crate::macros::define_inner_service_accessors!(Hedge<S, P, C>);
+
+impl<S: Clone, P: Clone, C: Clone> Clone for Hedge<S, P, C> {
+    fn clone(&self) -> Self {
+        // No reservation to reset: readiness lives in `inner`, whose own `Clone` decides.
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+            policy: self.policy.clone(),
+            classify: self.classify.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, P: fmt::Debug, C: fmt::Debug> fmt::Debug for Hedge<S, P, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hedge")
+            .field("inner", &self.inner)
+            .field("shared", &self.shared)
+            .field("policy", &self.policy)
+            .field("classify", &self.classify)
+            .finish()
+    }
+}
+
+impl<S, Req, P, C> Service<Req> for Hedge<S, P, C>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    Req: HasDeadline,
+    P: HedgePolicy<Req> + Clone,
+    C: Classify<S::Response, BoxError> + Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, Req, P, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let deadline = req.deadline();
+        // Decide now whether this request could ever hedge, so that ineligible requests
+        // (cold window, spent budget, unsafe method, deadline too close) pay nothing more:
+        // no copy of the request and no clone of the service.
+        let spare = self.shared.on_request().and_then(|delay| {
+            let min_remaining = self.shared.min_remaining.unwrap_or(delay);
+            if let Some(d) = deadline {
+                // The first hedge would start at `delay` and needs `min_remaining` after it.
+                if d.remaining() < delay.saturating_add(min_remaining) {
+                    return None;
+                }
+            }
+            let template = self.policy.clone_request(&req)?;
+            Some(Spare::new(
+                self.inner.clone(),
+                template,
+                self.policy.clone(),
+                self.shared.max_extra,
+                delay,
+                min_remaining,
+            ))
+        });
+        // The primary uses the service `poll_ready` readied; the spare clone is readied
+        // by the response future only when a hedge is due.
+        let primary = self.inner.call(req);
+        ResponseFuture::new(
+            primary,
+            spare,
+            deadline,
+            Arc::clone(&self.shared),
+            self.classify.clone(),
+        )
+    }
+}

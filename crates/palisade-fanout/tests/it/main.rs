@@ -1,0 +1,6 @@
+//! Integration tests of palisade-fanout, on paused time.
+
+mod alloc;
+mod fanout;
+mod hedge;
+mod support;

@@ -1,0 +1,281 @@
+//! Inbound deadlines for HTTP and gRPC servers: [`ServerDeadlineLayer`].
+//!
+//! Reads the caller's budget from `grpc-timeout` (and/or an HTTP header in milliseconds),
+//! clamps it to a configured maximum — an inbound `99999999H` must not hold a handler for
+//! three millennia — and sets it as the request's [`Deadline`], where handlers and the
+//! client stacks they call read it. At the deadline the handler's future is dropped
+//! (cancelled) and the caller gets HTTP 504, or for a gRPC request a trailers-only response
+//! with `grpc-status: 4` (`DEADLINE_EXCEEDED`; never `CANCELLED`). A request that arrives
+//! with a zero budget is answered at once, without running the handler.
+//!
+//! Malformed headers are ignored (logged at `debug`): the request runs with the default
+//! timeout, if one is set, or none. The service's error type is the inner one, so an axum
+//! or tonic stack stays `Infallible`.
+//!
+//! # Example
+//!
+//! ```
+//! use axum::{routing::get, Router};
+//! use palisade_deadline::ServerDeadlineLayer;
+//! use std::time::Duration;
+//!
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .layer(
+//!         ServerDeadlineLayer::new()
+//!             .header(http::HeaderName::from_static("x-request-timeout-ms"))
+//!             .max(Duration::from_secs(30))
+//!             .default_timeout(Duration::from_secs(10)),
+//!     );
+//! ```
+//!
+//! [`Deadline`]: palisade_core::Deadline
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, Request, Response};
+use palisade_core::observe::Counter;
+use palisade_core::response::error_response;
+use palisade_core::{BoxError, Deadline, DeadlineExceeded, HasDeadline, SetDeadline};
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::grpc_timeout;
+use crate::timer::LazySleep;
+
+/// Sets inbound requests' deadlines and enforces them; see the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct ServerDeadlineLayer {
+    grpc: bool,
+    header: Option<HeaderName>,
+    max: Duration,
+    default: Option<Duration>,
+    expired: Counter,
+}
+
+impl Default for ServerDeadlineLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ServerDeadlineLayer {
+    /// Reads `grpc-timeout`; clamps to 60 s; no default timeout.
+    pub fn new() -> Self {
+        Self {
+            grpc: true,
+            header: None,
+            max: Duration::from_secs(60),
+            default: None,
+            expired: Counter::register(
+                "palisade_decisions_total",
+                "server_deadline",
+                "",
+                &[("decision", "expired")],
+            ),
+        }
+    }
+
+    /// Also reads the budget in milliseconds from `name` (used when `grpc-timeout` is
+    /// absent or malformed).
+    #[must_use]
+    pub fn header(mut self, name: HeaderName) -> Self {
+        self.header = Some(name);
+        self
+    }
+
+    /// Whether to read `grpc-timeout` (default yes).
+    #[must_use]
+    pub fn read_grpc_timeout(mut self, read: bool) -> Self {
+        self.grpc = read;
+        self
+    }
+
+    /// The longest budget a caller may ask for (default 60 s); longer ones are clamped.
+    #[must_use]
+    pub fn max(mut self, max: Duration) -> Self {
+        self.max = max;
+        self
+    }
+
+    /// The budget of a request that brings none (default: none, so no deadline is set).
+    /// Also clamped to [`max`](Self::max).
+    #[must_use]
+    pub fn default_timeout(mut self, timeout: Duration) -> Self {
+        self.default = Some(timeout);
+        self
+    }
+
+    /// The caller's budget in `headers`, clamped; `None` if it brings none (or only
+    /// malformed ones) and there is no default.
+    fn budget(&self, headers: &HeaderMap) -> Option<Duration> {
+        let from_grpc = self
+            .grpc
+            .then(|| headers.get("grpc-timeout"))
+            .flatten()
+            .and_then(|v| match grpc_timeout::parse_header(v) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    tracing::debug!(target: "palisade::deadline", error = %e, "ignoring malformed grpc-timeout");
+                    None
+                }
+            });
+        let from_header = || {
+            let v = headers.get(self.header.as_ref()?)?;
+            let ms = v
+                .to_str()
+                .ok()
+                .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|s| s.parse::<u64>().ok());
+            if ms.is_none() {
+                tracing::debug!(target: "palisade::deadline", "ignoring malformed timeout header");
+            }
+            ms.map(Duration::from_millis)
+        };
+        let asked = from_grpc.or_else(from_header).or(self.default)?;
+        if asked > self.max {
+            tracing::debug!(target: "palisade::deadline", ?asked, max = ?self.max, "inbound deadline clamped");
+        }
+        Some(asked.min(self.max))
+    }
+}
+
+impl<S> Layer<S> for ServerDeadlineLayer {
+    type Service = ServerDeadline<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ServerDeadline {
+            inner,
+            config: self.clone(),
+        }
+    }
+}
+
+/// Sets inbound requests' deadlines and enforces them; built by [`ServerDeadlineLayer`].
+#[derive(Debug, Clone)]
+pub struct ServerDeadline<S> {
+    inner: S,
+    config: ServerDeadlineLayer,
+}
+
+crate::macros::inner_accessors!(ServerDeadline);
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ServerDeadline<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    ResBody: Default,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = future::ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let grpc = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let Some(budget) = self.config.budget(req.headers()) else {
+            return future::ResponseFuture::unbounded(self.inner.call(req), grpc);
+        };
+        let mut deadline = Deadline::after(budget);
+        if let Some(existing) = req.deadline() {
+            deadline = deadline.min(existing);
+        }
+        if deadline.instant() <= Instant::now() {
+            self.config.expired.increment(1);
+            return future::ResponseFuture::expired(grpc);
+        }
+        req.set_deadline(deadline);
+        future::ResponseFuture::bounded(
+            self.inner.call(req),
+            deadline.instant(),
+            grpc,
+            self.config.expired.clone(),
+        )
+    }
+}
+
+/// Response future of [`ServerDeadline`].
+pub mod future {
+    use super::*;
+
+    pin_project! {
+        /// Response future of [`ServerDeadline`](super::ServerDeadline).
+        #[derive(Debug)]
+        pub struct ResponseFuture<F> {
+            // `None`: out of time, before the call or at the deadline.
+            #[pin]
+            inner: Option<F>,
+            // `None`: the request has no deadline.
+            #[pin]
+            sleep: Option<LazySleep>,
+            grpc: bool,
+            expired: Counter,
+        }
+    }
+
+    impl<F> ResponseFuture<F> {
+        pub(super) fn unbounded(inner: F, grpc: bool) -> Self {
+            Self {
+                inner: Some(inner),
+                sleep: None,
+                grpc,
+                expired: Counter::noop(),
+            }
+        }
+
+        pub(super) fn bounded(inner: F, at: Instant, grpc: bool, expired: Counter) -> Self {
+            Self {
+                inner: Some(inner),
+                sleep: Some(LazySleep::until(at)),
+                grpc,
+                expired,
+            }
+        }
+
+        pub(super) fn expired(grpc: bool) -> Self {
+            Self {
+                inner: None,
+                sleep: None,
+                grpc,
+                expired: Counter::noop(),
+            }
+        }
+    }
+
+    impl<F, ResBody, E> Future for ResponseFuture<F>
+    where
+        F: Future<Output = Result<Response<ResBody>, E>>,
+        ResBody: Default,
+    {
+        type Output = Result<Response<ResBody>, E>;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            let mut this = self.project();
+            if let Some(inner) = this.inner.as_mut().as_pin_mut() {
+                if let Poll::Ready(out) = inner.poll(cx) {
+                    return Poll::Ready(out);
+                }
+                let Some(sleep) = this.sleep.as_pin_mut() else {
+                    return Poll::Pending;
+                };
+                ready!(sleep.poll_elapsed(cx));
+                // Out of time: cancel the handler, answer DEADLINE_EXCEEDED.
+                this.inner.set(None);
+                this.expired.increment(1);
+                tracing::debug!(target: "palisade::deadline", "handler exceeded the inbound deadline: cancelled");
+            }
+            let err: BoxError = DeadlineExceeded::new().into();
+            Poll::Ready(Ok(error_response(&err, *this.grpc)))
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Integration tests of palisade-deadline (one binary).
+
+mod client;
+mod hops;
+mod server;

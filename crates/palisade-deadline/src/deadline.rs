@@ -95,18 +95,25 @@ where
     }
 
     fn call(&mut self, mut req: Req) -> Self::Future {
-        let ours = Deadline::after(self.timeout);
-        let deadline = match req.deadline() {
-            Some(theirs) => theirs.min(ours),
-            None => ours,
+        // One clock read per call: it is most of this layer's cost.
+        let now = Instant::now();
+        let deadline = match (now.checked_add(self.timeout), req.deadline()) {
+            (Some(ours), Some(theirs)) => theirs.min(Deadline::at(ours)),
+            (Some(ours), None) => Deadline::at(ours),
+            (None, Some(theirs)) => theirs,
+            // A timeout too large to represent and no deadline: a deadline decades away.
+            (None, None) => Deadline::after(self.timeout),
         };
-        if deadline.instant() <= Instant::now() {
+        // Built in one place, so the (large) future is constructed where it is returned.
+        let inner = if deadline.instant() <= now {
             // Already out of time: don't start work nobody will wait for.
             tracing::debug!(target: "palisade::deadline", "deadline already passed: rejected");
-            return future::ResponseFuture::expired();
-        }
-        req.set_deadline(deadline);
-        future::ResponseFuture::new(self.inner.call(req), deadline.instant())
+            None
+        } else {
+            req.set_deadline(deadline);
+            Some(self.inner.call(req))
+        };
+        future::ResponseFuture::new(inner, deadline.instant())
     }
 }
 
@@ -128,17 +135,11 @@ pub mod future {
     }
 
     impl<F> ResponseFuture<F> {
-        pub(crate) fn new(inner: F, at: Instant) -> Self {
+        /// `inner` is `None` when the deadline had passed before the call.
+        pub(crate) fn new(inner: Option<F>, at: Instant) -> Self {
             Self {
-                inner: Some(inner),
+                inner,
                 sleep: LazySleep::until(at),
-            }
-        }
-
-        pub(crate) fn expired() -> Self {
-            Self {
-                inner: None,
-                sleep: LazySleep::until(Instant::now()),
             }
         }
     }

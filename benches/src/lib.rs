@@ -6,6 +6,8 @@
 //! `cargo bench -p palisade-benches -- limit/`. The table is printed at the end and written
 //! to `target/palisade-bench.json`.
 
+pub mod sim;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -5,6 +5,9 @@
 //!   `poll_ready`), a bounded queue with a maximum wait (capped by the request's
 //!   [`Deadline`](palisade_core::Deadline)), or reject at once.
 //!
+//! - [`adaptive`]: the same limit, resized by a feedback loop (AIMD, Vegas, Gradient2) from
+//!   each call's round-trip time and overload signals.
+//!
 //! # Example
 //!
 //! ```
@@ -26,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod adaptive;
 pub mod concurrency;
 
 pub use concurrency::{

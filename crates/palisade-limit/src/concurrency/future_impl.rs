@@ -86,6 +86,12 @@ where
         }
     }
 
+    /// Whether the call got a permit (so its outcome says something about the dependency),
+    /// as opposed to being shed or timing out in the queue.
+    pub(crate) fn admitted(&self) -> bool {
+        matches!(self.state, State::Running { .. } | State::Deferred { .. })
+    }
+
     pub(crate) fn rejected(error: Overloaded) -> Self {
         Self {
             state: State::Rejected { error: Some(error) },

@@ -1,0 +1,455 @@
+//! Limit algorithms: pure functions of samples, testable without a runtime.
+//!
+//! Each follows Netflix's `concurrency-limits` semantics and defaults:
+//!
+//! - [`Aimd`]: additive increase (+1 while the limit is in use), multiplicative decrease
+//!   (×0.9) on a drop or an RTT over a timeout. Simple, reacts only to drops.
+//! - [`Vegas`]: estimates the queue at the dependency as `limit × (1 − rtt_noload / rtt)`
+//!   and keeps it between `alpha = 3·log10(limit)` and `beta = 6·log10(limit)`;
+//!   re-probes the no-load RTT now and then, so a faster path is found again.
+//! - [`Gradient2`]: compares a short-term RTT with a long-term (exponentially averaged)
+//!   one; while the short one stays within `tolerance ×` the long one the limit grows by a
+//!   small queue allowance, past it the limit shrinks by the gradient. Unlike Netflix's, a
+//!   drop also shrinks it (gradient at its floor, 0.5), so a dependency that sheds load with
+//!   fast 429s, showing no latency to read, still pulls the limit down.
+
+use std::time::Duration;
+
+/// One aggregated observation: what a window of calls saw.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sample {
+    /// Round-trip time (the window's average).
+    pub rtt: Duration,
+    /// Calls in flight when the call started (the window's maximum).
+    pub in_flight: usize,
+    /// Whether any call was dropped: overloaded (429, 503, `RESOURCE_EXHAUSTED`), timed out.
+    pub dropped: bool,
+}
+
+/// A concurrency limit algorithm.
+pub trait Algorithm: Send + 'static {
+    /// The limit to start from.
+    fn initial_limit(&self) -> usize;
+
+    /// Feeds one sample; returns the new limit.
+    fn update(&mut self, sample: &Sample) -> usize;
+}
+
+/// Additive increase, multiplicative decrease (Netflix `AIMDLimit`).
+#[derive(Debug, Clone)]
+pub struct Aimd {
+    limit: usize,
+    min: usize,
+    max: usize,
+    backoff: f64,
+    timeout: Duration,
+}
+
+impl Default for Aimd {
+    /// Netflix's defaults: initial 20, min 20, max 200, backoff 0.9, timeout 5 s.
+    fn default() -> Self {
+        Self {
+            limit: 20,
+            min: 20,
+            max: 200,
+            backoff: 0.9,
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Aimd {
+    /// AIMD between `min` and `max`, starting at `initial` (clamped into the range).
+    pub fn new(initial: usize, min: usize, max: usize) -> Self {
+        let min = min.max(1);
+        let max = max.max(min);
+        Self {
+            limit: initial.clamp(min, max),
+            min,
+            max,
+            ..Self::default()
+        }
+    }
+
+    /// The factor applied on a drop (default 0.9), clamped to `0.5..1.0`.
+    #[must_use]
+    pub fn backoff(mut self, ratio: f64) -> Self {
+        self.backoff = ratio.clamp(0.5, 0.999);
+        self
+    }
+
+    /// An RTT above this counts as a drop (default 5 s).
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+impl Algorithm for Aimd {
+    fn initial_limit(&self) -> usize {
+        self.limit
+    }
+
+    fn update(&mut self, s: &Sample) -> usize {
+        if s.dropped || s.rtt > self.timeout {
+            self.limit = ((self.limit as f64 * self.backoff) as usize).max(self.min);
+        } else if s.in_flight * 2 >= self.limit {
+            // Grow only while the limit is actually in use (not app-limited).
+            self.limit = (self.limit + 1).min(self.max);
+        }
+        self.limit
+    }
+}
+
+/// Delay-based, TCP Vegas style (Netflix `VegasLimit`).
+#[derive(Debug, Clone)]
+pub struct Vegas {
+    estimated: f64,
+    max: usize,
+    smoothing: f64,
+    rtt_noload: Option<Duration>,
+    probe_multiplier: usize,
+    probe_count: usize,
+    probe_jitter: f64,
+    rng: u64,
+}
+
+impl Default for Vegas {
+    /// Netflix's defaults: initial 20, max 1000, smoothing 1.0, probe multiplier 30.
+    fn default() -> Self {
+        Self::new(20, 1000)
+    }
+}
+
+impl Vegas {
+    /// Vegas starting at `initial`, never above `max`.
+    pub fn new(initial: usize, max: usize) -> Self {
+        let max = max.max(1);
+        let mut v = Self {
+            estimated: initial.clamp(1, max) as f64,
+            max,
+            smoothing: 1.0,
+            rtt_noload: None,
+            probe_multiplier: 30,
+            probe_count: 0,
+            probe_jitter: 0.5,
+            rng: 0x9E37_79B9_7F4A_7C15,
+        };
+        v.reset_probe_jitter();
+        v
+    }
+
+    /// Weight of a new estimate against the old one (default 1.0: no smoothing).
+    #[must_use]
+    pub fn smoothing(mut self, smoothing: f64) -> Self {
+        self.smoothing = smoothing.clamp(0.01, 1.0);
+        self
+    }
+
+    /// Re-probe the no-load RTT about every `multiplier × limit` samples (default 30).
+    #[must_use]
+    pub fn probe_multiplier(mut self, multiplier: usize) -> Self {
+        self.probe_multiplier = multiplier.max(1);
+        self
+    }
+
+    /// Seeds the jitter of the probe interval (for reproducible runs).
+    #[must_use]
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.rng = seed | 1;
+        self.reset_probe_jitter();
+        self
+    }
+
+    fn reset_probe_jitter(&mut self) {
+        // xorshift64: jitter in [0.5, 1.0), as Netflix's ThreadLocalRandom does.
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.probe_jitter = 0.5 + (self.rng >> 11) as f64 / (1u64 << 53) as f64 / 2.0;
+    }
+
+    fn limit(&self) -> usize {
+        self.estimated as usize
+    }
+}
+
+impl Algorithm for Vegas {
+    fn initial_limit(&self) -> usize {
+        self.limit()
+    }
+
+    fn update(&mut self, s: &Sample) -> usize {
+        let rtt = s.rtt;
+        self.probe_count += 1;
+        // Periodically forget the no-load RTT, so a path that got faster is noticed.
+        let probe_every = self.probe_jitter * self.probe_multiplier as f64 * self.estimated;
+        if self.probe_count as f64 >= probe_every {
+            self.reset_probe_jitter();
+            self.probe_count = 0;
+            self.rtt_noload = Some(rtt);
+            return self.limit();
+        }
+        let noload = match self.rtt_noload {
+            Some(n) if rtt >= n => n,
+            _ => {
+                self.rtt_noload = Some(rtt);
+                return self.limit();
+            }
+        };
+        let limit = self.estimated;
+        let log = limit.max(1.0).log10().max(1.0);
+        let (alpha, beta, threshold) = (3.0 * log, 6.0 * log, log);
+        let queue = (limit * (1.0 - noload.as_secs_f64() / rtt.as_secs_f64().max(1e-9))).ceil();
+        let new = if s.dropped {
+            limit - log
+        } else if (s.in_flight as f64) * 2.0 < limit {
+            // App-limited: the limit is not what holds calls back.
+            return self.limit();
+        } else if queue <= threshold {
+            limit + beta
+        } else if queue < alpha {
+            limit + log
+        } else if queue > beta {
+            limit - log
+        } else {
+            return self.limit();
+        };
+        let new = new.clamp(1.0, self.max as f64);
+        self.estimated = (1.0 - self.smoothing).mul_add(self.estimated, self.smoothing * new);
+        self.limit()
+    }
+}
+
+/// Gradient of long-term vs short-term RTT (Netflix `Gradient2Limit`).
+#[derive(Debug, Clone)]
+pub struct Gradient2 {
+    estimated: f64,
+    min: usize,
+    max: usize,
+    smoothing: f64,
+    tolerance: f64,
+    queue_size: usize,
+    long_rtt: Ema,
+}
+
+impl Default for Gradient2 {
+    /// Netflix's defaults: initial 20, min 20, max 200, smoothing 0.2, tolerance 1.5,
+    /// long window 600 samples, queue size 4.
+    fn default() -> Self {
+        Self::new(20, 20, 200)
+    }
+}
+
+impl Gradient2 {
+    /// Gradient2 between `min` and `max`, starting at `initial`.
+    pub fn new(initial: usize, min: usize, max: usize) -> Self {
+        let min = min.max(1);
+        let max = max.max(min);
+        Self {
+            estimated: initial.clamp(min, max) as f64,
+            min,
+            max,
+            smoothing: 0.2,
+            tolerance: 1.5,
+            queue_size: 4,
+            long_rtt: Ema::new(600, 10),
+        }
+    }
+
+    /// How much larger than the long-term RTT the short-term one may grow before the limit
+    /// shrinks (default 1.5).
+    #[must_use]
+    pub fn tolerance(mut self, tolerance: f64) -> Self {
+        self.tolerance = tolerance.max(1.0);
+        self
+    }
+
+    /// Weight of a new estimate (default 0.2).
+    #[must_use]
+    pub fn smoothing(mut self, smoothing: f64) -> Self {
+        self.smoothing = smoothing.clamp(0.01, 1.0);
+        self
+    }
+
+    /// The growth allowance added each update (default 4).
+    #[must_use]
+    pub fn queue_size(mut self, queue: usize) -> Self {
+        self.queue_size = queue;
+        self
+    }
+
+    /// Samples in the long-term average (default 600).
+    #[must_use]
+    pub fn long_window(mut self, samples: usize) -> Self {
+        self.long_rtt = Ema::new(samples.max(1), 10.min(samples.max(1)));
+        self
+    }
+}
+
+impl Algorithm for Gradient2 {
+    fn initial_limit(&self) -> usize {
+        self.estimated as usize
+    }
+
+    fn update(&mut self, s: &Sample) -> usize {
+        let short = s.rtt.as_secs_f64().max(1e-9);
+        let mut long = self.long_rtt.add(short);
+        // After a long stretch of high latency, let the baseline come down quickly.
+        if long / short > 2.0 {
+            long = self.long_rtt.scale(0.95);
+        }
+        // A drop is the strongest sign of overload: take the gradient at its floor. (Netflix's
+        // Gradient2 ignores drops and reads only latency; a dependency that sheds with fast
+        // 429s shows no latency to read, so here drops count too.)
+        let gradient = if s.dropped {
+            0.5
+        } else if (s.in_flight as f64) < self.estimated / 2.0 {
+            // Don't grow while app-limited.
+            return self.estimated as usize;
+        } else {
+            (self.tolerance * long / short).clamp(0.5, 1.0)
+        };
+        let new = self.estimated.mul_add(gradient, self.queue_size as f64);
+        let new = self.estimated.mul_add(1.0 - self.smoothing, new * self.smoothing);
+        self.estimated = new.clamp(self.min as f64, self.max as f64);
+        self.estimated as usize
+    }
+}
+
+/// Exponential moving average with a simple-average warm-up (Netflix `ExpAvgMeasurement`).
+#[derive(Debug, Clone)]
+struct Ema {
+    value: f64,
+    window: usize,
+    warmup: usize,
+    count: usize,
+}
+
+impl Ema {
+    fn new(window: usize, warmup: usize) -> Self {
+        Self {
+            value: 0.0,
+            window,
+            warmup,
+            count: 0,
+        }
+    }
+
+    fn add(&mut self, sample: f64) -> f64 {
+        if self.count < self.warmup {
+            self.count += 1;
+            self.value += (sample - self.value) / self.count as f64;
+        } else {
+            let f = 2.0 / (self.window as f64 + 1.0);
+            self.value = self.value.mul_add(1.0 - f, sample * f);
+        }
+        self.value
+    }
+
+    fn scale(&mut self, by: f64) -> f64 {
+        self.value *= by;
+        self.value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(rtt_ms: u64, in_flight: usize, dropped: bool) -> Sample {
+        Sample {
+            rtt: Duration::from_millis(rtt_ms),
+            in_flight,
+            dropped,
+        }
+    }
+
+    #[test]
+    fn aimd_grows_when_used_and_backs_off_on_drop() {
+        let mut a = Aimd::new(20, 1, 100);
+        assert_eq!(a.update(&sample(10, 20, false)), 21);
+        // App-limited: 5 in flight of 21 does not grow the limit.
+        assert_eq!(a.update(&sample(10, 5, false)), 21);
+        assert_eq!(a.update(&sample(10, 21, true)), 18); // floor(21 * 0.9)
+                                                         // An RTT over the timeout counts as a drop.
+        let mut a = Aimd::new(20, 1, 100).timeout(Duration::from_millis(50));
+        assert_eq!(a.update(&sample(60, 20, false)), 18);
+        // Bounds hold.
+        let mut a = Aimd::new(100, 1, 100);
+        assert_eq!(a.update(&sample(10, 100, false)), 100);
+        let mut a = Aimd::new(2, 2, 100);
+        assert_eq!(a.update(&sample(10, 2, true)), 2);
+    }
+
+    #[test]
+    fn vegas_grows_without_queue_and_shrinks_with_one() {
+        let mut v = Vegas::new(20, 1000).probe_multiplier(1_000_000);
+        // First sample sets the no-load RTT.
+        assert_eq!(v.update(&sample(10, 20, false)), 20);
+        // No queueing (rtt == noload): grow by beta = 6·log10(20) → max(1, ..) = 6·1.3.
+        let grown = v.update(&sample(10, 20, false));
+        assert!(grown > 20, "{grown}");
+        // Heavy queueing (rtt 4× noload): queue = limit·0.75 > beta → shrink by log10.
+        let before = grown;
+        let shrunk = v.update(&sample(40, before, false));
+        assert!(shrunk < before, "{shrunk} !< {before}");
+        // A drop shrinks too.
+        let d = v.update(&sample(10, shrunk, true));
+        assert!(d < shrunk);
+    }
+
+    #[test]
+    fn vegas_reprobes_the_noload_rtt() {
+        let mut v = Vegas::new(10, 1000).probe_multiplier(1).seed(7);
+        v.update(&sample(10, 10, false));
+        // The path got slower for good; after a probe, 30 ms becomes the new no-load RTT.
+        for _ in 0..40 {
+            v.update(&sample(30, v.limit(), false));
+        }
+        assert_eq!(v.rtt_noload, Some(Duration::from_millis(30)));
+    }
+
+    #[test]
+    fn gradient2_grows_at_steady_rtt_and_shrinks_when_rtt_rises() {
+        let mut g = Gradient2::new(20, 1, 1000);
+        let mut limit = 20;
+        for _ in 0..50 {
+            limit = g.update(&sample(10, limit, false));
+        }
+        assert!(limit > 40, "steady RTT should let the limit grow: {limit}");
+        let before = limit;
+        for _ in 0..20 {
+            limit = g.update(&sample(50, limit, false));
+        }
+        assert!(
+            limit < before,
+            "a 5× RTT should shrink the limit: {limit} vs {before}"
+        );
+    }
+
+    #[test]
+    fn algorithms_respect_bounds_on_any_input() {
+        let mut algos: Vec<Box<dyn Algorithm>> = vec![
+            Box::new(Aimd::new(10, 5, 50)),
+            Box::new(Vegas::new(10, 50)),
+            Box::new(Gradient2::new(10, 5, 50)),
+        ];
+        let mut x: u64 = 42;
+        for a in &mut algos {
+            for _ in 0..10_000 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let s = Sample {
+                    rtt: Duration::from_micros(x % 100_000 + 1),
+                    in_flight: (x >> 20) as usize % 80,
+                    dropped: x.is_multiple_of(7),
+                };
+                let l = a.update(&s);
+                assert!((1..=50).contains(&l), "{l}");
+            }
+        }
+    }
+}

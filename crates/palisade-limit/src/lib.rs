@@ -7,6 +7,8 @@
 //!
 //! - [`adaptive`]: the same limit, resized by a feedback loop (AIMD, Vegas, Gradient2) from
 //!   each call's round-trip time and overload signals.
+//! - [`throttle`]: client-side adaptive throttling (Google SRE): shed locally what an
+//!   overloaded backend would reject anyway.
 //!
 //! # Example
 //!
@@ -31,6 +33,7 @@
 
 pub mod adaptive;
 pub mod concurrency;
+pub mod throttle;
 
 pub use concurrency::{
     ConcurrencyLimit, ConcurrencyLimitBuilder, ConcurrencyLimitLayer, InvalidConcurrencyLimit,

@@ -312,7 +312,9 @@ impl Algorithm for Gradient2 {
             (self.tolerance * long / short).clamp(0.5, 1.0)
         };
         let new = self.estimated.mul_add(gradient, self.queue_size as f64);
-        let new = self.estimated.mul_add(1.0 - self.smoothing, new * self.smoothing);
+        let new = self
+            .estimated
+            .mul_add(1.0 - self.smoothing, new * self.smoothing);
         self.estimated = new.clamp(self.min as f64, self.max as f64);
         self.estimated as usize
     }

@@ -1,3 +1,5 @@
 //! Integration tests of palisade-limit (one binary, a module per policy).
 
+mod adaptive;
 mod concurrency;
+mod throttle;

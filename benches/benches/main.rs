@@ -11,6 +11,7 @@ use palisade_benches::{CountingAlloc, Report};
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
 
+mod adaptive;
 mod deadline;
 mod fanout;
 mod limit;
@@ -24,6 +25,7 @@ fn main() {
     limit::benches(&mut c, &mut report);
     fanout::benches(&mut c, &mut report);
     deadline::benches(&mut c, &mut report);
+    adaptive::benches(&mut c, &mut report);
 
     c.final_summary();
     report.finish();

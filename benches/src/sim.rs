@@ -43,6 +43,10 @@ pub struct Upstream {
     in_flight: Arc<AtomicUsize>,
     base: Duration,
     drop_at: f64,
+    /// Calls served: (when they completed, how long they took).
+    served: Arc<Mutex<Vec<(Instant, Duration)>>>,
+    /// When calls were rejected as overloaded.
+    dropped: Arc<Mutex<Vec<Instant>>>,
 }
 
 impl Upstream {
@@ -53,6 +57,8 @@ impl Upstream {
             in_flight: Arc::new(AtomicUsize::new(0)),
             base,
             drop_at,
+            served: Arc::default(),
+            dropped: Arc::default(),
         }
     }
 
@@ -67,14 +73,15 @@ impl Upstream {
     }
 
     /// One call.
-    pub fn call(&self) -> impl Future<Output = Result<(), BoxError>> + Send + 'static {
+    pub fn call(&self) -> impl Future<Output = Result<(), UpstreamOverloaded>> + Send + 'static {
         let this = self.clone();
         async move {
             let n = this.in_flight.fetch_add(1, SeqCst) + 1;
             let cap = this.capacity.load(SeqCst).max(1);
             if n as f64 > cap as f64 * this.drop_at {
                 this.in_flight.fetch_sub(1, SeqCst);
-                return Err(UpstreamOverloaded.into());
+                this.dropped.lock().unwrap().push(Instant::now());
+                return Err(UpstreamOverloaded);
             }
             let latency = if n <= cap {
                 this.base
@@ -83,8 +90,26 @@ impl Upstream {
             };
             tokio::time::sleep(latency).await;
             this.in_flight.fetch_sub(1, SeqCst);
+            this.served.lock().unwrap().push((Instant::now(), latency));
             Ok(())
         }
+    }
+}
+
+impl tower::Service<u32> for Upstream {
+    type Response = ();
+    type Error = UpstreamOverloaded;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<(), UpstreamOverloaded>> + Send>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: u32) -> Self::Future {
+        Box::pin(Upstream::call(self))
     }
 }
 
@@ -102,7 +127,11 @@ pub struct PhaseReport {
     /// Successful calls per second over the second half, as a fraction of the upstream's
     /// capacity (`capacity / base` calls per second).
     pub goodput: f64,
-    /// p99 latency of successful calls over the second half, in multiples of `base`.
+    /// Fraction of the calls reaching the upstream that it rejected as overloaded (429s),
+    /// over the second half.
+    pub drop_rate: f64,
+    /// p99 latency at the upstream (its queue, not the limiter's) over the second half, in
+    /// multiples of `base`.
     pub p99_over_base: f64,
 }
 
@@ -124,25 +153,21 @@ where
     let start = Instant::now();
     let total: Duration = phases.iter().map(|(d, _)| *d).sum();
     let end = start + total;
-    let oks: Arc<Mutex<Vec<(Duration, Duration)>>> = Arc::default();
     let limits: Arc<Mutex<Vec<(Duration, usize)>>> = Arc::default();
 
     let mut tasks = Vec::new();
     for w in 0..workers {
         let svc = svc.clone();
-        let oks = oks.clone();
         tasks.push(tokio::spawn(async move {
             let mut i = 0u32;
             while Instant::now() < end {
-                let t0 = Instant::now();
                 let res = match svc.clone().ready_oneshot().await {
                     Ok(mut s) => s.call(w as u32 * 1_000_000 + i).await.map_err(Into::into),
                     Err(e) => Err(e.into()),
                 };
                 i = i.wrapping_add(1);
-                match res {
-                    Ok(()) => oks.lock().unwrap().push((t0 - start, t0.elapsed())),
-                    Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                if res.is_err() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
         }));
@@ -168,7 +193,8 @@ where
     }
     monitor.await.expect("monitor panicked");
 
-    let oks = oks.lock().unwrap();
+    let served = upstream.served.lock().unwrap();
+    let dropped = upstream.dropped.lock().unwrap();
     let limits = limits.lock().unwrap();
     let mut reports = Vec::new();
     let mut phase_start = Duration::ZERO;
@@ -180,12 +206,16 @@ where
             .filter(|(t, _)| *t >= half && *t < phase_end)
             .map(|(_, l)| *l)
             .collect();
-        let mut lat: Vec<Duration> = oks
+        let mut lat: Vec<Duration> = served
             .iter()
-            .filter(|(t, _)| *t >= half && *t < phase_end)
+            .filter(|(t, _)| *t - start >= half && *t - start < phase_end)
             .map(|(_, l)| *l)
             .collect();
         lat.sort();
+        let drops = dropped
+            .iter()
+            .filter(|t| **t - start >= half && **t - start < phase_end)
+            .count();
         let secs = (phase_end - half).as_secs_f64();
         let capacity_rate = *cap as f64 / upstream.base.as_secs_f64();
         let p99 = lat
@@ -199,6 +229,7 @@ where
             limit_min: ls.iter().copied().min().unwrap_or(0),
             limit_max: ls.iter().copied().max().unwrap_or(0),
             goodput: lat.len() as f64 / secs / capacity_rate,
+            drop_rate: drops as f64 / (drops + lat.len()).max(1) as f64,
             p99_over_base: p99.as_secs_f64() / upstream.base.as_secs_f64(),
         });
         phase_start = phase_end;
@@ -210,7 +241,7 @@ where
 mod tests {
     use super::*;
     use palisade_limit::adaptive::{AdaptiveLimitLayer, Aimd, Algorithm, Gradient2, Vegas};
-    use tower::{service_fn, Layer};
+    use tower::Layer;
 
     const C: usize = 100;
     const BASE: Duration = Duration::from_millis(10);
@@ -224,8 +255,7 @@ mod tests {
             .build()
             .unwrap();
         let handle = layer.handle();
-        let up = upstream.clone();
-        let svc = layer.layer(service_fn(move |_: u32| up.call()));
+        let svc = layer.layer(upstream.clone());
         // Enough clients to load even the doubled capacity past its limit.
         run(svc, &upstream, 4 * C, phases, move || handle.limit()).await
     }

@@ -2,7 +2,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::{BoxError, Classify, ErrorsAsFailures, HasDeadline};
@@ -28,8 +28,14 @@ struct Shared<C> {
 }
 
 impl<C> Shared<C> {
-    fn record(&self, rtt: Duration, in_flight: usize, dropped: bool) {
-        let now = Instant::now();
+    /// Records one admitted call. `now` is the time it completed if the caller already read
+    /// the clock; otherwise it is read here, and only if the sample counts.
+    fn record(&self, rtt: Duration, in_flight: usize, dropped: bool, now: Option<Instant>) {
+        if !dropped && rtt < self.window.rtt_floor() {
+            // Not a sample (and not worth a clock read).
+            return;
+        }
+        let now = now.unwrap_or_else(Instant::now);
         if !self.window.record(rtt, in_flight, dropped, now) {
             return;
         }
@@ -270,7 +276,7 @@ where
         let in_flight = self.shared.handle.in_flight();
         ResponseFuture {
             inner: self.inner.call(req),
-            start: Instant::now(),
+            start: None,
             in_flight,
             shared: Arc::clone(&self.shared),
         }
@@ -280,13 +286,18 @@ where
 pin_project! {
     /// Response future of [`AdaptiveLimit`]: records the call's outcome when it completes.
     /// A future dropped before completion records nothing.
+    ///
+    /// The RTT runs from the first poll after the call is admitted (not from `call`, which
+    /// in queue mode would count the wait in our own queue) to completion. A call that
+    /// completes in the poll that admits it reads no clock: its RTT is taken as zero, under
+    /// any RTT floor, so it is not a sample (unless it was a drop).
     pub struct ResponseFuture<S, Req, C>
     where
         S: Service<Req>,
     {
         #[pin]
         inner: LimitFuture<S, Req>,
-        start: Instant,
+        start: Option<Instant>,
         in_flight: usize,
         shared: Arc<Shared<C>>,
     }
@@ -302,14 +313,29 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let out = ready!(this.inner.as_mut().poll(cx));
+        let out = match this.inner.as_mut().poll(cx) {
+            Poll::Ready(out) => out,
+            Poll::Pending => {
+                // Admitted and now waiting on the dependency: its RTT starts here.
+                if this.start.is_none() && this.inner.as_ref().get_ref().admitted() {
+                    *this.start = Some(Instant::now());
+                }
+                return Poll::Pending;
+            }
+        };
         // Only admitted calls are samples: a local shed says nothing about the dependency.
         if this.inner.as_ref().get_ref().admitted() {
             let outcome = this.shared.classify.classify(&out);
             if !outcome.is_ignored() {
-                let rtt = this.start.elapsed();
+                let (rtt, now) = match *this.start {
+                    Some(start) => {
+                        let now = Instant::now();
+                        (now.saturating_duration_since(start), Some(now))
+                    }
+                    None => (Duration::ZERO, None),
+                };
                 this.shared
-                    .record(rtt, *this.in_flight, outcome.is_overloaded());
+                    .record(rtt, *this.in_flight, outcome.is_overloaded(), now);
             }
         }
         Poll::Ready(out)

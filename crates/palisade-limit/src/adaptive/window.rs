@@ -41,6 +41,10 @@ impl Window {
         }
     }
 
+    pub(crate) fn rtt_floor(&self) -> Duration {
+        self.rtt_floor
+    }
+
     fn nanos_since_epoch(&self, now: Instant) -> u64 {
         u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
     }

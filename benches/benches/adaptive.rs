@@ -1,0 +1,243 @@
+//! Adaptive limits: per-call overhead beside a static limit, tower's `ConcurrencyLimit` and
+//! tower-resilience's adaptive limiter; and a table of how each settles on the simulated
+//! upstream of `palisade_benches::sim` (capacity 100, then 50, then 200), beside a static
+//! limit set 4× too high and tower-resilience's AIMD and Vegas.
+
+use std::future::{ready, Ready};
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::Criterion;
+use palisade_benches::sim::{self, PhaseReport, Upstream};
+use palisade_benches::{call_once, count_allocations, Report};
+use palisade_core::BoxError;
+use palisade_limit::adaptive::{AdaptiveLimitLayer, Aimd, Algorithm, Gradient2, Vegas};
+use palisade_limit::ConcurrencyLimitLayer;
+use tower::{service_fn, Layer};
+use tower_service::Service;
+
+const GROUP: &str = "limit-adaptive";
+const ALLOC_CALLS: u64 = 10_000;
+
+fn bare(
+) -> impl Service<u64, Response = u64, Error = BoxError, Future = Ready<Result<u64, BoxError>>> + Clone
+{
+    service_fn(|r: u64| ready(Ok::<_, BoxError>(r)))
+}
+
+fn contender<S>(c: &mut Criterion, report: &mut Report, id: &str, baseline: bool, mut svc: S)
+where
+    S: Service<u64>,
+    S::Error: std::fmt::Debug,
+{
+    let allocs = count_allocations(ALLOC_CALLS, || {
+        call_once(&mut svc, black_box(7)).unwrap();
+    });
+    report.record(GROUP, id, allocs, baseline);
+    let mut group = c.benchmark_group(GROUP);
+    group.bench_function(id, |b| {
+        b.iter(|| call_once(&mut svc, black_box(7)).unwrap())
+    });
+    group.finish();
+}
+
+fn overhead(c: &mut Criterion, report: &mut Report) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    let _enter = rt.enter();
+    // Limits far above what one caller uses: the happy path, never waiting.
+    contender(c, report, "bare", false, bare());
+    contender(
+        c,
+        report,
+        "tower-static",
+        true,
+        tower::limit::ConcurrencyLimit::new(bare(), 1000),
+    );
+    contender(
+        c,
+        report,
+        "palisade-static",
+        false,
+        ConcurrencyLimitLayer::new(1000).layer(bare()),
+    );
+    let adaptive = |a: &dyn Fn() -> Box<dyn Algorithm>| {
+        AdaptiveLimitLayer::builder(Boxed(a()))
+            .build()
+            .expect("valid")
+            .layer(bare())
+    };
+    contender(
+        c,
+        report,
+        "palisade-aimd",
+        false,
+        adaptive(&|| Box::new(Aimd::new(500, 1, 1000))),
+    );
+    contender(
+        c,
+        report,
+        "palisade-vegas",
+        false,
+        adaptive(&|| Box::new(Vegas::new(500, 1000))),
+    );
+    contender(
+        c,
+        report,
+        "tower-resilience-aimd",
+        false,
+        tower_resilience::adaptive::AdaptiveLimiterLayer::new(
+            tower_resilience::adaptive::Aimd::builder()
+                .initial_limit(500)
+                .min_limit(1)
+                .max_limit(1000)
+                .build()
+                .expect("valid"),
+        )
+        .layer(bare()),
+    );
+}
+
+struct Boxed(Box<dyn Algorithm>);
+
+impl Algorithm for Boxed {
+    fn initial_limit(&self) -> usize {
+        self.0.initial_limit()
+    }
+
+    fn update(&mut self, s: &palisade_limit::adaptive::Sample) -> usize {
+        self.0.update(s)
+    }
+}
+
+const C: usize = 100;
+const BASE: Duration = Duration::from_millis(10);
+
+fn phases() -> [(Duration, usize); 3] {
+    [
+        (Duration::from_secs(10), C),
+        (Duration::from_secs(10), C / 2),
+        (Duration::from_secs(10), C * 2),
+    ]
+}
+
+/// Runs one contender on a fresh paused-time runtime.
+fn simulate<L, S>(layer: L, limit: impl Fn(&S) -> usize + Send + 'static) -> Vec<PhaseReport>
+where
+    L: Layer<Upstream, Service = S>,
+    S: Service<u32, Response = ()> + Clone + Send + 'static,
+    S::Error: Into<BoxError> + Send,
+    S::Future: Send,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
+    rt.block_on(async move {
+        let upstream = Upstream::new(C, BASE, 1.2);
+        let svc = layer.layer(upstream.clone());
+        let probe = svc.clone();
+        sim::run(svc, &upstream, 4 * C, &phases(), move || limit(&probe)).await
+    })
+}
+
+fn comparison() {
+    let mut rows: Vec<(&str, Vec<PhaseReport>)> = Vec::new();
+    let ours = |a: Box<dyn Algorithm>| {
+        let layer = AdaptiveLimitLayer::builder(Boxed(a))
+            .classify(sim::classify)
+            .window(Duration::from_millis(20), 10)
+            .build()
+            .expect("valid");
+        let handle = layer.handle();
+        simulate(layer, move |_| handle.limit())
+    };
+    rows.push(("palisade aimd", ours(Box::new(Aimd::new(20, 1, 1000)))));
+    rows.push((
+        "palisade vegas",
+        ours(Box::new(Vegas::new(20, 1000).seed(1))),
+    ));
+    rows.push((
+        "palisade gradient2",
+        ours(Box::new(Gradient2::new(20, 1, 1000))),
+    ));
+    let fixed = ConcurrencyLimitLayer::new(4 * C);
+    rows.push(("static limit 4×C", simulate(fixed, move |_| 4 * C)));
+    let tr_aimd = tower_resilience::adaptive::AdaptiveLimiterLayer::new(
+        tower_resilience::adaptive::Aimd::builder()
+            .initial_limit(20)
+            .min_limit(1)
+            .max_limit(1000)
+            .latency_threshold(BASE * 2)
+            .build()
+            .expect("valid"),
+    );
+    rows.push((
+        "tower-resilience aimd",
+        simulate(tr_aimd, |s: &_| tr_limit(s)),
+    ));
+    let tr_vegas = tower_resilience::adaptive::AdaptiveLimiterLayer::new(
+        tower_resilience::adaptive::Vegas::builder()
+            .initial_limit(20)
+            .min_limit(1)
+            .max_limit(1000)
+            .build()
+            .expect("valid"),
+    );
+    rows.push((
+        "tower-resilience vegas",
+        simulate(tr_vegas, |s: &_| tr_limit(s)),
+    ));
+
+    println!("\nAdaptive limits on a simulated upstream (paused time; capacity C per phase, 400 closed-loop clients,");
+    println!("10 ms unloaded latency, 429s past 1.2×C; each phase's second half; p99 is the upstream's own latency)\n");
+    println!(
+        "{:<24} {:>6} {:>11} {:>9} {:>9}",
+        "contender", "C", "limit mean", "goodput", "p99/base"
+    );
+    let mut json = Vec::new();
+    for (name, phases) in &rows {
+        for p in phases {
+            println!(
+                "{:<24} {:>6} {:>11.1} {:>8.0}% {:>8.1}% {:>9.2}",
+                name,
+                p.capacity,
+                p.limit_mean,
+                p.goodput * 100.0,
+                p.drop_rate * 100.0,
+                p.p99_over_base
+            );
+            json.push(serde_json::json!({
+                "contender": name, "capacity": p.capacity, "limit_mean": p.limit_mean,
+                "limit_min": p.limit_min, "limit_max": p.limit_max,
+                "goodput": p.goodput, "drop_rate": p.drop_rate, "p99_over_base": p.p99_over_base,
+            }));
+        }
+    }
+    let path = Report::target_dir().join("palisade-adaptive-sim.json");
+    if let Ok(text) = serde_json::to_string_pretty(&json) {
+        let _ = std::fs::write(&path, text);
+        println!("\nwritten to {}", path.display());
+    }
+}
+
+fn tr_limit<S, A>(s: &tower_resilience::adaptive::AdaptiveService<S, A>) -> usize
+where
+    A: tower_resilience::adaptive::ConcurrencyAlgorithm,
+{
+    s.limit()
+}
+
+pub(crate) fn benches(c: &mut Criterion, report: &mut Report) {
+    overhead(c, report);
+    // The simulation is not a criterion benchmark: run it when its group is selected (or
+    // when nothing is filtered), and print its table.
+    let args: Vec<String> = std::env::args().collect();
+    let filtered = args.iter().skip(1).any(|a| !a.starts_with('-'));
+    if !filtered || args.iter().any(|a| a.contains("adaptive")) {
+        comparison();
+    }
+}

@@ -7,6 +7,8 @@
 //!
 //! - [`adaptive`]: the same limit, resized by a feedback loop (AIMD, Vegas, Gradient2) from
 //!   each call's round-trip time and overload signals.
+//! - [`criticality`]: under saturation, lower-criticality requests wait behind and are shed
+//!   before higher ones; work-conserving.
 //! - [`throttle`]: client-side adaptive throttling (Google SRE): shed locally what an
 //!   overloaded backend would reject anyway.
 //!
@@ -33,6 +35,7 @@
 
 pub mod adaptive;
 pub mod concurrency;
+pub mod criticality;
 pub mod throttle;
 
 pub use concurrency::{

@@ -2,4 +2,5 @@
 
 mod adaptive;
 mod concurrency;
+mod criticality;
 mod throttle;

@@ -1,0 +1,533 @@
+//! Criticality-aware load shedding: when the limit is saturated, lower-criticality requests
+//! wait behind and are shed before higher ones.
+//!
+//! [`CriticalityLimitLayer`] is a concurrency limit with a bounded wait queue per
+//! [`Criticality`]. It is work-conserving: while a permit is free, any request takes it —
+//! no capacity is held back for a class that is not asking. Only when the limit is full do
+//! classes differ:
+//!
+//! - a freed permit goes to the oldest waiter of the *highest* criticality waiting;
+//! - when the queue is full, a new request evicts the newest waiter of a *lower*
+//!   criticality (which fails with [`Overloaded`]), or, if there is none, is itself shed;
+//! - every waiter waits at most `max_wait`, and never past its request's deadline.
+//!
+//! So under saturation, critical requests keep the capacity and sheddable ones absorb the
+//! rejections (Google SRE's criticality levels).
+//!
+//! A request's criticality comes from a closure over the request; for `http::Request`,
+//! [`from_extension`] reads a [`Criticality`] put in its extensions (e.g. by an auth layer)
+//! and [`from_header`] parses a header such as `x-criticality: sheddable`.
+//!
+//! # Example
+//!
+//! ```
+//! use palisade_limit::criticality::{from_header, Criticality, CriticalityLimitLayer};
+//! use std::time::Duration;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), palisade_core::BoxError> {
+//! let layer = CriticalityLimitLayer::builder(64, 256, Duration::from_millis(100))
+//!     .build(from_header(http::HeaderName::from_static("x-criticality")))?;
+//! let svc = ServiceBuilder::new()
+//!     .layer(layer)
+//!     .service(service_fn(|_req: http::Request<()>| async { Ok::<_, std::io::Error>("ok") }));
+//! let req = http::Request::builder().header("x-criticality", "critical").body(())?;
+//! assert_eq!(svc.oneshot(req).await?, "ok");
+//! # Ok(()) }
+//! ```
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll, Waker};
+use std::time::Duration;
+
+use palisade_core::{BoxError, Deadline, HasDeadline, Overloaded};
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+use tower::util::Oneshot;
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// How much a request matters when there is not enough capacity for all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Criticality {
+    /// Shed first: prefetches, batch work, retries that can wait.
+    Sheddable = 0,
+    /// Ordinary traffic.
+    #[default]
+    Default = 1,
+    /// Shed last: user-facing calls whose failure is visible.
+    Critical = 2,
+}
+
+impl Criticality {
+    /// Parses `critical`, `default` or `sheddable` (ASCII case-insensitive); `None` for
+    /// anything else.
+    pub fn parse(s: &[u8]) -> Option<Self> {
+        let s = std::str::from_utf8(s).ok()?.trim();
+        if s.eq_ignore_ascii_case("critical") {
+            Some(Self::Critical)
+        } else if s.eq_ignore_ascii_case("default") {
+            Some(Self::Default)
+        } else if s.eq_ignore_ascii_case("sheddable") {
+            Some(Self::Sheddable)
+        } else {
+            None
+        }
+    }
+}
+
+/// Reads a [`Criticality`] from an `http::Request`'s extensions ([`Criticality::Default`]
+/// when absent).
+pub fn from_extension<B>() -> impl Fn(&http::Request<B>) -> Criticality + Clone {
+    |req| {
+        req.extensions()
+            .get::<Criticality>()
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+/// Reads a [`Criticality`] from a header; absent or malformed values are
+/// [`Criticality::Default`] (a caller cannot make itself critical by sending garbage).
+pub fn from_header<B>(name: http::HeaderName) -> impl Fn(&http::Request<B>) -> Criticality + Clone {
+    move |req| {
+        req.headers()
+            .get(&name)
+            .and_then(|v| Criticality::parse(v.as_bytes()))
+            .unwrap_or_default()
+    }
+}
+
+/// Invalid configuration of a [`CriticalityLimitLayer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InvalidCriticalityLimit {
+    /// The limit was 0.
+    ZeroLimit,
+    /// The wait was 0: use a plain limit in reject mode.
+    ZeroWait,
+}
+
+impl fmt::Display for InvalidCriticalityLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::ZeroLimit => "criticality limit must be at least 1",
+            Self::ZeroWait => "criticality limit's max wait must be longer than 0",
+        })
+    }
+}
+
+impl std::error::Error for InvalidCriticalityLimit {}
+
+const WAITING: u8 = 0;
+const GRANTED: u8 = 1;
+const EVICTED: u8 = 2;
+
+#[derive(Debug)]
+struct Waiter {
+    state: AtomicU8,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Waiter {
+    /// Settles the waiter. Called with the state lock held, so `Wait::settle` (which reads
+    /// the state under the same lock) never sees a waiter that is out of the queue but
+    /// still marked waiting.
+    fn finish(&self, state: u8) -> Option<Waker> {
+        self.state.store(state, Ordering::Release);
+        self.waker.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
+}
+
+#[derive(Debug)]
+struct State {
+    available: usize,
+    /// Waiters by criticality (index = `Criticality as usize`), oldest first.
+    queues: [VecDeque<Arc<Waiter>>; 3],
+    queued: usize,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+    max_queued: usize,
+    max_wait: Duration,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Returns a permit: to the best waiter, or to the pool.
+    fn release(&self) {
+        let mut s = self.lock();
+        for q in s.queues.iter_mut().rev() {
+            if let Some(w) = q.pop_front() {
+                s.queued -= 1;
+                let waker = w.finish(GRANTED);
+                drop(s);
+                if let Some(waker) = waker {
+                    waker.wake();
+                }
+                return;
+            }
+        }
+        s.available += 1;
+    }
+}
+
+/// One permit; dropping it hands it on.
+#[derive(Debug)]
+struct Permit(Arc<Shared>);
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+/// Decides admission by criticality when saturated; see the [module docs](self).
+#[derive(Clone)]
+pub struct CriticalityLimitLayer<F> {
+    shared: Arc<Shared>,
+    criticality: F,
+}
+
+impl<F> fmt::Debug for CriticalityLimitLayer<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CriticalityLimitLayer")
+            .field("shared", &self.shared)
+            .finish()
+    }
+}
+
+/// Builds a [`CriticalityLimitLayer`].
+#[derive(Debug, Clone, Copy)]
+#[must_use]
+pub struct CriticalityLimitBuilder {
+    limit: usize,
+    max_queued: usize,
+    max_wait: Duration,
+}
+
+impl CriticalityLimitLayer<()> {
+    /// At most `limit` in flight; at most `max_queued` waiting, each at most `max_wait`.
+    pub fn builder(limit: usize, max_queued: usize, max_wait: Duration) -> CriticalityLimitBuilder {
+        CriticalityLimitBuilder {
+            limit,
+            max_queued,
+            max_wait,
+        }
+    }
+}
+
+impl CriticalityLimitBuilder {
+    /// Builds the layer, reading each request's criticality with `criticality`.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidCriticalityLimit`] for a zero limit or zero wait.
+    pub fn build<F>(
+        self,
+        criticality: F,
+    ) -> Result<CriticalityLimitLayer<F>, InvalidCriticalityLimit> {
+        if self.limit == 0 {
+            return Err(InvalidCriticalityLimit::ZeroLimit);
+        }
+        if self.max_wait.is_zero() {
+            return Err(InvalidCriticalityLimit::ZeroWait);
+        }
+        Ok(CriticalityLimitLayer {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State {
+                    available: self.limit,
+                    queues: Default::default(),
+                    queued: 0,
+                }),
+                max_queued: self.max_queued,
+                max_wait: self.max_wait,
+            }),
+            criticality,
+        })
+    }
+}
+
+impl<S, F: Clone> Layer<S> for CriticalityLimitLayer<F> {
+    type Service = CriticalityLimit<S, F>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CriticalityLimit {
+            inner,
+            shared: Arc::clone(&self.shared),
+            criticality: self.criticality.clone(),
+        }
+    }
+}
+
+/// A criticality-aware limit around `S`; built by [`CriticalityLimitLayer`].
+#[derive(Clone)]
+pub struct CriticalityLimit<S, F> {
+    inner: S,
+    shared: Arc<Shared>,
+    criticality: F,
+}
+
+impl<S: fmt::Debug, F> fmt::Debug for CriticalityLimit<S, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CriticalityLimit")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl<S, F> CriticalityLimit<S, F> {
+    /// A reference to the inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// A mutable reference to the inner service.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// The inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, F, Req> Service<Req> for CriticalityLimit<S, F>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    F: Fn(&Req) -> Criticality,
+    Req: HasDeadline,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, Req>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Admission is decided in `call`, where the request's criticality is known.
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let class = (self.criticality)(&req);
+        let mut s = self.shared.lock();
+        // Work-conserving: a free permit goes to whoever asks.
+        if s.available > 0 {
+            s.available -= 1;
+            drop(s);
+            let permit = Permit(Arc::clone(&self.shared));
+            return ResponseFuture::running(self.inner.call(req), permit);
+        }
+        let wait = Deadline::cap(req.deadline(), self.shared.max_wait);
+        if wait.is_zero() {
+            return ResponseFuture::rejected();
+        }
+        if s.queued >= self.shared.max_queued {
+            // Full queue: make room by evicting the newest waiter of a lower class.
+            let victim = s.queues[..class as usize]
+                .iter_mut()
+                .find_map(|q| q.pop_back());
+            match victim {
+                Some(v) => {
+                    s.queued -= 1;
+                    if let Some(waker) = v.finish(EVICTED) {
+                        // Waking only schedules the task; it cannot re-enter this lock.
+                        waker.wake();
+                    }
+                }
+                None => {
+                    tracing::debug!(target: "palisade::limit", ?class, "saturated: shed");
+                    return ResponseFuture::rejected();
+                }
+            }
+        }
+        let waiter = Arc::new(Waiter {
+            state: AtomicU8::new(WAITING),
+            waker: Mutex::new(None),
+        });
+        s.queues[class as usize].push_back(Arc::clone(&waiter));
+        s.queued += 1;
+        drop(s);
+        let clone = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture {
+            state: State2::Waiting {
+                waiter: Some(Wait {
+                    waiter,
+                    shared: Arc::clone(&self.shared),
+                }),
+                sleep: tokio::time::sleep(wait),
+                call: Some((ready, req)),
+            },
+        }
+    }
+}
+
+/// A place in a queue; leaving it (dropped while waiting) gives back a permit granted meanwhile.
+#[derive(Debug)]
+struct Wait {
+    waiter: Arc<Waiter>,
+    shared: Arc<Shared>,
+}
+
+impl Wait {
+    /// Takes the result, leaving the queue if still in it.
+    fn settle(&self) -> u8 {
+        let mut s = self.shared.lock();
+        let state = self.waiter.state.load(Ordering::Acquire);
+        if state == WAITING {
+            for q in &mut s.queues {
+                if let Some(i) = q.iter().position(|w| Arc::ptr_eq(w, &self.waiter)) {
+                    q.remove(i);
+                    s.queued -= 1;
+                    break;
+                }
+            }
+            // Mark it so a later `Drop` does nothing more.
+            self.waiter.state.store(EVICTED, Ordering::Release);
+        }
+        state
+    }
+}
+
+impl Drop for Wait {
+    fn drop(&mut self) {
+        // Cancelled while waiting: leave the queue, or pass on a permit granted meanwhile.
+        if self.settle() == GRANTED {
+            self.shared.release();
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`CriticalityLimit`].
+    pub struct ResponseFuture<S, Req>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        state: State2<S, Req>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State2<S, Req>
+    where
+        S: Service<Req>,
+    {
+        Running { #[pin] fut: S::Future, permit: Option<Permit> },
+        Waiting { waiter: Option<Wait>, #[pin] sleep: Sleep, call: Option<(S, Req)> },
+        Deferred { #[pin] fut: Oneshot<S, Req>, permit: Option<Permit> },
+        Rejected,
+    }
+}
+
+impl<S, Req> fmt::Debug for ResponseFuture<S, Req>
+where
+    S: Service<Req>,
+{
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResponseFuture")
+    }
+}
+
+impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
+    fn running(fut: S::Future, permit: Permit) -> Self {
+        Self {
+            state: State2::Running {
+                fut,
+                permit: Some(permit),
+            },
+        }
+    }
+
+    fn rejected() -> Self {
+        Self {
+            state: State2::Rejected,
+        }
+    }
+}
+
+impl<S, Req> Future for ResponseFuture<S, Req>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut state = self.project().state;
+        loop {
+            match state.as_mut().project() {
+                StateProj::Running { fut, permit } => {
+                    let out = ready!(fut.poll(cx));
+                    permit.take();
+                    return Poll::Ready(out.map_err(Into::into));
+                }
+                StateProj::Deferred { fut, permit } => {
+                    let out = ready!(fut.poll(cx));
+                    permit.take();
+                    return Poll::Ready(out.map_err(Into::into));
+                }
+                StateProj::Rejected => return Poll::Ready(Err(Overloaded::new().into())),
+                StateProj::Waiting {
+                    waiter,
+                    sleep,
+                    call,
+                } => {
+                    let w = waiter.as_ref().expect("waiting has a waiter");
+                    // Register before checking, so a grant between the two is not missed.
+                    *w.waiter.waker.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some(cx.waker().clone());
+                    match w.waiter.state.load(Ordering::Acquire) {
+                        GRANTED => {
+                            let w = waiter.take().expect("checked");
+                            let permit = Permit(Arc::clone(&w.shared));
+                            // The permit is ours now: the Wait must not hand it on again.
+                            w.waiter.state.store(EVICTED, Ordering::Release);
+                            drop(w);
+                            let (svc, req) = call.take().expect("polled after completion");
+                            state.set(State2::Deferred {
+                                fut: Oneshot::new(svc, req),
+                                permit: Some(permit),
+                            });
+                        }
+                        EVICTED => {
+                            waiter.take();
+                            state.set(State2::Rejected);
+                        }
+                        _ => {
+                            ready!(sleep.poll(cx));
+                            // Out of time: leave the queue (or take a last-moment grant).
+                            let w = waiter.take().expect("checked");
+                            if w.settle() == GRANTED {
+                                w.waiter.state.store(EVICTED, Ordering::Release);
+                                let permit = Permit(Arc::clone(&w.shared));
+                                drop(w);
+                                let (svc, req) = call.take().expect("polled after completion");
+                                state.set(State2::Deferred {
+                                    fut: Oneshot::new(svc, req),
+                                    permit: Some(permit),
+                                });
+                            } else {
+                                state.set(State2::Rejected);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

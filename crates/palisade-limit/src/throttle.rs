@@ -14,8 +14,8 @@
 //! default) tolerates some waste for fast recovery; lower is more aggressive.
 //!
 //! Locally rejected requests count as requests (as the SRE book says), and fail with
-//! [`Overloaded`](palisade_core::Overloaded). Outcomes come from a
-//! [`Classify`](palisade_core::Classify): one marked overloaded is not an accept.
+//! [`Overloaded`]. Outcomes come from a
+//! [`Classify`]: one marked overloaded is not an accept.
 //!
 //! # Example
 //!

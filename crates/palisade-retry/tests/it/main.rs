@@ -1,0 +1,1 @@
+//! Integration tests of palisade-retry, on paused time.

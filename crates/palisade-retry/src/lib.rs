@@ -4,7 +4,7 @@
 //! [`Retry`] sends a failed request again, one attempt at a time:
 //!
 //! - **What is retried**: a result whose [`Outcome`] (from the layer's [`Classify`]) is
-//!   not a success and [`is_retryable`](Outcome::is_retryable). With the built-in
+//!   not a success and [`is_retryable`](palisade_core::Outcome::is_retryable). With the built-in
 //!   classifiers that means connection errors and other transport errors, HTTP 503 and
 //!   429, gRPC `UNAVAILABLE`, and `RESOURCE_EXHAUSTED` with a pushback; never a result
 //!   with a negative gRPC pushback, and never a Palisade `DeadlineExceeded` or

@@ -199,10 +199,16 @@ where
                     if outcome.is_success() || !outcome.is_retryable() {
                         return Poll::Ready(result);
                     }
-                    if this.retrier.is_none() {
+                    let Some(r) = this.retrier.as_ref() else {
                         if *this.budget_was_empty && *this.attempts < this.shared.max_attempts {
                             this.shared.count_exhausted();
                         }
+                        return Poll::Ready(result);
+                    };
+                    // The kept copy may have become unsendable (a streaming body that
+                    // outgrew its replay buffer while this attempt sent it).
+                    if !r.template.as_ref().is_some_and(|t| r.policy.can_replay(t)) {
+                        tracing::debug!(target: "palisade::retry", "giving up: request cannot be replayed");
                         return Poll::Ready(result);
                     }
                     match plan(

@@ -76,13 +76,17 @@
 //! hints and no deadline, and boxes every call.
 //!
 //! # Features
-//! - `http`: the [`Idempotent`], [`AnyMethod`] and [`Grpc`] policies for `http::Request`.
+//! - `http`: the [`Idempotent`], [`AnyMethod`] and [`Grpc`] policies for `http::Request`,
+//!   and [`body`]: replay of streaming request bodies.
 //! - `metrics`: emit `palisade_attempts_total` (`kind` = `first` / `retry`) and
 //!   `palisade_decisions_total` (`decision` = `budget_exhausted`) through `metrics`.
 //!
-//! # Not yet
-//! Streaming request bodies are not buffered for replay: an `http::Request<B>` is retried
-//! only when `B: Clone` (e.g. `Full<Bytes>`).
+//! # Request bodies
+//! An `http::Request<B>` with a cloneable body (`Full<Bytes>`, `String`, ...) is copied
+//! by cloning. A streaming body is wrapped in a [`body::ReplayBody`] (by
+//! [`body::ReplayBodyLayer`], outside the retry layer): it is buffered up to a cap while
+//! the first attempt sends it and replayed from the buffer; a body that outgrew the cap
+//! is not retried.
 //!
 //! [`Outcome`]: palisade_core::Outcome
 //! [`Classify`]: palisade_core::Classify
@@ -90,6 +94,8 @@
 //! [`HasDeadline`]: palisade_core::HasDeadline
 
 pub mod backoff;
+#[cfg(feature = "http")]
+pub mod body;
 pub mod budget;
 mod error;
 pub mod future;

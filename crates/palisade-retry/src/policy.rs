@@ -14,6 +14,13 @@ pub trait ReplayPolicy<Req> {
     fn on_retry(&self, req: &mut Req, previous_attempts: u32) {
         let _ = (req, previous_attempts);
     }
+
+    /// Whether the kept copy can still be sent, checked before each retry (a streaming
+    /// body that outgrew its replay buffer cannot). `true` by default.
+    fn can_replay(&self, req: &Req) -> bool {
+        let _ = req;
+        true
+    }
 }
 
 impl<F, Req> ReplayPolicy<Req> for F
@@ -60,6 +67,65 @@ pub struct Grpc;
 #[cfg(feature = "http")]
 mod http_impls {
     use super::{AnyMethod, Grpc, Idempotent, ReplayPolicy};
+    use crate::body::{clone_request, ReplayBody};
+
+    fn set_previous_attempts<B>(req: &mut http::Request<B>, previous_attempts: u32) {
+        req.headers_mut().insert(
+            "grpc-previous-rpc-attempts",
+            http::HeaderValue::from(previous_attempts),
+        );
+    }
+
+    // Streaming bodies wrapped for replay: copied by replaying the buffer, and not
+    // retried once they outgrew it. (`ReplayBody` is not `Clone`, so these do not
+    // overlap the impls for cloneable bodies below.)
+
+    impl<B> ReplayPolicy<http::Request<ReplayBody<B>>> for Idempotent {
+        fn clone_request(
+            &self,
+            req: &http::Request<ReplayBody<B>>,
+        ) -> Option<http::Request<ReplayBody<B>>> {
+            if req.method().is_idempotent() {
+                clone_request(req)
+            } else {
+                None
+            }
+        }
+
+        fn can_replay(&self, req: &http::Request<ReplayBody<B>>) -> bool {
+            req.body().is_replayable()
+        }
+    }
+
+    impl<B> ReplayPolicy<http::Request<ReplayBody<B>>> for AnyMethod {
+        fn clone_request(
+            &self,
+            req: &http::Request<ReplayBody<B>>,
+        ) -> Option<http::Request<ReplayBody<B>>> {
+            clone_request(req)
+        }
+
+        fn can_replay(&self, req: &http::Request<ReplayBody<B>>) -> bool {
+            req.body().is_replayable()
+        }
+    }
+
+    impl<B> ReplayPolicy<http::Request<ReplayBody<B>>> for Grpc {
+        fn clone_request(
+            &self,
+            req: &http::Request<ReplayBody<B>>,
+        ) -> Option<http::Request<ReplayBody<B>>> {
+            clone_request(req)
+        }
+
+        fn on_retry(&self, req: &mut http::Request<ReplayBody<B>>, previous_attempts: u32) {
+            set_previous_attempts(req, previous_attempts);
+        }
+
+        fn can_replay(&self, req: &http::Request<ReplayBody<B>>) -> bool {
+            req.body().is_replayable()
+        }
+    }
 
     impl<B: Clone> ReplayPolicy<http::Request<B>> for Idempotent {
         fn clone_request(&self, req: &http::Request<B>) -> Option<http::Request<B>> {
@@ -79,10 +145,7 @@ mod http_impls {
         }
 
         fn on_retry(&self, req: &mut http::Request<B>, previous_attempts: u32) {
-            req.headers_mut().insert(
-                "grpc-previous-rpc-attempts",
-                http::HeaderValue::from(previous_attempts),
-            );
+            set_previous_attempts(req, previous_attempts);
         }
     }
 }

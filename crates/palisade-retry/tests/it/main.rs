@@ -1,6 +1,7 @@
 //! Integration tests of palisade-retry, on paused time.
 
 mod alloc;
+mod body;
 mod budget;
 mod http;
 mod retry;

@@ -13,6 +13,7 @@ static GLOBAL: CountingAlloc = CountingAlloc;
 
 mod fanout;
 mod limit;
+mod retry;
 
 fn main() {
     let mut c = Criterion::default()
@@ -22,6 +23,7 @@ fn main() {
 
     limit::benches(&mut c, &mut report);
     fanout::benches(&mut c, &mut report);
+    retry::benches(&mut c, &mut report);
 
     c.final_summary();
     report.finish();

@@ -15,7 +15,11 @@
 //!
 //! Both are a handful of atomics. The TTL budget keeps its deposits in ten slots of
 //! `ttl / 10` each, and takes a lock only when the current slot moves on (at most ten
-//! times per `ttl`). Two racing withdrawals may both see the last retry's worth of balance
+//! times per `ttl`). So that a request does not pay for a clock reading, requests are
+//! counted in one atomic and moved into the current slot every 16th request and whenever
+//! a retry asks for the balance: a deposit may be dated up to 15 requests late, so it
+//! may outlive its `ttl` by that much, which can allow at most `15 * percent` extra
+//! retries (3 at the default 20%). Two racing withdrawals may both see the last retry's worth of balance
 //! and both spend it: the bound above can be overshot by the number of concurrent racers,
 //! which is harmless (tower's budget has the same property).
 //!
@@ -33,6 +37,8 @@ use palisade_core::Outcome;
 const UNIT: i64 = 1000;
 /// Slots of a TTL budget.
 const SLOTS: usize = 10;
+/// A TTL budget reads the clock once per this many requests (see `TtlBudget`).
+const FLUSH_EVERY: u64 = 16;
 
 /// How retries are budgeted; see the [module docs](self).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -133,11 +139,25 @@ pub(crate) enum BudgetState {
 }
 
 impl BudgetState {
-    /// Once per request (not per attempt).
+    /// Once per request (not per attempt). `now` is called only when the deposits are
+    /// dated (one request in 16).
     #[inline]
-    pub(crate) fn deposit(&self, now: Duration) {
+    pub(crate) fn deposit(&self, now: impl FnOnce() -> Duration) {
         if let BudgetState::Ttl(b) = self {
             b.deposit(now);
+        }
+    }
+
+    /// Whether a retry might be affordable: the pre-check that decides whether a
+    /// request's copy is worth keeping. A TTL budget first estimates without the clock
+    /// (which may count slots that just expired) and reads the clock only when the
+    /// estimate says no; the withdrawal at retry time is exact either way.
+    #[inline]
+    pub(crate) fn may_retry(&self, now: impl FnOnce() -> Duration) -> bool {
+        match self {
+            BudgetState::Unlimited => true,
+            BudgetState::Ttl(b) => b.estimate() >= UNIT || b.balance(now()) >= UNIT,
+            BudgetState::Throttle(t) => t.allows(),
         }
     }
 
@@ -150,6 +170,7 @@ impl BudgetState {
     }
 
     /// Whether a retry could be paid for now, without paying.
+    #[cfg(test)]
     pub(crate) fn can_retry(&self, now: Duration) -> bool {
         match self {
             BudgetState::Unlimited => true,
@@ -188,6 +209,9 @@ pub(crate) struct TtlBudget {
     generation: AtomicU64,
     /// Held only while rotating, so two rotations never clear each other's fresh slot.
     rotate: Mutex<()>,
+    /// Requests seen, and how many of them have been moved into a slot.
+    requests: AtomicU64,
+    flushed: AtomicU64,
     slot_nanos: u64,
     deposit: i64,
     reserve: i64,
@@ -212,6 +236,8 @@ impl TtlBudget {
             slots: Default::default(),
             generation: AtomicU64::new(0),
             rotate: Mutex::new(()),
+            requests: AtomicU64::new(0),
+            flushed: AtomicU64::new(0),
             slot_nanos,
             deposit: (percent * UNIT as f64).round() as i64,
             reserve: (f64::from(min_per_sec) * ttl.as_secs_f64() * UNIT as f64).round() as i64,
@@ -245,17 +271,52 @@ impl TtlBudget {
         self.generation.store(gen, Ordering::Release);
     }
 
-    pub(crate) fn deposit(&self, now: Duration) {
-        if self.deposit != 0 {
-            self.slot(now).fetch_add(self.deposit, Ordering::AcqRel);
+    pub(crate) fn deposit(&self, now: impl FnOnce() -> Duration) {
+        if self.deposit == 0 {
+            return;
+        }
+        let n = self.requests.fetch_add(1, Ordering::AcqRel) + 1;
+        if n.is_multiple_of(FLUSH_EVERY) {
+            self.flush(now());
         }
     }
 
+    /// Moves the requests counted since the last flush into the slot of `now`.
+    fn flush(&self, now: Duration) {
+        let slot = self.slot(now);
+        let total = self.requests.load(Ordering::Acquire);
+        // `fetch_max`, not `swap`: of two racing flushes, the one with the older total
+        // must neither add anything nor move `flushed` back (which would count twice).
+        let prev = self.flushed.fetch_max(total, Ordering::AcqRel);
+        if total > prev {
+            let n = i64::try_from(total - prev).unwrap_or(i64::MAX);
+            slot.fetch_add(n.saturating_mul(self.deposit), Ordering::AcqRel);
+        }
+    }
+
+    fn pending(&self) -> i64 {
+        let total = self.requests.load(Ordering::Acquire);
+        let flushed = self.flushed.load(Ordering::Acquire);
+        i64::try_from(total.saturating_sub(flushed))
+            .unwrap_or(i64::MAX)
+            .saturating_mul(self.deposit)
+    }
+
+    fn live(&self) -> i64 {
+        self.slots.iter().map(|s| s.load(Ordering::Acquire)).sum()
+    }
+
+    /// The balance without reading the clock or rotating (may include expired slots).
+    pub(crate) fn estimate(&self) -> i64 {
+        self.reserve
+            .saturating_add(self.live())
+            .saturating_add(self.pending())
+    }
+
     pub(crate) fn balance(&self, now: Duration) -> i64 {
-        // Rotate first, so expired slots are not counted.
-        let _ = self.slot(now);
-        let live: i64 = self.slots.iter().map(|s| s.load(Ordering::Acquire)).sum();
-        self.reserve.saturating_add(live)
+        // Date pending deposits and rotate first, so expired slots are not counted.
+        self.flush(now);
+        self.reserve.saturating_add(self.live())
     }
 
     pub(crate) fn try_withdraw(&self, now: Duration) -> bool {
@@ -345,14 +406,14 @@ mod tests {
             .unwrap();
         let now = secs(1.0);
         for _ in 0..9 {
-            b.deposit(now);
+            b.deposit(|| now);
         }
         assert!(!b.try_withdraw(now), "9 requests at 10% is not one retry");
-        b.deposit(now);
+        b.deposit(|| now);
         assert!(b.try_withdraw(now));
         assert!(!b.try_withdraw(now));
         for _ in 0..50 {
-            b.deposit(now);
+            b.deposit(|| now);
         }
         let mut n = 0;
         while b.try_withdraw(now) {
@@ -367,7 +428,7 @@ mod tests {
             .build()
             .unwrap();
         for _ in 0..10 {
-            b.deposit(secs(0.05));
+            b.deposit(|| secs(0.05));
         }
         assert_eq!(b.available(secs(0.05)), Some(5.0));
         // Still there just before the ttl ...
@@ -377,16 +438,40 @@ mod tests {
         assert!(!b.try_withdraw(secs(1.15)));
         // Withdrawals expire too: spend, wait a ttl, the debt is forgotten.
         for _ in 0..4 {
-            b.deposit(secs(2.0));
+            b.deposit(|| secs(2.0));
         }
         assert!(b.try_withdraw(secs(2.0)));
         assert!(b.try_withdraw(secs(2.0)));
         assert!(!b.try_withdraw(secs(2.0)));
-        b.deposit(secs(3.5));
-        b.deposit(secs(3.5));
+        b.deposit(|| secs(3.5));
+        b.deposit(|| secs(3.5));
         assert!(b.try_withdraw(secs(3.5)), "recovered with new traffic");
         // A jump of many ttls clears everything without looping forever.
         assert_eq!(b.available(secs(10_000.0)), Some(0.0));
+    }
+
+    #[test]
+    fn ttl_dates_deposits_every_16th_request_without_reading_the_clock() {
+        let b = TtlBudget::new(Duration::from_secs(10), 0, 1.0);
+        let reads = std::cell::Cell::new(0);
+        let now = || {
+            reads.set(reads.get() + 1);
+            secs(1.0)
+        };
+        for _ in 0..15 {
+            b.deposit(now);
+        }
+        assert_eq!(reads.get(), 0);
+        // Undated deposits still count for the call-time estimate.
+        assert_eq!(b.estimate(), 15 * UNIT);
+        b.deposit(now);
+        assert_eq!(reads.get(), 1, "the 16th request dates them all");
+        assert_eq!(b.live(), 16 * UNIT);
+        assert_eq!(b.pending(), 0);
+        // A balance query dates what is pending, so nothing is counted twice.
+        b.deposit(now);
+        assert_eq!(b.balance(secs(1.0)), 17 * UNIT);
+        assert_eq!(b.balance(secs(1.0)), 17 * UNIT);
     }
 
     #[test]

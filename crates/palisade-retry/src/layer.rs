@@ -283,11 +283,6 @@ impl Shared {
         Instant::now().saturating_duration_since(self.origin)
     }
 
-    /// Whether the budget needs a clock reading per request (a TTL budget does).
-    pub(crate) fn budget_is_timed(&self) -> bool {
-        matches!(self.budget, BudgetState::Ttl(_))
-    }
-
     /// Whether every outcome must be classified even when no retry is possible (the
     /// throttle learns from every attempt).
     pub(crate) fn budget_records(&self) -> bool {

@@ -76,14 +76,8 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &self.shared;
         shared.first_attempts.increment(1);
-        // Every request pays into a TTL budget; only it needs the clock here.
-        let now = if shared.budget_is_timed() {
-            let now = shared.now();
-            shared.budget.deposit(now);
-            now
-        } else {
-            Default::default()
-        };
+        // Every request pays into a TTL budget, which reads the clock once in 16 calls.
+        shared.budget.deposit(|| shared.now());
         let deadline = req.deadline();
         // Keep a copy of the request (and a clone of the service to send it with) only
         // when a retry is possible at all: attempts left, time left, budget left, and a
@@ -92,7 +86,7 @@ where
         let retrier = if shared.max_attempts > 1
             && deadline.is_none_or(|d| d.remaining() > shared.min_remaining)
         {
-            if shared.budget.can_retry(now) {
+            if shared.budget.may_retry(|| shared.now()) {
                 self.policy
                     .clone_request(&req)
                     .map(|template| Retrier::new(self.inner.clone(), template, self.policy.clone()))

@@ -103,3 +103,33 @@ async fn grpc_throttle_exhausts_and_recovers_with_successes() {
     svc.oneshot(4).await.unwrap_err();
     assert_eq!(backend.calls() - before, 2, "retrying again after recovery");
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn ttl_budget_is_earned_by_traffic() {
+    // No reserve: only traffic pays for retries, half a retry per request.
+    let backend = Backend::<u64, u64>::new(|n| {
+        if n < 2 {
+            (Duration::ZERO, Ok(1))
+        } else {
+            (Duration::ZERO, Err("refused".into()))
+        }
+    });
+    let layer = layer(RetryBudget::ttl(Duration::from_secs(1), 0, 0.5));
+    let handle = layer.handle();
+    let svc = layer.layer(backend.clone());
+    svc.clone().oneshot(1).await.unwrap();
+    svc.clone().oneshot(2).await.unwrap();
+    // Three requests paid for 1.5 retries; the third one's failure spends one.
+    svc.clone().oneshot(3).await.unwrap_err();
+    assert_eq!(backend.calls(), 4);
+    assert_eq!(handle.retries(), 1);
+    assert_eq!(handle.budget_available(), Some(0.5));
+    // The fourth request's deposit brings it back to one retry ...
+    svc.clone().oneshot(4).await.unwrap_err();
+    assert_eq!(backend.calls(), 6);
+    assert_eq!(handle.retries(), 2);
+    // ... the fifth has only half a retry: sent once, the refusal counted.
+    svc.oneshot(5).await.unwrap_err();
+    assert_eq!(backend.calls(), 7);
+    assert_eq!(handle.budget_exhausted(), 1);
+}

@@ -85,6 +85,37 @@ async fn a_hint_beyond_the_cap_returns_the_real_response() {
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_hint_past_the_deadline_gives_up_at_once() {
+    use palisade_core::{Deadline, SetDeadline};
+    let backend = then_ok(|| response(503, &[("retry-after", "2".into())]));
+    let layer = builder().classify(HttpClassifier::new()).build().unwrap();
+    let mut req = get();
+    req.set_deadline(Deadline::after(Duration::from_secs(1)));
+    let t0 = Instant::now();
+    let res = layer.layer(backend.clone()).oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        t0.elapsed(),
+        Duration::ZERO,
+        "no sleep that could not end in time"
+    );
+    assert_eq!(backend.calls(), 1);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn retry_after_zero_still_waits_the_backoff_floor() {
+    let backend = then_ok(|| response(503, &[("retry-after", "0".into())]));
+    let layer = builder()
+        .backoff(Backoff::exponential(ms(100)).min(ms(40)))
+        .classify(HttpClassifier::new())
+        .build()
+        .unwrap();
+    let t0 = Instant::now();
+    layer.layer(backend.clone()).oneshot(get()).await.unwrap();
+    assert_eq!(backend.times(t0), [ms(0), ms(40)]);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn statuses_and_methods() {
     let layer = builder().classify(HttpClassifier::new()).build().unwrap();
     // 500 is a failure but not retryable by default.

@@ -219,3 +219,45 @@ fn invalid_configurations_are_rejected() {
     assert!(matches!(err, InvalidRetry::Budget(_)), "{err}");
     assert!(!err.to_string().is_empty());
 }
+
+/// Fails its one call; after that its clones are never ready again.
+#[derive(Clone)]
+struct BreaksAfterOneCall(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl tower::Service<u64> for BreaksAfterOneCall {
+    type Response = u64;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<u64, BoxError>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        let calls = self.0.load(std::sync::atomic::Ordering::SeqCst);
+        std::task::Poll::Ready(if calls == 0 {
+            Ok(())
+        } else {
+            Err("closed".into())
+        })
+    }
+
+    fn call(&mut self, _: u64) -> Self::Future {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::future::ready(Err("the real failure".into()))
+    }
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_service_that_cannot_take_the_retry_yields_the_last_real_error() {
+    let calls = std::sync::Arc::default();
+    let layer = layer(3, Backoff::exponential(ms(10)));
+    let handle = layer.handle();
+    let err = layer
+        .layer(BreaksAfterOneCall(std::sync::Arc::clone(&calls)))
+        .oneshot(1)
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "the real failure");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(handle.retries(), 0);
+}

@@ -275,6 +275,26 @@ mod tests {
         assert_eq!(b.delay(0, Duration::ZERO, -1.0), Duration::ZERO);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn delay_is_always_within_the_caps(
+            full in proptest::bool::ANY,
+            base_ms in 1u64..10_000,
+            min_ms in 0u64..20_000,
+            max_ms in 0u64..20_000,
+            retry in 0u32..100,
+            prev_ms in 0u64..100_000,
+            u in -1.0f64..2.0,
+        ) {
+            let b = if full { Backoff::exponential(ms(base_ms)) } else { Backoff::decorrelated(ms(base_ms)) };
+            let b = b.min(ms(min_ms)).max(ms(max_ms));
+            let d = b.delay(retry, ms(prev_ms), u);
+            if b.check().is_ok() {
+                proptest::prop_assert!(d >= ms(min_ms) && d <= ms(max_ms), "{:?}", d);
+            }
+        }
+    }
+
     #[test]
     fn check_rejects_bad_caps() {
         assert!(Backoff::exponential(Duration::ZERO).check().is_err());

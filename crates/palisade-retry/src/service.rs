@@ -11,6 +11,12 @@ use super::{Idempotent, ReplayPolicy};
 
 /// Retries failed calls with backoff, within a budget and the request's deadline. See the
 /// [crate docs](crate).
+///
+/// # Errors
+/// The inner service's error (boxed) of the last attempt made, when that attempt failed
+/// and no retry followed. The retry layer adds no error of its own: a refused retry
+/// (attempts, budget, deadline, server hint, unsendable copy) yields the last real
+/// result, `Ok` or `Err`.
 pub struct Retry<S, P = Idempotent, C = ErrorsAsFailures> {
     inner: S,
     shared: Arc<Shared>,

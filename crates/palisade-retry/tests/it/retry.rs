@@ -144,6 +144,7 @@ async fn policy_refusal_means_one_attempt() {
     assert_eq!(backend.calls(), 1);
     layer.layer(backend.clone()).oneshot(14).await.unwrap_err();
     assert_eq!(backend.calls(), 4);
+    assert_eq!(backend.requests(|r| *r), [13, 14, 14, 14]);
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]

@@ -262,3 +262,33 @@ async fn a_service_that_cannot_take_the_retry_yields_the_last_real_error() {
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
     assert_eq!(handle.retries(), 0);
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_retry_waits_for_the_service_to_be_ready() {
+    use tokio_test::{assert_pending, assert_ready_ok, task};
+    let (mock, mut handle) = tower_test::mock::pair::<u64, u64>();
+    let layer = layer(3, Backoff::exponential(ms(10)));
+    let mut svc = task::spawn(layer.layer(mock));
+
+    handle.allow(1);
+    assert_ready_ok!(svc.enter(|cx, mut s| tower::Service::poll_ready(&mut *s, cx)));
+    let mut fut = task::spawn(svc.enter(|_, mut s| tower::Service::call(&mut *s, 7)));
+    assert_pending!(fut.poll());
+    let (req, send) = handle.next_request().await.unwrap();
+    assert_eq!(req, 7);
+    send.send_error("connection reset");
+
+    // Backing off.
+    assert_pending!(fut.poll());
+    time::advance(ms(10)).await;
+    // The backoff is over, but the service admits nothing yet: the retry waits, holding
+    // no request in flight.
+    assert_pending!(fut.poll());
+    handle.allow(1);
+    assert!(fut.is_woken(), "readiness wakes the retry");
+    assert_pending!(fut.poll());
+    let (req, send) = handle.next_request().await.unwrap();
+    assert_eq!(req, 7, "the copy is sent");
+    send.send_response(9);
+    assert_eq!(assert_ready_ok!(fut.poll()), 9);
+}

@@ -19,13 +19,13 @@ use tower::{service_fn, ServiceBuilder, ServiceExt};
 use crate::support::ms;
 
 /// A streaming (not `Clone`) body: chunks, then optional trailers.
-struct Chunks {
+pub(crate) struct Chunks {
     chunks: VecDeque<Bytes>,
     trailers: Option<HeaderMap>,
 }
 
 impl Chunks {
-    fn new(chunks: &[&'static str], trailers: bool) -> Self {
+    pub(crate) fn new(chunks: &[&'static str], trailers: bool) -> Self {
         let trailers = trailers.then(|| {
             let mut h = HeaderMap::new();
             h.insert("x-checksum", "abc".parse().unwrap());

@@ -6,5 +6,7 @@ mod body;
 mod budget;
 #[cfg(feature = "http")]
 mod http;
+#[cfg(feature = "http")]
+mod loopback;
 mod retry;
 mod support;

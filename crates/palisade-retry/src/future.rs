@@ -181,6 +181,17 @@ where
 {
     type Output = Result<S::Response, BoxError>;
 
+    // The state machine, one attempt at a time:
+    //
+    //   Running --attempt done, no retry--> Ready(result)
+    //   Running --retryable failure, plan Ok(wait)--> Backoff (the result kept in `last`)
+    //   Backoff --sleep done--> Readying
+    //   Readying --service ready--> Running (a copy of the request, or the template itself
+    //                                        for the last attempt)
+    //   Readying --service failed / no copy--> Ready(last)
+    //
+    // The budget is paid in `plan`, before the wait: a future dropped while backing off
+    // has spent it (conservative: the budget errs towards fewer retries).
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         loop {

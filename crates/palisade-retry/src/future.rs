@@ -40,8 +40,9 @@ pin_project! {
     enum State<F> {
         // An attempt is running.
         Running { #[pin] fut: F },
-        // Waiting out the backoff (or the server's hint) before the next attempt.
-        Backoff { #[pin] sleep: Sleep },
+        // Waiting out the backoff (or the server's hint) before the next attempt. Boxed:
+        // a `Sleep` is larger than everything else here, and only a retry needs one.
+        Backoff { sleep: Pin<Box<Sleep>> },
         // The wait is over; the service clone is being readied.
         Readying,
     }
@@ -234,7 +235,7 @@ where
                             *this.prev_wait = wait;
                             *this.last = Some(result);
                             this.state.set(State::Backoff {
-                                sleep: tokio::time::sleep(wait),
+                                sleep: Box::pin(tokio::time::sleep(wait)),
                             });
                         }
                         Err(why) => {
@@ -244,7 +245,7 @@ where
                     }
                 }
                 StateProj::Backoff { sleep } => {
-                    ready!(sleep.poll(cx));
+                    ready!(sleep.as_mut().poll(cx));
                     this.state.set(State::Readying);
                 }
                 StateProj::Readying => {

@@ -15,6 +15,7 @@ mod adaptive;
 mod deadline;
 mod fanout;
 mod limit;
+mod retry;
 
 fn main() {
     let mut c = Criterion::default()
@@ -26,6 +27,7 @@ fn main() {
     fanout::benches(&mut c, &mut report);
     deadline::benches(&mut c, &mut report);
     adaptive::benches(&mut c, &mut report);
+    retry::benches(&mut c, &mut report);
 
     c.final_summary();
     report.finish();

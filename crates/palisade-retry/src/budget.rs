@@ -1,0 +1,533 @@
+//! Retry budgets, shared by every clone of a retry service.
+//!
+//! A retry budget keeps retries a bounded share of the traffic, so that a dependency that
+//! is already failing is not hit with a multiple of its normal load. Two kinds:
+//!
+//! - [`RetryBudget::ttl`] (Finagle's `RetryBudget`, tower's `TpsBudget`): every request
+//!   deposits `percent` of a retry, every retry withdraws one; deposits expire after
+//!   `ttl`; on top of that, `min_per_sec * ttl` retries are always allowed so that a
+//!   low-traffic client can still retry. Over any window of `ttl`,
+//!   `retries <= percent * requests + min_per_sec * ttl`.
+//! - [`RetryBudget::throttle`] (gRPC A6 retry throttling): a token bucket of `max_tokens`
+//!   that starts full; each retryable failure takes one token, each success gives back
+//!   `token_ratio`; retries are allowed only while the bucket is more than half full.
+//!   No clock: it tracks the dependency's health rather than the request rate.
+//!
+//! Both are a handful of atomics. The TTL budget keeps its deposits in ten slots of
+//! `ttl / 10` each, and takes a lock only when the current slot moves on (at most ten
+//! times per `ttl`). So that a request does not pay for a clock reading, requests are
+//! counted in one atomic and moved into the current slot every 16th request and whenever
+//! a retry asks for the balance: a deposit may be dated up to 15 requests late, so it
+//! may outlive its `ttl` by that much, which can allow at most `15 * percent` extra
+//! retries (3 at the default 20%). Two racing withdrawals may both see the last retry's worth of balance
+//! and both spend it: the bound above can be overshot by the number of concurrent racers,
+//! which is harmless (tower's budget has the same property).
+//!
+//! The state machines take `now` (time since the budget was built) as a parameter, so
+//! they are tested without a runtime.
+
+use std::fmt;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use palisade_core::Outcome;
+
+/// One retry, in budget units (thousandths, as gRPC's token bucket counts).
+const UNIT: i64 = 1000;
+/// Slots of a TTL budget.
+const SLOTS: usize = 10;
+/// A TTL budget reads the clock once per this many requests (see `TtlBudget`).
+const FLUSH_EVERY: u64 = 16;
+
+/// How retries are budgeted; see the [module docs](self).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryBudget {
+    kind: Kind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Unlimited,
+    Ttl {
+        ttl: Duration,
+        min_per_sec: u32,
+        percent: f64,
+    },
+    Throttle {
+        max_tokens: u32,
+        token_ratio: f64,
+    },
+}
+
+impl Default for RetryBudget {
+    /// `ttl(10 s, 10 per second, 20%)`, the Finagle and tower default.
+    fn default() -> Self {
+        Self::ttl(Duration::from_secs(10), 10, 0.2)
+    }
+}
+
+impl RetryBudget {
+    /// No budget: every retry the policy allows is sent.
+    pub const fn unlimited() -> Self {
+        Self {
+            kind: Kind::Unlimited,
+        }
+    }
+
+    /// Retries may be `percent` (in [0, 1000]: 0.2 is 20%) of the requests of the last
+    /// `ttl` (in [1 s, 60 s]), plus `min_per_sec` retries per second at any rate.
+    pub const fn ttl(ttl: Duration, min_per_sec: u32, percent: f64) -> Self {
+        Self {
+            kind: Kind::Ttl {
+                ttl,
+                min_per_sec,
+                percent,
+            },
+        }
+    }
+
+    /// gRPC retry throttling: `max_tokens` in (0, 1000], `token_ratio` in (0, 1].
+    pub const fn throttle(max_tokens: u32, token_ratio: f64) -> Self {
+        Self {
+            kind: Kind::Throttle {
+                max_tokens,
+                token_ratio,
+            },
+        }
+    }
+
+    /// Checks the parameters and builds the shared state.
+    pub(crate) fn build(self) -> Result<BudgetState, &'static str> {
+        Ok(match self.kind {
+            Kind::Unlimited => BudgetState::Unlimited,
+            Kind::Ttl {
+                ttl,
+                min_per_sec,
+                percent,
+            } => {
+                if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(60) {
+                    return Err("budget ttl must be within [1 s, 60 s]");
+                }
+                if !(0.0..=1000.0).contains(&percent) {
+                    return Err("budget percent must be within [0, 1000]");
+                }
+                BudgetState::Ttl(TtlBudget::new(ttl, min_per_sec, percent))
+            }
+            Kind::Throttle {
+                max_tokens,
+                token_ratio,
+            } => {
+                if max_tokens == 0 || max_tokens > 1000 {
+                    return Err("throttle max_tokens must be within (0, 1000]");
+                }
+                if !(token_ratio > 0.0 && token_ratio <= 1.0) {
+                    return Err("throttle token_ratio must be within (0, 1]");
+                }
+                BudgetState::Throttle(Throttle::new(max_tokens, token_ratio))
+            }
+        })
+    }
+}
+
+/// The live state of a budget.
+#[derive(Debug)]
+pub(crate) enum BudgetState {
+    Unlimited,
+    Ttl(TtlBudget),
+    Throttle(Throttle),
+}
+
+impl BudgetState {
+    /// Once per request (not per attempt). `now` is called only when the deposits are
+    /// dated (one request in 16).
+    #[inline]
+    pub(crate) fn deposit(&self, now: impl FnOnce() -> Duration) {
+        if let BudgetState::Ttl(b) = self {
+            b.deposit(now);
+        }
+    }
+
+    /// Whether a retry might be affordable: the pre-check that decides whether a
+    /// request's copy is worth keeping. A TTL budget first estimates without the clock
+    /// (which may count slots that just expired) and reads the clock only when the
+    /// estimate says no; the withdrawal at retry time is exact either way.
+    #[inline]
+    pub(crate) fn may_retry(&self, now: impl FnOnce() -> Duration) -> bool {
+        match self {
+            BudgetState::Unlimited => true,
+            BudgetState::Ttl(b) => b.estimate() >= UNIT || b.balance(now()) >= UNIT,
+            BudgetState::Throttle(t) => t.allows(),
+        }
+    }
+
+    /// Once per finished attempt.
+    #[inline]
+    pub(crate) fn record(&self, outcome: &Outcome) {
+        if let BudgetState::Throttle(t) = self {
+            t.record(outcome);
+        }
+    }
+
+    /// Whether a retry could be paid for now, without paying.
+    #[cfg(test)]
+    pub(crate) fn can_retry(&self, now: Duration) -> bool {
+        match self {
+            BudgetState::Unlimited => true,
+            BudgetState::Ttl(b) => b.balance(now) >= UNIT,
+            BudgetState::Throttle(t) => t.allows(),
+        }
+    }
+
+    /// Pays for one retry, or says the budget is spent.
+    pub(crate) fn try_withdraw(&self, now: Duration) -> bool {
+        match self {
+            BudgetState::Unlimited => true,
+            BudgetState::Ttl(b) => b.try_withdraw(now),
+            // The throttle charges failures, not retries: a retry is allowed or not.
+            BudgetState::Throttle(t) => t.allows(),
+        }
+    }
+
+    /// The balance in retries (TTL budget) or tokens (throttle); `None` if unlimited.
+    pub(crate) fn available(&self, now: Duration) -> Option<f64> {
+        match self {
+            BudgetState::Unlimited => None,
+            BudgetState::Ttl(b) => Some(b.balance(now) as f64 / UNIT as f64),
+            BudgetState::Throttle(t) => Some(t.tokens() as f64 / UNIT as f64),
+        }
+    }
+}
+
+// === impl TtlBudget ===
+
+/// Finagle-style budget: ten slots of deposits (positive) and withdrawals (negative),
+/// each covering `ttl / 10`; the balance is the reserve plus the sum of the live slots.
+pub(crate) struct TtlBudget {
+    slots: [AtomicI64; SLOTS],
+    /// The generation (`now / slot_len`) the slots were last rotated to.
+    generation: AtomicU64,
+    /// Held only while rotating, so two rotations never clear each other's fresh slot.
+    rotate: Mutex<()>,
+    /// Requests seen, and how many of them have been moved into a slot.
+    requests: AtomicU64,
+    flushed: AtomicU64,
+    slot_nanos: u64,
+    deposit: i64,
+    reserve: i64,
+}
+
+impl fmt::Debug for TtlBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TtlBudget")
+            .field("deposit", &self.deposit)
+            .field("reserve", &self.reserve)
+            .field("slot", &Duration::from_nanos(self.slot_nanos))
+            .finish_non_exhaustive()
+    }
+}
+
+impl TtlBudget {
+    pub(crate) fn new(ttl: Duration, min_per_sec: u32, percent: f64) -> Self {
+        let slot_nanos = u64::try_from(ttl.as_nanos() / SLOTS as u128)
+            .unwrap_or(u64::MAX)
+            .max(1);
+        Self {
+            slots: Default::default(),
+            generation: AtomicU64::new(0),
+            rotate: Mutex::new(()),
+            requests: AtomicU64::new(0),
+            flushed: AtomicU64::new(0),
+            slot_nanos,
+            deposit: (percent * UNIT as f64).round() as i64,
+            reserve: (f64::from(min_per_sec) * ttl.as_secs_f64() * UNIT as f64).round() as i64,
+        }
+    }
+
+    /// The slot for `now`, after clearing every slot that expired since the last call.
+    fn slot(&self, now: Duration) -> &AtomicI64 {
+        let gen = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX) / self.slot_nanos;
+        if self.generation.load(Ordering::Acquire) < gen {
+            self.rotate_to(gen);
+        }
+        &self.slots[(gen % SLOTS as u64) as usize]
+    }
+
+    #[cold]
+    fn rotate_to(&self, gen: u64) {
+        // A poisoned lock only means another rotation panicked: the slots are plain
+        // counters, still usable.
+        let _guard = self.rotate.lock().unwrap_or_else(|p| p.into_inner());
+        let current = self.generation.load(Ordering::Acquire);
+        if current >= gen {
+            return; // someone else rotated while we waited
+        }
+        // Clear the slots of every generation in (current, gen]: they hold counts from
+        // `SLOTS` generations ago, now past the ttl. At most SLOTS of them.
+        let stale = (gen - current).min(SLOTS as u64);
+        for g in (gen - stale + 1)..=gen {
+            self.slots[(g % SLOTS as u64) as usize].store(0, Ordering::Release);
+        }
+        self.generation.store(gen, Ordering::Release);
+    }
+
+    pub(crate) fn deposit(&self, now: impl FnOnce() -> Duration) {
+        if self.deposit == 0 {
+            return;
+        }
+        let n = self.requests.fetch_add(1, Ordering::AcqRel) + 1;
+        if n.is_multiple_of(FLUSH_EVERY) {
+            self.flush(now());
+        }
+    }
+
+    /// Moves the requests counted since the last flush into the slot of `now`.
+    fn flush(&self, now: Duration) {
+        let slot = self.slot(now);
+        let total = self.requests.load(Ordering::Acquire);
+        // `fetch_max`, not `swap`: of two racing flushes, the one with the older total
+        // must neither add anything nor move `flushed` back (which would count twice).
+        let prev = self.flushed.fetch_max(total, Ordering::AcqRel);
+        if total > prev {
+            let n = i64::try_from(total - prev).unwrap_or(i64::MAX);
+            slot.fetch_add(n.saturating_mul(self.deposit), Ordering::AcqRel);
+        }
+    }
+
+    fn pending(&self) -> i64 {
+        let total = self.requests.load(Ordering::Acquire);
+        let flushed = self.flushed.load(Ordering::Acquire);
+        i64::try_from(total.saturating_sub(flushed))
+            .unwrap_or(i64::MAX)
+            .saturating_mul(self.deposit)
+    }
+
+    fn live(&self) -> i64 {
+        self.slots.iter().map(|s| s.load(Ordering::Acquire)).sum()
+    }
+
+    /// The balance without reading the clock or rotating (may include expired slots).
+    pub(crate) fn estimate(&self) -> i64 {
+        self.reserve
+            .saturating_add(self.live())
+            .saturating_add(self.pending())
+    }
+
+    pub(crate) fn balance(&self, now: Duration) -> i64 {
+        // Date pending deposits and rotate first, so expired slots are not counted.
+        self.flush(now);
+        self.reserve.saturating_add(self.live())
+    }
+
+    pub(crate) fn try_withdraw(&self, now: Duration) -> bool {
+        if self.balance(now) < UNIT {
+            return false;
+        }
+        self.slot(now).fetch_sub(UNIT, Ordering::AcqRel);
+        true
+    }
+}
+
+// === impl Throttle ===
+
+/// gRPC A6 retry throttling, in thousandths of a token.
+#[derive(Debug)]
+pub(crate) struct Throttle {
+    tokens: AtomicI64,
+    max: i64,
+    ratio: i64,
+}
+
+impl Throttle {
+    pub(crate) fn new(max_tokens: u32, token_ratio: f64) -> Self {
+        let max = i64::from(max_tokens) * UNIT;
+        Self {
+            tokens: AtomicI64::new(max),
+            max,
+            ratio: (token_ratio * UNIT as f64).round() as i64,
+        }
+    }
+
+    /// A success adds `token_ratio`, a retryable failure takes one token; other outcomes
+    /// (non-retryable failures, ignored) leave the bucket alone. Kept within [0, max].
+    pub(crate) fn record(&self, outcome: &Outcome) {
+        let delta = if outcome.is_success() {
+            self.ratio
+        } else if outcome.is_failure() && outcome.is_retryable() {
+            -UNIT
+        } else {
+            return;
+        };
+        let _ = self
+            .tokens
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
+                let next = (t + delta).clamp(0, self.max);
+                (next != t).then_some(next)
+            });
+    }
+
+    /// Retries only while more than half the tokens are left.
+    pub(crate) fn allows(&self) -> bool {
+        self.tokens.load(Ordering::Acquire) * 2 > self.max
+    }
+
+    pub(crate) fn tokens(&self) -> i64 {
+        self.tokens.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    #[test]
+    fn ttl_reserve_allows_min_per_sec_times_ttl() {
+        let b = RetryBudget::ttl(Duration::from_secs(2), 3, 0.0)
+            .build()
+            .unwrap();
+        let now = secs(0.5);
+        let mut n = 0;
+        while b.try_withdraw(now) {
+            n += 1;
+            assert!(n < 100);
+        }
+        assert_eq!(n, 6, "3/s over a 2 s ttl");
+        assert!(!b.can_retry(now));
+    }
+
+    #[test]
+    fn ttl_percent_of_requests() {
+        let b = RetryBudget::ttl(Duration::from_secs(10), 0, 0.1)
+            .build()
+            .unwrap();
+        let now = secs(1.0);
+        for _ in 0..9 {
+            b.deposit(|| now);
+        }
+        assert!(!b.try_withdraw(now), "9 requests at 10% is not one retry");
+        b.deposit(|| now);
+        assert!(b.try_withdraw(now));
+        assert!(!b.try_withdraw(now));
+        for _ in 0..50 {
+            b.deposit(|| now);
+        }
+        let mut n = 0;
+        while b.try_withdraw(now) {
+            n += 1;
+        }
+        assert_eq!(n, 5);
+    }
+
+    #[test]
+    fn ttl_deposits_expire_and_the_budget_recovers() {
+        let b = RetryBudget::ttl(Duration::from_secs(1), 0, 0.5)
+            .build()
+            .unwrap();
+        for _ in 0..10 {
+            b.deposit(|| secs(0.05));
+        }
+        assert_eq!(b.available(secs(0.05)), Some(5.0));
+        // Still there just before the ttl ...
+        assert_eq!(b.available(secs(0.95)), Some(5.0));
+        // ... gone after it.
+        assert_eq!(b.available(secs(1.15)), Some(0.0));
+        assert!(!b.try_withdraw(secs(1.15)));
+        // Withdrawals expire too: spend, wait a ttl, the debt is forgotten.
+        for _ in 0..4 {
+            b.deposit(|| secs(2.0));
+        }
+        assert!(b.try_withdraw(secs(2.0)));
+        assert!(b.try_withdraw(secs(2.0)));
+        assert!(!b.try_withdraw(secs(2.0)));
+        b.deposit(|| secs(3.5));
+        b.deposit(|| secs(3.5));
+        assert!(b.try_withdraw(secs(3.5)), "recovered with new traffic");
+        // A jump of many ttls clears everything without looping forever.
+        assert_eq!(b.available(secs(10_000.0)), Some(0.0));
+    }
+
+    #[test]
+    fn ttl_dates_deposits_every_16th_request_without_reading_the_clock() {
+        let b = TtlBudget::new(Duration::from_secs(10), 0, 1.0);
+        let reads = std::cell::Cell::new(0);
+        let now = || {
+            reads.set(reads.get() + 1);
+            secs(1.0)
+        };
+        for _ in 0..15 {
+            b.deposit(now);
+        }
+        assert_eq!(reads.get(), 0);
+        // Undated deposits still count for the call-time estimate.
+        assert_eq!(b.estimate(), 15 * UNIT);
+        b.deposit(now);
+        assert_eq!(reads.get(), 1, "the 16th request dates them all");
+        assert_eq!(b.live(), 16 * UNIT);
+        assert_eq!(b.pending(), 0);
+        // A balance query dates what is pending, so nothing is counted twice.
+        b.deposit(now);
+        assert_eq!(b.balance(secs(1.0)), 17 * UNIT);
+        assert_eq!(b.balance(secs(1.0)), 17 * UNIT);
+    }
+
+    #[test]
+    fn ttl_validation() {
+        assert!(RetryBudget::ttl(secs(0.5), 1, 0.1).build().is_err());
+        assert!(RetryBudget::ttl(secs(61.0), 1, 0.1).build().is_err());
+        assert!(RetryBudget::ttl(secs(1.0), 1, -0.1).build().is_err());
+        assert!(RetryBudget::ttl(secs(1.0), 1, f64::NAN).build().is_err());
+        assert!(RetryBudget::default().build().is_ok());
+    }
+
+    #[test]
+    fn throttle_follows_grpc_a6() {
+        // max 10 tokens, ratio 0.5: starts at 10, retries allowed while > 5.
+        let b = RetryBudget::throttle(10, 0.5).build().unwrap();
+        let fail = Outcome::failure().with_retryable(true);
+        let fatal = Outcome::failure();
+        assert!(b.can_retry(Duration::ZERO));
+        for _ in 0..4 {
+            b.record(&fail);
+        }
+        assert_eq!(b.available(Duration::ZERO), Some(6.0));
+        assert!(b.try_withdraw(Duration::ZERO));
+        b.record(&fail);
+        assert_eq!(b.available(Duration::ZERO), Some(5.0));
+        assert!(!b.can_retry(Duration::ZERO), "exactly half is throttled");
+        b.record(&fatal);
+        assert_eq!(
+            b.available(Duration::ZERO),
+            Some(5.0),
+            "fatal failures don't count"
+        );
+        // Recovery: two successes give a token back.
+        b.record(&Outcome::success());
+        b.record(&Outcome::success());
+        assert_eq!(b.available(Duration::ZERO), Some(6.0));
+        assert!(b.can_retry(Duration::ZERO));
+        // Floor at zero, ceiling at max.
+        for _ in 0..100 {
+            b.record(&fail);
+        }
+        assert_eq!(b.available(Duration::ZERO), Some(0.0));
+        for _ in 0..100 {
+            b.record(&Outcome::success());
+        }
+        assert_eq!(b.available(Duration::ZERO), Some(10.0));
+    }
+
+    #[test]
+    fn throttle_validation_and_unlimited() {
+        assert!(RetryBudget::throttle(0, 0.1).build().is_err());
+        assert!(RetryBudget::throttle(1001, 0.1).build().is_err());
+        assert!(RetryBudget::throttle(10, 0.0).build().is_err());
+        assert!(RetryBudget::throttle(10, 1.5).build().is_err());
+        let u = RetryBudget::unlimited().build().unwrap();
+        assert!(u.try_withdraw(Duration::ZERO));
+        assert_eq!(u.available(Duration::ZERO), None);
+    }
+}

@@ -1,0 +1,195 @@
+//! Which requests may be sent again, and how to copy them.
+
+/// Decides whether a request may be retried, and makes the copies retries send.
+///
+/// [`clone_request`](Self::clone_request) is called once per request, in `call`: `None`
+/// means "never retry this one" (a non-idempotent method, a body that cannot be replayed),
+/// and then no copy is kept at all. Any `Fn(&Req) -> Option<Req>` is a policy.
+pub trait ReplayPolicy<Req> {
+    /// A copy of `req` for a later attempt, or `None` if it must not be repeated.
+    fn clone_request(&self, req: &Req) -> Option<Req>;
+
+    /// Adjusts a copy before it is sent as attempt number `previous_attempts + 1` (e.g.
+    /// gRPC's `grpc-previous-rpc-attempts`). Does nothing by default.
+    fn on_retry(&self, req: &mut Req, previous_attempts: u32) {
+        let _ = (req, previous_attempts);
+    }
+
+    /// Whether the kept copy can still be sent, checked before each retry (a streaming
+    /// body that outgrew its replay buffer cannot). `true` by default.
+    fn can_replay(&self, req: &Req) -> bool {
+        let _ = req;
+        true
+    }
+}
+
+impl<F, Req> ReplayPolicy<Req> for F
+where
+    F: Fn(&Req) -> Option<Req>,
+{
+    fn clone_request(&self, req: &Req) -> Option<Req> {
+        self(req)
+    }
+}
+
+/// Retries every request, by cloning it: for services whose calls are all safe to repeat
+/// (reads, lookups, idempotent writes). This is the explicit opt-in for request types
+/// that carry no method.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CloneAll;
+
+impl<Req: Clone> ReplayPolicy<Req> for CloneAll {
+    fn clone_request(&self, req: &Req) -> Option<Req> {
+        Some(req.clone())
+    }
+}
+
+/// The default policy: retry only `http::Request`s whose method is idempotent (RFC 9110
+/// §9.2.2: `GET`, `HEAD`, `OPTIONS`, `TRACE`, `PUT`, `DELETE`), by cloning them.
+///
+/// With feature `http` it is implemented for `http::Request<B>` with a cloneable body
+/// (e.g. `Full<Bytes>`, `Empty`, `String`); [`AnyMethod`] opts non-idempotent methods in,
+/// [`Grpc`] is the policy for gRPC calls; [`CloneAll`] or a closure serve other request
+/// types.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Idempotent;
+
+/// Retries `http::Request`s of any method, `POST` and `PATCH` included: the opt-in for
+/// APIs whose writes are idempotent (keyed by an idempotency key, say).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnyMethod;
+
+/// Retries gRPC calls (always `POST`) and sets `grpc-previous-rpc-attempts` on each
+/// retry, as gRPC A6 asks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Grpc;
+
+#[cfg(feature = "http")]
+mod http_impls {
+    use super::{AnyMethod, Grpc, Idempotent, ReplayPolicy};
+    use crate::body::{clone_request, ReplayBody};
+
+    fn set_previous_attempts<B>(req: &mut http::Request<B>, previous_attempts: u32) {
+        req.headers_mut().insert(
+            "grpc-previous-rpc-attempts",
+            http::HeaderValue::from(previous_attempts),
+        );
+    }
+
+    // Streaming bodies wrapped for replay: copied by replaying the buffer, and not
+    // retried once they outgrew it. (`ReplayBody` is not `Clone`, so these do not
+    // overlap the impls for cloneable bodies below.)
+
+    impl<B> ReplayPolicy<http::Request<ReplayBody<B>>> for Idempotent {
+        fn clone_request(
+            &self,
+            req: &http::Request<ReplayBody<B>>,
+        ) -> Option<http::Request<ReplayBody<B>>> {
+            if req.method().is_idempotent() {
+                clone_request(req)
+            } else {
+                None
+            }
+        }
+
+        fn can_replay(&self, req: &http::Request<ReplayBody<B>>) -> bool {
+            req.body().is_replayable()
+        }
+    }
+
+    impl<B> ReplayPolicy<http::Request<ReplayBody<B>>> for AnyMethod {
+        fn clone_request(
+            &self,
+            req: &http::Request<ReplayBody<B>>,
+        ) -> Option<http::Request<ReplayBody<B>>> {
+            clone_request(req)
+        }
+
+        fn can_replay(&self, req: &http::Request<ReplayBody<B>>) -> bool {
+            req.body().is_replayable()
+        }
+    }
+
+    impl<B> ReplayPolicy<http::Request<ReplayBody<B>>> for Grpc {
+        fn clone_request(
+            &self,
+            req: &http::Request<ReplayBody<B>>,
+        ) -> Option<http::Request<ReplayBody<B>>> {
+            clone_request(req)
+        }
+
+        fn on_retry(&self, req: &mut http::Request<ReplayBody<B>>, previous_attempts: u32) {
+            set_previous_attempts(req, previous_attempts);
+        }
+
+        fn can_replay(&self, req: &http::Request<ReplayBody<B>>) -> bool {
+            req.body().is_replayable()
+        }
+    }
+
+    impl<B: Clone> ReplayPolicy<http::Request<B>> for Idempotent {
+        fn clone_request(&self, req: &http::Request<B>) -> Option<http::Request<B>> {
+            req.method().is_idempotent().then(|| req.clone())
+        }
+    }
+
+    impl<B: Clone> ReplayPolicy<http::Request<B>> for AnyMethod {
+        fn clone_request(&self, req: &http::Request<B>) -> Option<http::Request<B>> {
+            Some(req.clone())
+        }
+    }
+
+    impl<B: Clone> ReplayPolicy<http::Request<B>> for Grpc {
+        fn clone_request(&self, req: &http::Request<B>) -> Option<http::Request<B>> {
+            Some(req.clone())
+        }
+
+        fn on_retry(&self, req: &mut http::Request<B>, previous_attempts: u32) {
+            set_previous_attempts(req, previous_attempts);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clone_all_and_closures() {
+        assert_eq!(CloneAll.clone_request(&7u32), Some(7));
+        let only_even = |r: &u32| r.is_multiple_of(2).then_some(*r);
+        assert_eq!(only_even.clone_request(&3), None);
+        assert_eq!(only_even.clone_request(&4), Some(4));
+        let mut n = 1u32;
+        CloneAll.on_retry(&mut n, 3);
+        assert_eq!(n, 1, "default on_retry leaves the request alone");
+    }
+
+    #[cfg(feature = "http")]
+    #[test]
+    fn idempotent_methods_only_unless_opted_in() {
+        for (m, ok) in [
+            (http::Method::GET, true),
+            (http::Method::HEAD, true),
+            (http::Method::PUT, true),
+            (http::Method::DELETE, true),
+            (http::Method::OPTIONS, true),
+            (http::Method::POST, false),
+            (http::Method::PATCH, false),
+        ] {
+            let req = http::Request::builder().method(m.clone()).body(()).unwrap();
+            assert_eq!(Idempotent.clone_request(&req).is_some(), ok, "{m}");
+            assert!(AnyMethod.clone_request(&req).is_some(), "{m}");
+        }
+    }
+
+    #[cfg(feature = "http")]
+    #[test]
+    fn grpc_sets_previous_attempts() {
+        let req = http::Request::post("/pkg.Svc/Call").body(()).unwrap();
+        let mut copy = Grpc.clone_request(&req).unwrap();
+        assert!(copy.headers().get("grpc-previous-rpc-attempts").is_none());
+        Grpc.on_retry(&mut copy, 2);
+        assert_eq!(copy.headers()["grpc-previous-rpc-attempts"], "2");
+    }
+}

@@ -1,0 +1,118 @@
+use std::fmt;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use palisade_core::{BoxError, Classify, ErrorsAsFailures, HasDeadline};
+use tower_service::Service;
+
+use super::future::{ResponseFuture, Retrier};
+use super::layer::Shared;
+use super::{Idempotent, ReplayPolicy};
+
+/// Retries failed calls with backoff, within a budget and the request's deadline. See the
+/// [crate docs](crate).
+///
+/// # Errors
+/// The inner service's error (boxed) of the last attempt made, when that attempt failed
+/// and no retry followed. The retry layer adds no error of its own: a refused retry
+/// (attempts, budget, deadline, server hint, unsendable copy) yields the last real
+/// result, `Ok` or `Err`.
+pub struct Retry<S, P = Idempotent, C = ErrorsAsFailures> {
+    inner: S,
+    shared: Arc<Shared>,
+    policy: P,
+    classify: C,
+}
+
+// === impl Retry ===
+
+impl<S, P, C> Retry<S, P, C> {
+    pub(crate) fn from_parts(inner: S, shared: Arc<Shared>, policy: P, classify: C) -> Self {
+        Self {
+            inner,
+            shared,
+            policy,
+            classify,
+        }
+    }
+}
+
+crate::macros::define_inner_service_accessors!(Retry<S, P, C>);
+
+impl<S: Clone, P: Clone, C: Clone> Clone for Retry<S, P, C> {
+    fn clone(&self) -> Self {
+        // No reservation to reset: readiness lives in `inner`, whose own `Clone` decides;
+        // the budget is shared through the `Arc`, never copied.
+        Self {
+            inner: self.inner.clone(),
+            shared: Arc::clone(&self.shared),
+            policy: self.policy.clone(),
+            classify: self.classify.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, P: fmt::Debug, C: fmt::Debug> fmt::Debug for Retry<S, P, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Retry")
+            .field("inner", &self.inner)
+            .field("shared", &self.shared)
+            .field("policy", &self.policy)
+            .field("classify", &self.classify)
+            .finish()
+    }
+}
+
+impl<S, Req, P, C> Service<Req> for Retry<S, P, C>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    Req: HasDeadline,
+    P: ReplayPolicy<Req> + Clone,
+    C: Classify<S::Response, BoxError> + Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S, Req, P, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let shared = &self.shared;
+        shared.first_attempts.increment(1);
+        // Every request pays into a TTL budget, which reads the clock once in 16 calls.
+        shared.budget.deposit(|| shared.now());
+        let deadline = req.deadline();
+        // Keep a copy of the request (and a clone of the service to send it with) only
+        // when a retry is possible at all: attempts left, time left, budget left, and a
+        // policy that agrees to copy it. Otherwise the call costs what the inner one does.
+        let mut budget_was_empty = false;
+        let retrier = if shared.max_attempts > 1
+            && deadline.is_none_or(|d| d.remaining() > shared.min_remaining)
+        {
+            if shared.budget.may_retry(|| shared.now()) {
+                self.policy
+                    .clone_request(&req)
+                    .map(|template| Retrier::new(self.inner.clone(), template, self.policy.clone()))
+            } else {
+                budget_was_empty = true;
+                None
+            }
+        } else {
+            None
+        };
+        // The first attempt uses the service `poll_ready` readied; the clone in the
+        // retrier is readied by the response future only when a retry is due.
+        let first = self.inner.call(req);
+        ResponseFuture::new(
+            first,
+            retrier,
+            budget_was_empty,
+            deadline,
+            Arc::clone(&self.shared),
+            self.classify.clone(),
+        )
+    }
+}

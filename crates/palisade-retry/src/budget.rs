@@ -205,6 +205,9 @@ impl BudgetState {
 /// each covering `ttl / 10`; the balance is the reserve plus the sum of the live slots.
 pub(crate) struct TtlBudget {
     slots: [AtomicI64; SLOTS],
+    /// The sum of `slots`, kept beside them so the per-request estimate is one load, not
+    /// a fold over every slot. Every change to a slot is mirrored here.
+    live_total: AtomicI64,
     /// The generation (`now / slot_len`) the slots were last rotated to.
     generation: AtomicU64,
     /// Held only while rotating, so two rotations never clear each other's fresh slot.
@@ -234,6 +237,7 @@ impl TtlBudget {
             .max(1);
         Self {
             slots: Default::default(),
+            live_total: AtomicI64::new(0),
             generation: AtomicU64::new(0),
             rotate: Mutex::new(()),
             requests: AtomicU64::new(0),
@@ -266,7 +270,8 @@ impl TtlBudget {
         // `SLOTS` generations ago, now past the ttl. At most SLOTS of them.
         let stale = (gen - current).min(SLOTS as u64);
         for g in (gen - stale + 1)..=gen {
-            self.slots[(g % SLOTS as u64) as usize].store(0, Ordering::Release);
+            let cleared = self.slots[(g % SLOTS as u64) as usize].swap(0, Ordering::AcqRel);
+            self.live_total.fetch_sub(cleared, Ordering::AcqRel);
         }
         self.generation.store(gen, Ordering::Release);
     }
@@ -290,7 +295,9 @@ impl TtlBudget {
         let prev = self.flushed.fetch_max(total, Ordering::AcqRel);
         if total > prev {
             let n = i64::try_from(total - prev).unwrap_or(i64::MAX);
-            slot.fetch_add(n.saturating_mul(self.deposit), Ordering::AcqRel);
+            let amount = n.saturating_mul(self.deposit);
+            slot.fetch_add(amount, Ordering::AcqRel);
+            self.live_total.fetch_add(amount, Ordering::AcqRel);
         }
     }
 
@@ -303,7 +310,7 @@ impl TtlBudget {
     }
 
     fn live(&self) -> i64 {
-        self.slots.iter().map(|s| s.load(Ordering::Acquire)).sum()
+        self.live_total.load(Ordering::Acquire)
     }
 
     /// The balance without reading the clock or rotating (may include expired slots).
@@ -324,6 +331,7 @@ impl TtlBudget {
             return false;
         }
         self.slot(now).fetch_sub(UNIT, Ordering::AcqRel);
+        self.live_total.fetch_sub(UNIT, Ordering::AcqRel);
         true
     }
 }

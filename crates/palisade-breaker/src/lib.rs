@@ -58,7 +58,7 @@
 //! use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
-//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # async fn main() -> Result<(), BoxError> {
 //! let breaker = CircuitBreakerLayer::builder()
 //!     .failure_model(FailureModel::count(20))
 //!     .minimum_calls(5)

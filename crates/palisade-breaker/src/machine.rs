@@ -363,7 +363,7 @@ impl Machine {
                 let exp = self.trips.min(63) as i32;
                 let grown = base.as_secs_f64() * b.multiplier.powi(exp);
                 let capped = grown.min(b.max.as_secs_f64());
-                let factor = 1.0 - b.jitter * self.next_unit();
+                let factor = b.jitter.mul_add(-self.next_unit(), 1.0);
                 Duration::from_secs_f64(capped * factor)
             }
         };
@@ -695,5 +695,46 @@ mod tests {
         run(&mut m, secs(0), true);
         let (s, g) = Machine::unpack(m.packed());
         assert_eq!((s, g), (State::Open, 1));
+    }
+}
+
+/// Property test: a closed machine over a count window trips at exactly the first call
+/// where a naive recomputation over the last `size` outcomes meets the rule.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn trips_exactly_when_the_reference_says(
+            size in 1usize..30,
+            min in 1u64..30,
+            rate_pct in 1u32..=100,
+            outcomes in proptest::collection::vec(any::<bool>(), 0..200),
+        ) {
+            let rate = f64::from(rate_pct) / 100.0;
+            let mut m = Machine::new(Settings {
+                model: FailureModel::count(size),
+                minimum_calls: min,
+                failure_rate: rate,
+                ..Settings::default()
+            });
+            for (i, &failed) in outcomes.iter().enumerate() {
+                let Admit::Yes(t) = m.acquire(Duration::ZERO).0 else {
+                    prop_assert!(false, "closed machine rejected");
+                    unreachable!()
+                };
+                let tripped = m.complete(t, failed, false, &mut || Duration::ZERO).is_some();
+                let last = &outcomes[(i + 1).saturating_sub(size)..=i];
+                let calls = last.len() as u64;
+                let failures = last.iter().filter(|f| **f).count() as u64;
+                let expect = calls >= min && failures as f64 / calls as f64 >= rate;
+                prop_assert_eq!(tripped, expect, "at call {}", i);
+                if tripped {
+                    break;
+                }
+            }
+        }
     }
 }

@@ -308,3 +308,63 @@ mod tests {
         assert!(WindowStats::default().failure_rate().abs() < 1e-9);
     }
 }
+
+/// Property tests: each window against a naive model that keeps every record and
+/// recomputes the totals from scratch.
+#[cfg(test)]
+mod proptests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn naive(records: &[(bool, bool)]) -> WindowStats {
+        WindowStats {
+            calls: records.len() as u64,
+            failures: records.iter().filter(|r| r.0).count() as u64,
+            slow: records.iter().filter(|r| r.1).count() as u64,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn count_window_matches_last_n(
+            size in 1usize..40,
+            outcomes in proptest::collection::vec((any::<bool>(), any::<bool>()), 0..300),
+        ) {
+            let mut w = CountWindow::new(size);
+            for (i, &(f, s)) in outcomes.iter().enumerate() {
+                w.record(f, s);
+                let start = (i + 1).saturating_sub(size);
+                prop_assert_eq!(w.stats(), naive(&outcomes[start..=i]));
+            }
+        }
+
+        #[test]
+        fn time_window_matches_records_in_live_epochs(
+            buckets in 1usize..12,
+            width_ms in 1u64..50,
+            // (time step, failed, slow, record or only read)
+            steps in proptest::collection::vec((0u64..120, any::<bool>(), any::<bool>(), any::<bool>()), 0..300),
+        ) {
+            let width = Duration::from_millis(width_ms);
+            let mut w = TimeWindow::new(buckets, width);
+            let mut all: Vec<(u64, bool, bool)> = Vec::new();
+            let mut now = 0u64;
+            for (dt, f, s, record) in steps {
+                now += dt;
+                let t = Duration::from_millis(now);
+                if record {
+                    w.record(t, f, s);
+                    all.push((now, f, s));
+                }
+                // Live: the record's epoch is one of the last `buckets` epochs up to now.
+                let epoch = now / width_ms;
+                let live: Vec<(bool, bool)> = all
+                    .iter()
+                    .filter(|(at, _, _)| at / width_ms + buckets as u64 > epoch)
+                    .map(|&(_, f, s)| (f, s))
+                    .collect();
+                prop_assert_eq!(w.stats(t), naive(&live));
+            }
+        }
+    }
+}

@@ -1,1 +1,7 @@
-//! Integration tests.
+//! Integration tests of palisade-breaker: the service, handle and per-key layer on
+//! paused time.
+
+mod alloc;
+mod keyed;
+mod service;
+mod support;

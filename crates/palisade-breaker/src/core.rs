@@ -39,6 +39,9 @@ pub(crate) struct Core {
     // The machine's state and generation, republished under the lock after every change,
     // so that Closed / Disabled / MetricsOnly admit with one atomic load and no lock.
     mirror: AtomicU64,
+    // When Open: `open_until` in nanoseconds since `origin`, published with the mirror, so
+    // rejections while open need no lock either.
+    open_until: AtomicU64,
     machine: Mutex<Machine>,
     origin: Instant,
     pub(crate) slow_after: Option<Duration>,
@@ -69,6 +72,7 @@ impl Core {
         state_gauge.set(0.0);
         Self {
             mirror: AtomicU64::new(machine.packed()),
+            open_until: AtomicU64::new(0),
             machine: Mutex::new(machine),
             origin: Instant::now(),
             slow_after: t.settings.slow_call.map(|(d, _)| d),
@@ -114,7 +118,29 @@ impl Core {
                 record: state != State::Disabled,
             });
         }
+        match state {
+            // Forced open never admits: no clock, no lock.
+            State::ForcedOpen => return self.reject(None),
+            State::Open => {
+                // Still inside the open duration: reject without the lock. `open_until` is
+                // stored before the mirror (Release) and read after it (Acquire), so it
+                // belongs to this Open generation or a later one; a stale read only sends
+                // the call to the slow path, which decides under the lock.
+                let until = Duration::from_nanos(self.open_until.load(Ordering::Acquire));
+                let now = self.now();
+                if now < until {
+                    return self.reject(Some(until - now));
+                }
+            }
+            _ => {}
+        }
         self.acquire_slow()
+    }
+
+    fn reject(&self, retry_after: Option<Duration>) -> Result<Ticket, Option<Duration>> {
+        self.rejected.increment(1);
+        tracing::trace!(target: "palisade::breaker", name = %self.name, ?retry_after, "call rejected: circuit open");
+        Err(retry_after)
     }
 
     #[cold]
@@ -132,11 +158,7 @@ impl Core {
                 self.admitted.increment(1);
                 Ok(t)
             }
-            Admit::No { retry_after } => {
-                self.rejected.increment(1);
-                tracing::trace!(target: "palisade::breaker", name = %self.name, ?retry_after, "call rejected: circuit open");
-                Err(retry_after)
-            }
+            Admit::No { retry_after } => self.reject(retry_after),
         }
     }
 
@@ -181,6 +203,8 @@ impl Core {
     }
 
     fn publish(&self, m: &Machine) {
+        let until = u64::try_from(m.open_until().as_nanos()).unwrap_or(u64::MAX);
+        self.open_until.store(until, Ordering::Release);
         self.mirror.store(m.packed(), Ordering::Release);
     }
 

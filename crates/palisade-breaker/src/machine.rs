@@ -167,6 +167,11 @@ impl Machine {
         (State::from_u8(packed as u8), (packed >> 8) as u32)
     }
 
+    /// When an open breaker turns half-open.
+    pub(crate) fn open_until(&self) -> Duration {
+        self.open_until
+    }
+
     /// The stored state (time-driven changes happen in [`Machine::tick`]).
     pub(crate) fn state(&self) -> State {
         self.state

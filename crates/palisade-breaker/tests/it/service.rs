@@ -388,3 +388,34 @@ async fn clones_and_services_of_one_layer_share_the_breaker() {
     assert!(run(&mut a, Do::Ok).await.is_err());
     assert_eq!(a.handle().state(), State::Open);
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn ignored_outcomes_count_as_neither_and_free_probe_slots() {
+    use palisade_core::Outcome;
+    // Requests that succeed are successes; `Do::Fail` is ignored (e.g. a client error).
+    let classify = |r: &Result<(), BoxError>| match r {
+        Ok(()) => Outcome::success(),
+        Err(e) if e.to_string() == "boom" => Outcome::ignored(),
+        Err(_) => Outcome::failure(),
+    };
+    let layer = CircuitBreakerLayer::builder()
+        .failure_model(FailureModel::consecutive(1))
+        .open_duration(secs(1))
+        .classify(classify)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(inner(Arc::default()));
+    for _ in 0..10 {
+        assert_eq!(run(&mut svc, Do::Fail).await, Ok(false));
+    }
+    assert_eq!(handle.stats().window.calls, 0);
+    assert_eq!(handle.state(), State::Closed);
+    handle.trip();
+    advance(secs(1)).await;
+    // An ignored probe hands its slot back: the next call may probe and close it.
+    assert_eq!(run(&mut svc, Do::Fail).await, Ok(false));
+    assert_eq!(handle.state(), State::HalfOpen);
+    assert_eq!(run(&mut svc, Do::Ok).await, Ok(true));
+    assert_eq!(handle.state(), State::Closed);
+}

@@ -343,12 +343,15 @@ impl Machine {
         match self.settings.model {
             FailureModel::Consecutive { failures } => stats.failures >= failures,
             _ => {
+                // `count / calls >= rate`, multiplied out (a division costs more than the
+                // rest of the record path).
+                let calls = stats.calls as f64;
                 stats.calls >= self.settings.minimum_calls
-                    && (stats.failure_rate() >= self.settings.failure_rate
+                    && (stats.failures as f64 >= self.settings.failure_rate * calls
                         || self
                             .settings
                             .slow_call
-                            .is_some_and(|(_, rate)| stats.slow_rate() >= rate))
+                            .is_some_and(|(_, rate)| stats.slow as f64 >= rate * calls))
             }
         }
     }
@@ -734,7 +737,7 @@ mod proptests {
                 let last = &outcomes[(i + 1).saturating_sub(size)..=i];
                 let calls = last.len() as u64;
                 let failures = last.iter().filter(|f| **f).count() as u64;
-                let expect = calls >= min && failures as f64 / calls as f64 >= rate;
+                let expect = calls >= min && failures as f64 >= rate * calls as f64;
                 prop_assert_eq!(tripped, expect, "at call {}", i);
                 if tripped {
                     break;

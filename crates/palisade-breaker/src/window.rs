@@ -82,7 +82,10 @@ impl CountWindow {
         self.stats.calls += 1;
         self.stats.failures += u64::from(failed);
         self.stats.slow += u64::from(slow);
-        self.next = (self.next + 1) % self.slots.len();
+        self.next += 1;
+        if self.next == self.slots.len() {
+            self.next = 0;
+        }
     }
 
     pub(crate) fn stats(&self) -> WindowStats {

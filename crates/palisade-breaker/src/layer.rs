@@ -186,6 +186,10 @@ impl<C> Builder<C> {
     /// key arrives at the cap, breakers idle for `idle_timeout` are evicted first, then the
     /// least recently used.
     ///
+    /// Each call looks its key up under one short lock (a hash lookup, no allocation for a
+    /// known key). Every per-key breaker reports metrics under this builder's `name`; the
+    /// [`KeyedHandle`](crate::KeyedHandle) gives each key's state.
+    ///
     /// # Errors
     /// As [`Builder::build`], and if `max_keys` is 0.
     pub fn build_keyed<K, F>(

@@ -18,8 +18,10 @@ use tower::limit::ConcurrencyLimitLayer;
 use tower_layer::Layer;
 use tower_service::Service;
 
-fn bare() -> tower::util::ServiceFn<fn(u64) -> Ready<Result<u64, BoxError>>> {
-    tower::service_fn((|x: u64| ready(Ok(x))) as fn(u64) -> Ready<Result<u64, BoxError>>)
+type Echo = fn(u64) -> Ready<Result<u64, BoxError>>;
+
+fn bare() -> tower::util::ServiceFn<Echo> {
+    tower::service_fn((|x: u64| ready(Ok(x))) as Echo)
 }
 
 fn bench_one<S>(

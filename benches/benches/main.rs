@@ -12,6 +12,7 @@ use palisade_benches::{CountingAlloc, Report};
 static GLOBAL: CountingAlloc = CountingAlloc;
 
 mod adaptive;
+mod breaker;
 mod deadline;
 mod fanout;
 mod limit;
@@ -28,6 +29,7 @@ fn main() {
     deadline::benches(&mut c, &mut report);
     adaptive::benches(&mut c, &mut report);
     retry::benches(&mut c, &mut report);
+    breaker::benches(&mut c, &mut report);
 
     c.final_summary();
     report.finish();

@@ -1,0 +1,89 @@
+//! [`ResponseFuture`] for [`CircuitBreaker`](crate::CircuitBreaker).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use palisade_core::{BoxError, CircuitOpen, Classify, OutcomeKind};
+use pin_project_lite::pin_project;
+
+use crate::core::Guard;
+
+pin_project! {
+    /// The response future of [`CircuitBreaker`](crate::CircuitBreaker): the inner call
+    /// whose outcome is recorded when it completes, or an immediate [`CircuitOpen`].
+    ///
+    /// Dropping it before completion records nothing (a half-open probe slot is handed back).
+    #[derive(Debug)]
+    pub struct ResponseFuture<F, C> {
+        #[pin]
+        kind: Kind<F>,
+        guard: Option<Guard>,
+        classify: Option<C>,
+    }
+}
+
+pin_project! {
+    #[project = KindProj]
+    #[derive(Debug)]
+    enum Kind<F> {
+        Called { #[pin] fut: F },
+        Rejected { retry_after: Option<Duration> },
+    }
+}
+
+// === impl ResponseFuture ===
+
+impl<F, C> ResponseFuture<F, C> {
+    pub(crate) fn called(fut: F, guard: Guard, classify: C) -> Self {
+        Self {
+            kind: Kind::Called { fut },
+            guard: Some(guard),
+            classify: Some(classify),
+        }
+    }
+
+    pub(crate) fn rejected(retry_after: Option<Duration>) -> Self {
+        Self {
+            kind: Kind::Rejected { retry_after },
+            guard: None,
+            classify: None,
+        }
+    }
+}
+
+impl<F, C, T, E> Future for ResponseFuture<F, C>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+    C: Classify<T, BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        match this.kind.project() {
+            KindProj::Rejected { retry_after } => {
+                let err = match *retry_after {
+                    Some(d) => CircuitOpen::with_retry_after(d),
+                    None => CircuitOpen::new(),
+                };
+                Poll::Ready(Err(err.into()))
+            }
+            KindProj::Called { fut } => {
+                let result = std::task::ready!(fut.poll(cx)).map_err(Into::into);
+                // Classify once, record once; the guard is consumed so Drop does nothing.
+                if let (Some(guard), Some(classify)) = (this.guard.take(), this.classify.take()) {
+                    let failed = match classify.classify(&result).kind() {
+                        OutcomeKind::Success => Some(false),
+                        OutcomeKind::Failure => Some(true),
+                        OutcomeKind::Ignored => None,
+                    };
+                    guard.finish(failed);
+                }
+                Poll::Ready(result)
+            }
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! Per-key breakers: one breaker per key (host, authority, method...), bounded in number.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use palisade_core::{BoxError, Classify};
+use tokio::time::Instant;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::config::InvalidBreaker;
+use crate::core::{Core, Guard, Template};
+use crate::future::ResponseFuture;
+use crate::handle::BreakerHandle;
+
+struct Entry {
+    core: Arc<Core>,
+    last_used: Duration,
+}
+
+/// The breakers of a keyed layer, shared by every service it builds.
+struct Registry<K> {
+    template: Template,
+    map: Mutex<HashMap<K, Entry>>,
+    max_keys: usize,
+    idle_timeout: Duration,
+    origin: Instant,
+}
+
+impl<K: Hash + Eq> Registry<K> {
+    /// The breaker of `key`, created on first use. Creating one at the cap evicts the idle
+    /// ones first, then the least recently used (an O(keys) scan, on new keys only).
+    fn get(&self, key: K) -> Arc<Core> {
+        let now = Instant::now().saturating_duration_since(self.origin);
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(e) = map.get_mut(&key) {
+            e.last_used = now;
+            return e.core.clone();
+        }
+        if map.len() >= self.max_keys {
+            let idle = self.idle_timeout;
+            map.retain(|_, e| now.saturating_sub(e.last_used) < idle);
+            if map.len() >= self.max_keys {
+                // Nothing idle: evict the least recently used.
+                let lru = map
+                    .iter()
+                    .min_by_key(|(_, e)| e.last_used)
+                    .map(|(k, _)| k as *const K);
+                if let Some(k) = lru {
+                    map.retain(|key, _| !std::ptr::eq(key, k));
+                }
+            }
+        }
+        let core = Arc::new(Core::new(&self.template));
+        map.insert(
+            key,
+            Entry {
+                core: core.clone(),
+                last_used: now,
+            },
+        );
+        core
+    }
+}
+
+/// Builds [`KeyedCircuitBreaker`] services; from
+/// [`Builder::build_keyed`](crate::Builder::build_keyed).
+pub struct KeyedCircuitBreakerLayer<K, F, C> {
+    registry: Arc<Registry<K>>,
+    key: F,
+    classify: C,
+}
+
+/// A breaker per key of the request; see [`Builder::build_keyed`](crate::Builder::build_keyed).
+///
+/// An open breaker fails in `call` (the not-ready mode does not apply: readiness cannot
+/// depend on a request not seen yet).
+pub struct KeyedCircuitBreaker<S, K, F, C> {
+    inner: S,
+    registry: Arc<Registry<K>>,
+    key: F,
+    classify: C,
+}
+
+/// A handle on the breakers of a keyed layer.
+pub struct KeyedHandle<K> {
+    registry: Arc<Registry<K>>,
+}
+
+// === impl KeyedCircuitBreakerLayer ===
+
+impl<K, F, C> KeyedCircuitBreakerLayer<K, F, C> {
+    pub(crate) fn new(
+        template: Template,
+        classify: C,
+        key: F,
+        max_keys: usize,
+        idle_timeout: Duration,
+    ) -> Result<Self, InvalidBreaker> {
+        if max_keys == 0 {
+            return Err(InvalidBreaker("max_keys must be > 0"));
+        }
+        Ok(Self {
+            registry: Arc::new(Registry {
+                template,
+                map: Mutex::new(HashMap::new()),
+                max_keys,
+                idle_timeout,
+                origin: Instant::now(),
+            }),
+            key,
+            classify,
+        })
+    }
+
+    /// A handle on the per-key breakers.
+    pub fn handle(&self) -> KeyedHandle<K> {
+        KeyedHandle {
+            registry: self.registry.clone(),
+        }
+    }
+}
+
+impl<K, F: Clone, C: Clone> Clone for KeyedCircuitBreakerLayer<K, F, C> {
+    fn clone(&self) -> Self {
+        Self {
+            registry: self.registry.clone(),
+            key: self.key.clone(),
+            classify: self.classify.clone(),
+        }
+    }
+}
+
+impl<K, F, C> std::fmt::Debug for KeyedCircuitBreakerLayer<K, F, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedCircuitBreakerLayer")
+            .field("template", &self.registry.template)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, K, F: Clone, C: Clone> Layer<S> for KeyedCircuitBreakerLayer<K, F, C> {
+    type Service = KeyedCircuitBreaker<S, K, F, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        KeyedCircuitBreaker {
+            inner,
+            registry: self.registry.clone(),
+            key: self.key.clone(),
+            classify: self.classify.clone(),
+        }
+    }
+}
+
+// === impl KeyedCircuitBreaker ===
+
+impl<S, K, F, C> KeyedCircuitBreaker<S, K, F, C> {
+    /// A handle on the per-key breakers.
+    pub fn handle(&self) -> KeyedHandle<K> {
+        KeyedHandle {
+            registry: self.registry.clone(),
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes `self`, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: Clone, K, F: Clone, C: Clone> Clone for KeyedCircuitBreaker<S, K, F, C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            registry: self.registry.clone(),
+            key: self.key.clone(),
+            classify: self.classify.clone(),
+        }
+    }
+}
+
+impl<S: std::fmt::Debug, K, F, C> std::fmt::Debug for KeyedCircuitBreaker<S, K, F, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedCircuitBreaker")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, K, F, C, Req> Service<Req> for KeyedCircuitBreaker<S, K, F, C>
+where
+    S: Service<Req>,
+    S::Error: Into<BoxError>,
+    K: Hash + Eq,
+    F: Fn(&Req) -> K,
+    C: Classify<S::Response, BoxError> + Clone,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, C>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let core = self.registry.get((self.key)(&req));
+        match core.acquire() {
+            Ok(ticket) => {
+                let mut guard = Guard::new(core, ticket);
+                guard.start();
+                ResponseFuture::called(self.inner.call(req), guard, self.classify.clone())
+            }
+            Err(retry_after) => ResponseFuture::rejected(retry_after),
+        }
+    }
+}
+
+// === impl KeyedHandle ===
+
+impl<K: Hash + Eq> KeyedHandle<K> {
+    /// The breaker of `key`, if one is kept.
+    pub fn get(&self, key: &K) -> Option<BreakerHandle> {
+        let map = self.registry.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(key).map(|e| BreakerHandle::new(e.core.clone()))
+    }
+
+    /// How many per-key breakers are kept.
+    pub fn len(&self) -> usize {
+        self.registry
+            .map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// Whether no breaker is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl<K> Clone for KeyedHandle<K> {
+    fn clone(&self) -> Self {
+        Self {
+            registry: self.registry.clone(),
+        }
+    }
+}
+
+impl<K> std::fmt::Debug for KeyedHandle<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedHandle").finish_non_exhaustive()
+    }
+}

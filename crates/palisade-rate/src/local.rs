@@ -5,7 +5,7 @@
 //! service per request. Requests over the rate are either rejected at once with
 //! [`RateLimited`] (carrying the exact wait, to the nanosecond) or, with
 //! [`RateLimitLayer::wait`], queued first come, first served for up to `max_wait`, and
-//! never past the request's [`Deadline`](palisade_core::Deadline): a request whose needed
+//! never past the request's [`Deadline`]: a request whose needed
 //! wait exceeds what its deadline leaves is rejected at once.
 //!
 //! The decision needs the request (its cost and deadline), so it is made in `call`;

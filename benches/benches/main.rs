@@ -7,16 +7,17 @@
 use criterion::Criterion;
 use palisade_benches::{CountingAlloc, Report};
 
+mod rate;
+
 #[global_allocator]
 static GLOBAL: CountingAlloc = CountingAlloc;
-
 
 fn main() {
     let mut c = Criterion::default()
         .output_directory(&Report::target_dir().join("criterion"))
         .configure_from_args();
     let mut report = Report::new();
-
+    rate::benches(&mut c, &mut report);
 
     c.final_summary();
     report.finish();

@@ -128,3 +128,31 @@ async fn keyed_waits_per_key() {
     svc.clone().oneshot(2).await.unwrap();
     assert_eq!(start.elapsed(), Duration::from_secs(1));
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_known_key_call_allocates_nothing() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    use tower::Service;
+
+    let mut svc = KeyedRateLimitLayer::new(per_second(1_000_000), |req: &u32| *req % 64)
+        .max_keys(1_000)
+        .layer(service_fn(|req: u32| {
+            std::future::ready(Ok::<_, BoxError>(req))
+        }));
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut call = |svc: &mut palisade_rate::KeyedRateLimit<_, u32, _>, req: u32| {
+        assert!(svc.poll_ready(&mut cx).is_ready());
+        let mut fut = std::pin::pin!(svc.call(req));
+        assert!(matches!(fut.as_mut().poll(&mut cx), Poll::Ready(Ok(_))));
+    };
+    for k in 0..64 {
+        call(&mut svc, k); // every key is now live
+    }
+    let allocations = allocation_counter::measure(|| {
+        for k in 0..1_000 {
+            call(&mut svc, k);
+        }
+    });
+    assert_eq!(allocations.count_total, 0);
+}

@@ -210,3 +210,24 @@ async fn admitted_call_allocates_nothing() {
     });
     assert_eq!(allocations.count_total, 0);
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_dropped_waiting_future_never_reaches_the_inner_service() {
+    let calls = Arc::new(Mutex::new(0));
+    let inner = {
+        let calls = Arc::clone(&calls);
+        service_fn(move |req: u32| {
+            *calls.lock().unwrap() += 1;
+            std::future::ready(Ok::<_, BoxError>(req))
+        })
+    };
+    let mut svc = RateLimitLayer::new(per_second(1))
+        .wait(Duration::from_secs(5))
+        .layer(inner);
+    svc.ready().await.unwrap().call(1).await.unwrap();
+    let waiting = svc.ready().await.unwrap().call(2);
+    advance(Duration::from_millis(500)).await;
+    drop(waiting);
+    advance(Duration::from_secs(5)).await;
+    assert_eq!(*calls.lock().unwrap(), 1);
+}

@@ -85,6 +85,20 @@ fn keyless(c: &mut Criterion, report: &mut Report) {
         false,
     );
 
+    // The shared limiter alone, without the service around it.
+    let direct = palisade_rate::Limiter::new(huge());
+    group.bench_function("palisade-limiter", |b| {
+        b.iter(|| black_box(direct.check(1)))
+    });
+    report.record(
+        GROUP,
+        "palisade-limiter",
+        count_allocations(10_000, || {
+            direct.check(1).unwrap();
+        }),
+        false,
+    );
+
     let mut tower_rl = tower::limit::RateLimit::new(
         echo(),
         tower::limit::rate::Rate::new(u64::MAX / 4, Duration::from_secs(1)),

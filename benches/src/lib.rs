@@ -173,7 +173,10 @@ impl Report {
             }
         }
         let mut rows = Vec::new();
-        println!("\n{:<28} {:<28} {:>12} {:>10} {:>12}", "group", "contender", "median ns", "ratio", "allocs/call");
+        println!(
+            "\n{:<28} {:<28} {:>12} {:>10} {:>12}",
+            "group", "contender", "median ns", "ratio", "allocs/call"
+        );
         for (group, entries) in &by_group {
             let base = entries.iter().find(|(e, _)| e.baseline).map(|(_, ns)| *ns);
             for (e, ns) in entries {

@@ -15,7 +15,8 @@ pin_project! {
     ///
     /// Either the inner call (admitted at once), a wait for a reserved slot followed by the
     /// inner call, or a rejection. Dropping it while waiting cancels the call; the reserved
-    /// slot is not given back (it simply elapses).
+    /// slot is not given back (it simply elapses). Only the waiting state allocates (its
+    /// timer); admitted and rejected calls do not.
     pub struct ResponseFuture<S, Request>
     where
         S: Service<Request>,
@@ -30,9 +31,10 @@ pin_project! {
     enum State<S, Request, F> {
         // Waiting for the reserved slot; the ready inner service and the request are kept
         // here, so nothing reaches the inner service before the slot is due.
+        // The timer is boxed: it is large, and keeping it inline would make every
+        // admitted call move a future sized for the rare waiting one.
         Waiting {
-            #[pin]
-            sleep: Sleep,
+            sleep: Pin<Box<Sleep>>,
             call: Option<(S, Request)>,
         },
         Called {
@@ -57,7 +59,7 @@ impl<S: Service<Request>, Request> ResponseFuture<S, Request> {
     pub(crate) fn waiting(sleep: Sleep, service: S, request: Request) -> Self {
         Self {
             state: State::Waiting {
-                sleep,
+                sleep: Box::pin(sleep),
                 call: Some((service, request)),
             },
         }
@@ -82,7 +84,7 @@ where
         loop {
             match state.as_mut().project() {
                 StateProj::Waiting { sleep, call } => {
-                    ready!(sleep.poll(cx));
+                    ready!(sleep.as_mut().poll(cx));
                     // The slot is due: the service was made ready by the caller's
                     // `poll_ready` before it was moved in here.
                     let (mut service, request) =

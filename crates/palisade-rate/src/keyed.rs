@@ -58,7 +58,7 @@ use tower_service::Service;
 
 use crate::future::ResponseFuture;
 use crate::gcra::{duration_to_nanos, Decision, Gcra};
-use crate::limiter::{Acquire, Limiter};
+use crate::limiter::{Acquire, Decisions, Limiter};
 use crate::local::{allowed_wait, reject, wait_then_call};
 use crate::{Cost, TokioClock, UnitCost};
 
@@ -73,6 +73,7 @@ pub struct KeyedLimiter<K> {
     shards: Box<[Mutex<Shard<K>>]>,
     shard_cap: usize,
     global: Option<Limiter>,
+    decisions: Decisions,
 }
 
 struct Shard<K> {
@@ -102,11 +103,12 @@ impl<K: Hash + Eq> KeyedLimiter<K> {
             shards,
             shard_cap,
             global: None,
+            decisions: Decisions::register("keyed_rate_limit"),
         }
     }
 
     fn with_global(mut self, global: Quota) -> Self {
-        self.global = Some(Limiter::new(global));
+        self.global = Some(Limiter::for_policy(global, "keyed_rate_limit_global"));
         self
     }
 
@@ -121,6 +123,10 @@ impl<K: Hash + Eq> KeyedLimiter<K> {
     /// Takes `cost` cells from `key`'s bucket (and the global one, if any), reserving a
     /// slot up to `max_wait` ahead when they are empty.
     pub fn acquire(&self, key: K, cost: u32, max_wait: Duration) -> Acquire {
+        self.decisions.count(self.decide(key, cost, max_wait))
+    }
+
+    fn decide(&self, key: K, cost: u32, max_wait: Duration) -> Acquire {
         let max_wait_ns = duration_to_nanos(max_wait);
         let now = self.clock.now_nanos();
         let mut shard = self.shard(&key);

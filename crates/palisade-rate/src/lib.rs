@@ -17,6 +17,12 @@
 //! [`TokioClock`], a governor clock over `tokio::time`, so every limiter honours paused
 //! time in tests.
 //!
+//! Decisions are traced under the `palisade::rate` target (rejections at `debug`, Redis
+//! failures at `warn`) and, with feature `metrics`, counted in `palisade_decisions_total`
+//! (`policy` = `rate_limit` / `keyed_rate_limit`, `decision` = admitted / queued /
+//! rejected); the Redis store also counts its round trips and failures
+//! (`RedisStore::round_trips`, `RedisStore::failures`).
+//!
 //! Rejections are [`palisade_core::RateLimited`] errors, boxed in `BoxError`, with
 //! `retry_after()` set to the exact wait (absent only when the request costs more than the
 //! burst and can never pass).

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use governor::Quota;
+use palisade_core::observe::Counter;
 use palisade_core::RateLimited;
 
 use crate::gcra::{duration_to_nanos, Decision, Gcra};
@@ -18,6 +19,44 @@ pub struct Limiter {
     gcra: Gcra,
     clock: TokioClock,
     tat: AtomicU64,
+    decisions: Decisions,
+}
+
+/// `palisade_decisions_total` handles (no-ops without the `metrics` feature), registered
+/// once per limiter.
+#[derive(Debug)]
+pub(crate) struct Decisions {
+    admitted: Counter,
+    queued: Counter,
+    rejected: Counter,
+}
+
+impl Decisions {
+    pub(crate) fn register(policy: &'static str) -> Self {
+        let counter = |decision| {
+            Counter::register(
+                "palisade_decisions_total",
+                policy,
+                "",
+                &[("decision", decision)],
+            )
+        };
+        Self {
+            admitted: counter("admitted"),
+            queued: counter("queued"),
+            rejected: counter("rejected"),
+        }
+    }
+
+    /// Counts `outcome` and passes it on.
+    pub(crate) fn count(&self, outcome: Acquire) -> Acquire {
+        match &outcome {
+            Acquire::Now => self.admitted.increment(1),
+            Acquire::After(_) => self.queued.increment(1),
+            Acquire::Rejected(_) => self.rejected.increment(1),
+        }
+        outcome
+    }
 }
 
 /// The outcome of [`Limiter::acquire`].
@@ -35,10 +74,16 @@ impl Limiter {
     /// A limiter for `quota`, with its clock starting now.
     #[must_use]
     pub fn new(quota: Quota) -> Self {
+        Self::for_policy(quota, "rate_limit")
+    }
+
+    /// A limiter whose decisions are counted under metric label `policy`.
+    pub(crate) fn for_policy(quota: Quota, policy: &'static str) -> Self {
         Self {
             gcra: Gcra::new(quota),
             clock: TokioClock::new(),
             tat: AtomicU64::new(0),
+            decisions: Decisions::register(policy),
         }
     }
 
@@ -57,6 +102,10 @@ impl Limiter {
     /// Reservations are handed out in call order, so waiters are served first come, first
     /// served.
     pub fn acquire(&self, cost: u32, max_wait: Duration) -> Acquire {
+        self.decisions.count(self.decide(cost, max_wait))
+    }
+
+    fn decide(&self, cost: u32, max_wait: Duration) -> Acquire {
         let max_wait = duration_to_nanos(max_wait);
         let now = self.clock.now_nanos();
         let mut current = self.tat.load(Ordering::Acquire);

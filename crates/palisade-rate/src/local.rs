@@ -125,7 +125,9 @@ impl<S, C: Clone> Layer<S> for RateLimitLayer<C> {
 /// A service under a shared keyless rate limit; built by [`RateLimitLayer`].
 ///
 /// Holds no reservation between `poll_ready` and `call`, so the derived `Clone` is right:
-/// clones share the limiter through the `Arc`.
+/// clones share the limiter through the `Arc`. The inner service must be `Clone`: a call
+/// that waits takes the ready inner service into its future (leaving a clone behind), so
+/// nothing reaches the inner service before the slot is due.
 #[derive(Debug, Clone)]
 pub struct RateLimit<S, C = UnitCost> {
     inner: S,

@@ -16,6 +16,7 @@ mod breaker;
 mod deadline;
 mod fanout;
 mod limit;
+mod rate;
 mod retry;
 
 fn main() {
@@ -25,11 +26,12 @@ fn main() {
     let mut report = Report::new();
 
     limit::benches(&mut c, &mut report);
-    fanout::benches(&mut c, &mut report);
-    deadline::benches(&mut c, &mut report);
     adaptive::benches(&mut c, &mut report);
-    retry::benches(&mut c, &mut report);
+    rate::benches(&mut c, &mut report);
     breaker::benches(&mut c, &mut report);
+    deadline::benches(&mut c, &mut report);
+    retry::benches(&mut c, &mut report);
+    fanout::benches(&mut c, &mut report);
 
     c.final_summary();
     report.finish();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use criterion::Criterion;
 use palisade_benches::sim::{self, PhaseReport, Upstream};
-use palisade_benches::{call_once, count_allocations, Report};
+use palisade_benches::{contender, Report};
 use palisade_core::BoxError;
 use palisade_limit::adaptive::{AdaptiveLimitLayer, Aimd, Algorithm, Gradient2, Vegas};
 use palisade_limit::ConcurrencyLimitLayer;
@@ -17,28 +17,11 @@ use tower::{service_fn, Layer};
 use tower_service::Service;
 
 const GROUP: &str = "limit-adaptive";
-const ALLOC_CALLS: u64 = 10_000;
 
 fn bare(
 ) -> impl Service<u64, Response = u64, Error = BoxError, Future = Ready<Result<u64, BoxError>>> + Clone
 {
     service_fn(|r: u64| ready(Ok::<_, BoxError>(r)))
-}
-
-fn contender<S>(c: &mut Criterion, report: &mut Report, id: &str, baseline: bool, mut svc: S)
-where
-    S: Service<u64>,
-    S::Error: std::fmt::Debug,
-{
-    let allocs = count_allocations(ALLOC_CALLS, || {
-        call_once(&mut svc, black_box(7)).unwrap();
-    });
-    report.record(GROUP, id, allocs, baseline);
-    let mut group = c.benchmark_group(GROUP);
-    group.bench_function(id, |b| {
-        b.iter(|| call_once(&mut svc, black_box(7)).unwrap())
-    });
-    group.finish();
 }
 
 fn overhead(c: &mut Criterion, report: &mut Report) {
@@ -48,20 +31,24 @@ fn overhead(c: &mut Criterion, report: &mut Report) {
         .expect("runtime");
     let _enter = rt.enter();
     // Limits far above what one caller uses: the happy path, never waiting.
-    contender(c, report, "bare", false, bare());
+    contender(c, report, GROUP, "bare", false, bare(), || black_box(7));
     contender(
         c,
         report,
+        GROUP,
         "tower-static",
         true,
         tower::limit::ConcurrencyLimit::new(bare(), 1000),
+        || black_box(7),
     );
     contender(
         c,
         report,
+        GROUP,
         "palisade-static",
         false,
         ConcurrencyLimitLayer::new(1000).layer(bare()),
+        || black_box(7),
     );
     let adaptive = |a: &dyn Fn() -> Box<dyn Algorithm>| {
         AdaptiveLimitLayer::builder(Boxed(a()))
@@ -72,20 +59,25 @@ fn overhead(c: &mut Criterion, report: &mut Report) {
     contender(
         c,
         report,
+        GROUP,
         "palisade-aimd",
         false,
         adaptive(&|| Box::new(Aimd::new(500, 1, 1000))),
+        || black_box(7),
     );
     contender(
         c,
         report,
+        GROUP,
         "palisade-vegas",
         false,
         adaptive(&|| Box::new(Vegas::new(500, 1000))),
+        || black_box(7),
     );
     contender(
         c,
         report,
+        GROUP,
         "tower-resilience-aimd",
         false,
         tower_resilience::adaptive::AdaptiveLimiterLayer::new(
@@ -97,6 +89,7 @@ fn overhead(c: &mut Criterion, report: &mut Report) {
                 .expect("valid"),
         )
         .layer(bare()),
+        || black_box(7),
     );
 }
 

@@ -6,7 +6,7 @@ use std::future::{ready, Ready};
 use std::hint::black_box;
 
 use criterion::Criterion;
-use palisade_benches::{call_once, count_allocations, Report};
+use palisade_benches::{contender, Report};
 use palisade_core::BoxError;
 use palisade_limit::ConcurrencyLimitLayer;
 use tower::{service_fn, Layer};
@@ -14,30 +14,11 @@ use tower_service::Service;
 
 const GROUP: &str = "limit-concurrency";
 const LIMIT: usize = 1024;
-const ALLOC_CALLS: u64 = 10_000;
 
 fn bare(
 ) -> impl Service<u64, Response = u64, Error = BoxError, Future = Ready<Result<u64, BoxError>>> + Clone
 {
     service_fn(|r: u64| ready(Ok::<_, BoxError>(r)))
-}
-
-/// Measures one contender: its time per call with criterion, its allocations per call
-/// with the counting allocator.
-fn contender<S>(c: &mut Criterion, report: &mut Report, id: &str, baseline: bool, mut svc: S)
-where
-    S: Service<u64>,
-    S::Error: std::fmt::Debug,
-{
-    let allocs = count_allocations(ALLOC_CALLS, || {
-        call_once(&mut svc, black_box(7)).unwrap();
-    });
-    report.record(GROUP, id, allocs, baseline);
-    let mut group = c.benchmark_group(GROUP);
-    group.bench_function(id, |b| {
-        b.iter(|| call_once(&mut svc, black_box(7)).unwrap())
-    });
-    group.finish();
 }
 
 pub(crate) fn benches(c: &mut Criterion, report: &mut Report) {
@@ -48,24 +29,29 @@ pub(crate) fn benches(c: &mut Criterion, report: &mut Report) {
         .expect("runtime");
     let _enter = rt.enter();
 
-    contender(c, report, "bare", false, bare());
+    contender(c, report, GROUP, "bare", false, bare(), || black_box(7));
     contender(
         c,
         report,
+        GROUP,
         "tower",
         true,
         tower::limit::ConcurrencyLimit::new(bare(), LIMIT),
+        || black_box(7),
     );
     contender(
         c,
         report,
+        GROUP,
         "palisade-wait",
         false,
         ConcurrencyLimitLayer::new(LIMIT).layer(bare()),
+        || black_box(7),
     );
     contender(
         c,
         report,
+        GROUP,
         "palisade-reject",
         false,
         ConcurrencyLimitLayer::builder(LIMIT)
@@ -73,10 +59,12 @@ pub(crate) fn benches(c: &mut Criterion, report: &mut Report) {
             .build()
             .expect("valid")
             .layer(bare()),
+        || black_box(7),
     );
     contender(
         c,
         report,
+        GROUP,
         "palisade-queue",
         false,
         ConcurrencyLimitLayer::builder(LIMIT)
@@ -84,10 +72,12 @@ pub(crate) fn benches(c: &mut Criterion, report: &mut Report) {
             .build()
             .expect("valid")
             .layer(bare()),
+        || black_box(7),
     );
     contender(
         c,
         report,
+        GROUP,
         "tower-resilience-bulkhead",
         false,
         tower_resilience::bulkhead::BulkheadLayer::builder()
@@ -96,5 +86,6 @@ pub(crate) fn benches(c: &mut Criterion, report: &mut Report) {
             .build()
             .expect("valid")
             .layer(bare()),
+        || black_box(7),
     );
 }

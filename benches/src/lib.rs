@@ -109,6 +109,33 @@ where
     now_or_never(svc.call(req))
 }
 
+/// Measures one contender of `group`: its time per call with criterion, its allocations per
+/// call with the counting allocator, each call made with a fresh request from `req`.
+/// `baseline` marks the contender ratios are computed against.
+///
+/// # Panics
+/// If a call fails or is not ready at once (see [`call_once`]).
+pub fn contender<S, R>(
+    c: &mut criterion::Criterion,
+    report: &mut Report,
+    group: &str,
+    id: &str,
+    baseline: bool,
+    mut svc: S,
+    req: impl Fn() -> R,
+) where
+    S: Service<R>,
+    S::Error: std::fmt::Debug,
+{
+    let allocs = count_allocations(10_000, || {
+        call_once(&mut svc, req()).unwrap();
+    });
+    report.record(group, id, allocs, baseline);
+    let mut g = c.benchmark_group(group);
+    g.bench_function(id, |b| b.iter(|| call_once(&mut svc, req()).unwrap()));
+    g.finish();
+}
+
 /// One benchmark's figures.
 #[derive(Debug, Clone)]
 pub struct Entry {

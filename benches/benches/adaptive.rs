@@ -228,9 +228,7 @@ pub(crate) fn benches(c: &mut Criterion, report: &mut Report) {
     overhead(c, report);
     // The simulation is not a criterion benchmark: run it when its group is selected (or
     // when nothing is filtered), and print its table.
-    let args: Vec<String> = std::env::args().collect();
-    let filtered = args.iter().skip(1).any(|a| !a.starts_with('-'));
-    if !filtered || args.iter().any(|a| a.contains("adaptive")) {
+    if palisade_benches::wanted(GROUP) {
         comparison();
     }
 }

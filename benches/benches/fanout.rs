@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use criterion::{BatchSize, Criterion};
 use futures_util::stream::{FuturesUnordered, StreamExt};
-use palisade_benches::{call_once, count_allocations, Report};
+use palisade_benches::{call_once, count_allocations, wanted, Report};
 use palisade_fanout::hedge::{CloneAll, HedgeDelay, HedgeLayer};
 use tokio::time::Instant;
 use tower::{Layer, Service, ServiceExt};
@@ -52,17 +52,6 @@ pub(crate) fn benches(c: &mut Criterion, report: &mut Report) {
 }
 
 /// Whether the command line's filter (if any) selects `name`.
-fn wanted(name: &str) -> bool {
-    let filters: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-') && a.parse::<f64>().is_err())
-        .collect();
-    filters.is_empty()
-        || filters
-            .iter()
-            .any(|f| name.contains(f.as_str()) || f.contains(name))
-}
-
 fn overhead(c: &mut Criterion, report: &mut Report) {
     // A runtime context for tokio time (not paused: the hedges never wait here).
     let rt = tokio::runtime::Builder::new_current_thread()

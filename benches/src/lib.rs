@@ -136,6 +136,20 @@ pub fn contender<S, R>(
     g.finish();
 }
 
+/// Whether the run's criterion filters (positional arguments) select `name`: true when
+/// there are none, or when one is part of `name` or contains it. For the non-criterion
+/// tables (simulations) that bench modules print beside their groups.
+pub fn wanted(name: &str) -> bool {
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-') && a.parse::<f64>().is_err())
+        .collect();
+    filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| name.contains(f.as_str()) || f.contains(name))
+}
+
 /// One benchmark's figures.
 #[derive(Debug, Clone)]
 pub struct Entry {

@@ -186,10 +186,18 @@ fn comparison() {
     ));
 
     println!("\nAdaptive limits on a simulated upstream (paused time; capacity C per phase, 400 closed-loop clients,");
-    println!("10 ms unloaded latency, 429s past 1.2×C; each phase's second half; p99 is the upstream's own latency)\n");
+    println!("10 ms unloaded latency, 429s past 1.2×C; each phase's second half; 429s = share of the calls");
+    println!("reaching the upstream that it rejected; p99 is the upstream's own latency).");
     println!(
-        "{:<24} {:>6} {:>11} {:>9} {:>9}",
-        "contender", "C", "limit mean", "goodput", "p99/base"
+        "tower-resilience times calls with the wall clock, not tokio's paused clock, so in this"
+    );
+    println!(
+        "simulation it sees no latency at all: only errors move its limit. Its rows are not a"
+    );
+    println!("like-for-like comparison of its algorithms.\n");
+    println!(
+        "{:<24} {:>6} {:>11} {:>9} {:>9} {:>9}",
+        "contender", "C", "limit mean", "goodput", "429s", "p99/base"
     );
     let mut json = Vec::new();
     for (name, phases) in &rows {

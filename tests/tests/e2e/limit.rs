@@ -2,8 +2,6 @@
 
 use std::sync::atomic::Ordering;
 
-use axum::routing::get;
-use axum::Router;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
@@ -21,23 +19,11 @@ async fn server_side_limit_holds_across_axums_clones() {
     const LIMIT: usize = 3;
     const CALLS: usize = 24;
     let gated = Gated::new();
-    let handler_gate = gated.clone();
-    let app = Router::new()
-        .route(
-            "/",
-            get(move || {
-                let g = handler_gate.clone();
-                async move {
-                    g.pass().await;
-                    "ok"
-                }
-            }),
-        )
-        .layer(
-            ServiceBuilder::new()
-                .layer(RejectionResponseLayer::new())
-                .layer(ConcurrencyLimitLayer::new(LIMIT)),
-        );
+    let app = gated.router().layer(
+        ServiceBuilder::new()
+            .layer(RejectionResponseLayer::new())
+            .layer(ConcurrencyLimitLayer::new(LIMIT)),
+    );
     let addr = serve(app).await;
 
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
@@ -77,17 +63,7 @@ async fn client_side_limit_shared_by_every_clone() {
     const LIMIT: usize = 4;
     const CALLS: usize = 40;
     let gated = Gated::new();
-    let handler_gate = gated.clone();
-    let app = Router::new().route(
-        "/",
-        get(move || {
-            let g = handler_gate.clone();
-            async move {
-                g.pass().await;
-                "ok"
-            }
-        }),
-    );
+    let app = gated.router();
     let addr = serve(app).await;
 
     let layer = ConcurrencyLimitLayer::new(LIMIT);
@@ -128,28 +104,16 @@ async fn client_side_limit_shared_by_every_clone() {
 async fn server_sheds_with_503_past_the_limit() {
     const LIMIT: usize = 2;
     let gated = Gated::new();
-    let handler_gate = gated.clone();
-    let app = Router::new()
-        .route(
-            "/",
-            get(move || {
-                let g = handler_gate.clone();
-                async move {
-                    g.pass().await;
-                    "ok"
-                }
-            }),
-        )
-        .layer(
-            ServiceBuilder::new()
-                .layer(RejectionResponseLayer::new())
-                .layer(
-                    ConcurrencyLimitLayer::builder(LIMIT)
-                        .reject()
-                        .build()
-                        .unwrap(),
-                ),
-        );
+    let app = gated.router().layer(
+        ServiceBuilder::new()
+            .layer(RejectionResponseLayer::new())
+            .layer(
+                ConcurrencyLimitLayer::builder(LIMIT)
+                    .reject()
+                    .build()
+                    .unwrap(),
+            ),
+    );
     let addr = serve(app).await;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let get = |client: Client<_, Empty<Bytes>>| {

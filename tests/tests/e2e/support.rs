@@ -46,6 +46,21 @@ impl Gated {
         }
     }
 
+    /// A router whose `GET /` passes through this gate and answers "ok".
+    pub(crate) fn router(&self) -> Router {
+        let gated = self.clone();
+        Router::new().route(
+            "/",
+            axum::routing::get(move || {
+                let g = gated.clone();
+                async move {
+                    g.pass().await;
+                    "ok"
+                }
+            }),
+        )
+    }
+
     pub(crate) fn peak(&self) -> usize {
         self.gauge.peak.load(Ordering::SeqCst)
     }

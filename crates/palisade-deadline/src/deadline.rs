@@ -2,7 +2,7 @@
 //!
 //! Sets the request's [`Deadline`] to the earlier of the one it already carries and
 //! `now + timeout` (a layer may shorten a caller's deadline, never extend it), then fails the
-//! call with [`DeadlineExceeded`] when it passes, dropping (cancelling) the inner future. A
+//! call with [`DeadlineExceeded`](palisade_core::DeadlineExceeded) when it passes, dropping (cancelling) the inner future. A
 //! request whose deadline has already passed is rejected at once, without calling the inner
 //! service.
 //!
@@ -34,18 +34,15 @@
 //! [`Deadline`]: palisade_core::Deadline
 //! [`HasDeadline`]: palisade_core::HasDeadline
 
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use palisade_core::{BoxError, Deadline, DeadlineExceeded, SetDeadline};
-use pin_project_lite::pin_project;
+use palisade_core::{BoxError, Deadline, SetDeadline};
 use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::timer::LazySleep;
+use crate::timeout::Cause;
 
 /// Applies an overall deadline of `timeout` to every request; see the [module docs](self).
 #[derive(Debug, Clone, Copy)]
@@ -113,58 +110,12 @@ where
             req.set_deadline(deadline);
             Some(self.inner.call(req))
         };
-        future::ResponseFuture::new(inner, deadline.instant())
+        future::ResponseFuture::new(inner, deadline.instant(), Cause::Deadline)
     }
 }
 
-/// Response future of [`ApplyDeadline`].
+/// Response future of [`ApplyDeadline`]: the timeout layer's, failing with
+/// [`DeadlineExceeded`](palisade_core::DeadlineExceeded).
 pub mod future {
-    use super::*;
-
-    pin_project! {
-        /// Response future of [`ApplyDeadline`](super::ApplyDeadline): the inner call, raced
-        /// against the deadline.
-        #[derive(Debug)]
-        pub struct ResponseFuture<F> {
-            // `None`: the deadline had passed before the call; fail on first poll.
-            #[pin]
-            inner: Option<F>,
-            #[pin]
-            sleep: LazySleep,
-        }
-    }
-
-    impl<F> ResponseFuture<F> {
-        /// `inner` is `None` when the deadline had passed before the call.
-        pub(crate) fn new(inner: Option<F>, at: Instant) -> Self {
-            Self {
-                inner,
-                sleep: LazySleep::until(at),
-            }
-        }
-    }
-
-    impl<F, T, E> Future for ResponseFuture<F>
-    where
-        F: Future<Output = Result<T, E>>,
-        E: Into<BoxError>,
-    {
-        type Output = Result<T, BoxError>;
-
-        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-            let mut this = self.project();
-            let Some(inner) = this.inner.as_mut().as_pin_mut() else {
-                return Poll::Ready(Err(DeadlineExceeded::new().into()));
-            };
-            // The inner call first: a response that is ready wins even at the deadline.
-            if let Poll::Ready(out) = inner.poll(cx) {
-                return Poll::Ready(out.map_err(Into::into));
-            }
-            ready!(this.sleep.poll_elapsed(cx));
-            // Out of time: drop the inner future now, cancelling its work.
-            this.inner.set(None);
-            tracing::debug!(target: "palisade::deadline", "deadline exceeded: call cancelled");
-            Poll::Ready(Err(DeadlineExceeded::new().into()))
-        }
-    }
+    pub use crate::timeout::future::ResponseFuture;
 }

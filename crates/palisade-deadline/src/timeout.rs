@@ -107,16 +107,16 @@ where
             // A timeout too large to represent, and no deadline: wait forever, in effect.
             (None, None) => (now + Duration::from_secs(86400 * 365 * 30), Cause::Timeout),
         };
-        if cause == Cause::Deadline && at <= now {
-            return future::ResponseFuture::expired();
-        }
-        future::ResponseFuture::new(self.inner.call(req), at, cause)
+        // Deadline already passed: rejected at once, without calling the inner service.
+        let inner = (cause != Cause::Deadline || at > now).then(|| self.inner.call(req));
+        future::ResponseFuture::new(inner, at, cause)
     }
 }
 
-/// What ends a call that runs out of time.
+/// What ends a call that runs out of time. Shared with the deadline layer, whose
+/// response future is this module's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Cause {
+pub(crate) enum Cause {
     Timeout,
     Deadline,
 }
@@ -135,7 +135,9 @@ pub mod future {
     use super::*;
 
     pin_project! {
-        /// Response future of [`Timeout`](super::Timeout).
+        /// Response future of [`Timeout`](super::Timeout) and of
+        /// [`ApplyDeadline`](crate::ApplyDeadline): the inner call raced against a timer,
+        /// dropped (cancelled) when the timer fires first.
         #[derive(Debug)]
         pub struct ResponseFuture<F> {
             #[pin]
@@ -147,19 +149,14 @@ pub mod future {
     }
 
     impl<F> ResponseFuture<F> {
-        pub(super) fn new(inner: F, at: Instant, cause: Cause) -> Self {
+        /// `inner` is `None` when the call was out of time before it started: the future
+        /// then fails with `cause`'s error on first poll. Built in one place so the (large)
+        /// future is constructed where it is returned.
+        pub(crate) fn new(inner: Option<F>, at: Instant, cause: Cause) -> Self {
             Self {
-                inner: Some(inner),
+                inner,
                 sleep: LazySleep::until(at),
                 cause,
-            }
-        }
-
-        pub(super) fn expired() -> Self {
-            Self {
-                inner: None,
-                sleep: LazySleep::until(Instant::now()),
-                cause: Cause::Deadline,
             }
         }
     }
@@ -181,7 +178,7 @@ pub mod future {
             }
             ready!(this.sleep.poll_elapsed(cx));
             this.inner.set(None);
-            tracing::debug!(target: "palisade::deadline", cause = ?this.cause, "attempt timed out");
+            tracing::debug!(target: "palisade::deadline", cause = ?this.cause, "out of time: call cancelled");
             Poll::Ready(Err(this.cause.error()))
         }
     }

@@ -17,6 +17,16 @@
 //!
 //! Any `Fn(&Result<Res, E>) -> Outcome` is a classifier too.
 //!
+//! # Local or remote
+//!
+//! A rejection a Palisade layer made on its own ([`Origin::Local`](crate::Origin): a shed,
+//! a rate-limit refusal, an open breaker, a deadline already spent) is the client
+//! protecting itself, not news about the dependency. [`outcome`] classifies a call and
+//! marks such results [`Outcome::is_local`], whatever the classifier said; layers that
+//! learn the dependency's health read [`Outcome::health`], which ignores them. A
+//! per-attempt timeout *below* a breaker measured the dependency and still counts
+//! ([`Elapsed`](crate::Elapsed) is [`Origin::Dependency`](crate::Origin)).
+//!
 //! # Example
 //!
 //! ```
@@ -73,6 +83,7 @@ pub struct Outcome {
     pushback: Option<Pushback>,
     overloaded: bool,
     retryable: bool,
+    local: bool,
 }
 
 /// A gRPC server's retry pushback (`grpc-retry-pushback-ms`, gRPC A6).
@@ -107,6 +118,7 @@ impl Outcome {
             pushback: None,
             overloaded: false,
             retryable: false,
+            local: false,
         }
     }
 
@@ -118,17 +130,23 @@ impl Outcome {
     /// - [`Overloaded`](crate::Overloaded), [`RateLimited`](crate::RateLimited),
     ///   [`Elapsed`](crate::Elapsed): overloaded and retryable, with any retry-after.
     /// - anything else (connection refused, reset, ...): retryable.
+    ///
+    /// A rejection of [`Origin::Local`](crate::Origin) is also marked
+    /// [`is_local`](Self::is_local).
     pub fn from_error(err: &(dyn Error + 'static)) -> Self {
         let failure = Self::failure();
-        match find_rejection(err) {
-            Some(Rejection::DeadlineExceeded(_)) => failure.with_overloaded(true),
-            Some(r @ Rejection::CircuitOpen(_)) => failure.with_retry_after(r.retry_after()),
-            Some(r) => failure
+        let Some(r) = find_rejection(err) else {
+            return failure.with_retryable(true);
+        };
+        let outcome = match r {
+            Rejection::DeadlineExceeded(_) => failure.with_overloaded(true),
+            Rejection::CircuitOpen(_) => failure.with_retry_after(r.retry_after()),
+            _ => failure
                 .with_overloaded(true)
                 .with_retryable(true)
                 .with_retry_after(r.retry_after()),
-            None => failure.with_retryable(true),
-        }
+        };
+        outcome.with_local(r.is_local())
     }
 
     /// The same outcome with `kind` replaced.
@@ -167,9 +185,33 @@ impl Outcome {
         self
     }
 
+    /// The same outcome marked (or not) as a local rejection (see [`Outcome::is_local`]).
+    #[must_use]
+    pub const fn with_local(mut self, local: bool) -> Self {
+        self.local = local;
+        self
+    }
+
     /// Success, failure or ignored.
     pub const fn kind(&self) -> OutcomeKind {
         self.kind
+    }
+
+    /// Whether a Palisade layer decided this on its own, without hearing from the
+    /// dependency (a shed, a rate-limit refusal, an open breaker, a spent deadline).
+    pub const fn is_local(&self) -> bool {
+        self.local
+    }
+
+    /// The outcome as evidence about the dependency's health: [`OutcomeKind::Ignored`]
+    /// for a local rejection, [`kind`](Self::kind) otherwise. The breaker, the adaptive
+    /// limit and the throttle read this.
+    pub const fn health(&self) -> OutcomeKind {
+        if self.local {
+            OutcomeKind::Ignored
+        } else {
+            self.kind
+        }
     }
 
     /// `kind() == Success`.
@@ -227,6 +269,35 @@ where
     }
 }
 
+/// Classifies one call's result with `classify`, and marks it [`Outcome::is_local`] when
+/// the error is a Palisade rejection of [`Origin::Local`](crate::Origin) — whatever the
+/// classifier said, so a custom classifier cannot make a breaker count local sheds.
+///
+/// Every Palisade layer classifies through this function.
+///
+/// ```
+/// use palisade_core::{classify, BoxError, Overloaded, OutcomeKind};
+///
+/// let all_failures = |_: &Result<(), BoxError>| palisade_core::Outcome::failure();
+/// let shed: Result<(), BoxError> = Err(Box::new(Overloaded::new()));
+/// let o = classify::outcome(&all_failures, &shed);
+/// assert!(o.is_failure() && o.is_local());
+/// assert_eq!(o.health(), OutcomeKind::Ignored);
+/// ```
+pub fn outcome<Res, C>(classify: &C, result: &Result<Res, BoxError>) -> Outcome
+where
+    C: Classify<Res> + ?Sized,
+{
+    let outcome = classify.classify(result);
+    match result {
+        Err(e) if !outcome.local => {
+            let local = find_rejection(e.as_ref()).is_some_and(|r| r.is_local());
+            outcome.with_local(local)
+        }
+        _ => outcome,
+    }
+}
+
 /// The default classifier: every `Ok` is a success, every `Err` a failure (refined by
 /// [`Outcome::from_error`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -264,6 +335,38 @@ mod tests {
         assert_eq!(o.retry_after(), Some(Duration::from_secs(1)));
         let o = Outcome::from_error(&Elapsed::new());
         assert!(o.is_retryable() && o.is_overloaded());
+    }
+
+    #[test]
+    fn local_rejections_are_ignored_as_health() {
+        use crate::{Overloaded, RateLimited};
+        for err in [
+            Box::new(Overloaded::new()) as BoxError,
+            Box::new(RateLimited::new()),
+            Box::new(CircuitOpen::new()),
+            Box::new(DeadlineExceeded::new()),
+        ] {
+            let o = Outcome::from_error(err.as_ref());
+            assert!(o.is_failure() && o.is_local(), "{err}");
+            assert_eq!(o.health(), OutcomeKind::Ignored, "{err}");
+        }
+        // Timers that measured the dependency count.
+        for err in [
+            Box::new(Elapsed::new()) as BoxError,
+            Box::new(DeadlineExceeded::in_flight()),
+            Box::new(Overloaded::new().with_origin(crate::Origin::Dependency)),
+            "connection reset".into(),
+        ] {
+            let o = Outcome::from_error(err.as_ref());
+            assert!(!o.is_local(), "{err}");
+            assert_eq!(o.health(), OutcomeKind::Failure, "{err}");
+        }
+        // A classifier that ignores the rule cannot override it.
+        let blunt = |_: &Result<(), BoxError>| Outcome::failure();
+        let shed: Result<(), BoxError> = Err(Box::new(CircuitOpen::new()));
+        assert_eq!(outcome(&blunt, &shed).health(), OutcomeKind::Ignored);
+        let ok: Result<(), BoxError> = Ok(());
+        assert_eq!(outcome(&blunt, &ok).health(), OutcomeKind::Failure);
     }
 
     #[test]

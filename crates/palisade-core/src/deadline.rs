@@ -46,8 +46,7 @@ impl Deadline {
 
     /// A deadline `timeout` from now (saturating far in the future on overflow).
     pub fn after(timeout: Duration) -> Self {
-        let now = Instant::now();
-        Self(now.checked_add(timeout).unwrap_or_else(|| far_future(now)))
+        Self(crate::time::from_now(timeout))
     }
 
     /// The instant.
@@ -80,11 +79,6 @@ impl Deadline {
             None => wait,
         }
     }
-}
-
-/// About 30 years: what `Instant + Duration::MAX` saturates to (tokio does the same).
-fn far_future(now: Instant) -> Instant {
-    now + Duration::from_secs(86400 * 365 * 30)
 }
 
 /// A request that may carry a [`Deadline`].

@@ -26,27 +26,49 @@ use std::time::Duration;
 /// Defines one rejection struct: private `retry_after`, `const fn new`, a builder for the
 /// hint, a getter, `Display` and `Error`. One macro keeps the five types identical in shape.
 macro_rules! rejection {
-    ($(#[$meta:meta])* $name:ident, $msg:literal) => {
+    ($(#[$meta:meta])* $name:ident, $msg:literal, $origin:expr) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         pub struct $name {
             retry_after: Option<Duration>,
+            origin: Origin,
         }
 
         impl $name {
-            /// A rejection with no retry hint.
+            /// A rejection with no retry hint, of this type's usual [`Origin`].
             pub const fn new() -> Self {
-                Self { retry_after: None }
+                Self { retry_after: None, origin: $origin }
             }
 
             /// A rejection that tells the caller when trying again may succeed.
             pub const fn with_retry_after(retry_after: Duration) -> Self {
-                Self { retry_after: Some(retry_after) }
+                Self { retry_after: Some(retry_after), origin: $origin }
+            }
+
+            /// The same rejection with its [`Origin`] replaced: e.g. a client adapter that
+            /// turns a dependency's own "overloaded" answer into this error marks it
+            /// [`Origin::Dependency`], so breakers and adaptive limits count it.
+            #[must_use]
+            pub const fn with_origin(mut self, origin: Origin) -> Self {
+                self.origin = origin;
+                self
             }
 
             /// How long the caller should wait before trying again, if known.
             pub const fn retry_after(&self) -> Option<Duration> {
                 self.retry_after
+            }
+
+            /// Who decided: a Palisade layer on its own, or a timer that measured the
+            /// dependency.
+            pub const fn origin(&self) -> Origin {
+                self.origin
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
             }
         }
 
@@ -69,30 +91,67 @@ rejection!(
     /// and the policy rejects at once, the wait queue was full, or the request waited in the
     /// queue longer than allowed (or than its deadline).
     Overloaded,
-    "service overloaded"
+    "service overloaded",
+    Origin::Local
 );
 rejection!(
     /// A rate limit refused the request; `retry_after` is the exact wait until it would be
     /// admitted.
     RateLimited,
-    "rate limit exceeded"
+    "rate limit exceeded",
+    Origin::Local
 );
 rejection!(
     /// A circuit breaker is open (or its half-open probes are taken) and failed the request
     /// fast, without calling the inner service; `retry_after` is the time until it half-opens.
     CircuitOpen,
-    "circuit open"
+    "circuit open",
+    Origin::Local
 );
 rejection!(
     /// The request's overall [`Deadline`](crate::Deadline) passed before it completed.
+    ///
+    /// [`DeadlineExceeded::new`] is [`Origin::Local`]: the deadline had passed (or left too
+    /// little) before the dependency was called. A timer that fires while the dependency
+    /// is working on the call uses [`DeadlineExceeded::in_flight`]: that measured a slow
+    /// dependency.
     DeadlineExceeded,
-    "deadline exceeded"
+    "deadline exceeded",
+    Origin::Local
 );
 rejection!(
-    /// One attempt took longer than its per-attempt timeout.
+    /// One attempt took longer than its per-attempt timeout. Always
+    /// [`Origin::Dependency`] unless said otherwise: the timer measured the dependency.
     Elapsed,
-    "request timed out"
+    "request timed out",
+    Origin::Dependency
 );
+
+impl DeadlineExceeded {
+    /// The deadline passed while the dependency was working on the call
+    /// ([`Origin::Dependency`]): a slow call, which breakers and adaptive limits count.
+    pub const fn in_flight() -> Self {
+        Self::new().with_origin(Origin::Dependency)
+    }
+}
+
+/// Who made a rejection: the client protecting itself, or a measurement of the dependency.
+///
+/// This is the workspace's one local-versus-remote rule. A rejection a Palisade layer makes
+/// on its own — shed by a limit, refused by a rate limit, failed fast by an open breaker,
+/// a deadline that had run out before the call — says nothing about the dependency's
+/// health, so layers that learn from outcomes (the breaker, the adaptive limit, the
+/// throttle) ignore it ([`Outcome::is_local`](crate::Outcome::is_local)). A timer that
+/// fires while the dependency holds the call ([`Elapsed`], [`DeadlineExceeded::in_flight`])
+/// measured it, and counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Origin {
+    /// Decided by a Palisade layer in this process, without hearing from the dependency.
+    Local,
+    /// Evidence about the dependency: a timer that ran out while it held the call, or a
+    /// dependency's own answer turned into a rejection.
+    Dependency,
+}
 
 /// A Palisade rejection found in an error chain by [`find_rejection`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +179,22 @@ impl Rejection<'_> {
             Rejection::DeadlineExceeded(e) => e.retry_after(),
             Rejection::Elapsed(e) => e.retry_after(),
         }
+    }
+
+    /// The rejection's [`Origin`].
+    pub fn origin(&self) -> Origin {
+        match self {
+            Rejection::Overloaded(e) => e.origin(),
+            Rejection::RateLimited(e) => e.origin(),
+            Rejection::CircuitOpen(e) => e.origin(),
+            Rejection::DeadlineExceeded(e) => e.origin(),
+            Rejection::Elapsed(e) => e.origin(),
+        }
+    }
+
+    /// `origin() == Origin::Local`: a decision this process made without the dependency.
+    pub fn is_local(&self) -> bool {
+        self.origin() == Origin::Local
     }
 
     /// The HTTP status code a server should answer with: 429 for a rate limit, 504 for a

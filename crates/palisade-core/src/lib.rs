@@ -12,6 +12,10 @@
 //!   `http`) and gRPC (feature `grpc`) classifiers ship built in.
 //! - [`Deadline`] in [`deadline`]: an absolute instant on `tokio::time`, and how it rides on
 //!   a request ([`HasDeadline`]).
+//! - [`admission`]: the one "wait for admission, then call" future of every layer that
+//!   makes requests wait, which never pins the capacity of the layer below while it waits.
+//! - [`time`]: saturating `Instant + Duration` and float-to-duration conversions, so no
+//!   duration a builder accepts can panic on the request path.
 //! - [`observe`]: `tracing` targets and `metrics` handles that cost nothing when unused.
 //! - `response` (feature `http`): a layer that answers rejections as HTTP 429/503/504 or
 //!   gRPC statuses, so an axum or tonic server stack stays `Infallible`.
@@ -28,19 +32,22 @@
 //! }
 //! ```
 
+pub mod admission;
 pub mod classify;
 pub mod deadline;
 pub mod error;
 #[cfg(feature = "http")]
 pub mod header;
 pub mod observe;
+pub mod time;
 #[cfg(feature = "http")]
 pub mod response;
 
 pub use classify::{Classify, ErrorsAsFailures, Outcome, OutcomeKind};
 pub use deadline::{Deadline, HasDeadline, SetDeadline, WithDeadline};
 pub use error::{
-    find_rejection, CircuitOpen, DeadlineExceeded, Elapsed, Overloaded, RateLimited, Rejection,
+    find_rejection, CircuitOpen, DeadlineExceeded, Elapsed, Origin, Overloaded, RateLimited,
+    Rejection,
 };
 
 /// The error type every Palisade service returns: any error, boxed.

@@ -122,10 +122,14 @@ pub(crate) enum Cause {
 }
 
 impl Cause {
-    fn error(self) -> BoxError {
-        match self {
-            Cause::Timeout => Elapsed::new().into(),
-            Cause::Deadline => DeadlineExceeded::new().into(),
+    /// The error for a call that ran out of time. `in_flight`: the timer fired while the
+    /// dependency held the call, so the error measured it (and breakers count it); a call
+    /// that was out of time before it started is a local rejection.
+    fn error(self, in_flight: bool) -> BoxError {
+        match (self, in_flight) {
+            (Cause::Timeout, _) => Elapsed::new().into(),
+            (Cause::Deadline, true) => DeadlineExceeded::in_flight().into(),
+            (Cause::Deadline, false) => DeadlineExceeded::new().into(),
         }
     }
 }
@@ -171,7 +175,7 @@ pub mod future {
         fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
             let mut this = self.project();
             let Some(inner) = this.inner.as_mut().as_pin_mut() else {
-                return Poll::Ready(Err(this.cause.error()));
+                return Poll::Ready(Err(this.cause.error(false)));
             };
             if let Poll::Ready(out) = inner.poll(cx) {
                 return Poll::Ready(out.map_err(Into::into));
@@ -179,7 +183,7 @@ pub mod future {
             ready!(this.sleep.poll_elapsed(cx));
             this.inner.set(None);
             tracing::debug!(target: "palisade::deadline", cause = ?this.cause, "out of time: call cancelled");
-            Poll::Ready(Err(this.cause.error()))
+            Poll::Ready(Err(this.cause.error(true)))
         }
     }
 }

@@ -35,10 +35,17 @@ impl FailureModel {
     }
 
     /// A time window of `window` split into `buckets` buckets (`window / buckets` each).
+    ///
+    /// A bucket count over 2^16 (or zero) is kept as given, and `build()`
+    /// rejects it.
     pub fn time(window: Duration, buckets: usize) -> Self {
+        let bucket_width = match u32::try_from(buckets) {
+            Ok(n) if n > 0 => window / n,
+            _ => window,
+        };
         Self::Time {
             buckets,
-            bucket_width: window / (buckets.max(1) as u32),
+            bucket_width,
         }
     }
 
@@ -120,12 +127,28 @@ impl Default for Settings {
     }
 }
 
+/// The most outcomes a count window may remember (its ring is allocated up front).
+pub(crate) const MAX_WINDOW: usize = 1 << 20;
+/// The most buckets a time window may have (they are allocated up front).
+pub(crate) const MAX_BUCKETS: usize = 1 << 16;
+
 impl Settings {
     pub(crate) fn validate(&self) -> Result<(), InvalidBreaker> {
         let rate_ok = |r: f64| r > 0.0 && r <= 1.0;
         match self.model {
             FailureModel::Count { size: 0 } => {
                 return Err(InvalidBreaker("window size must be > 0"))
+            }
+            FailureModel::Count { size } if size > MAX_WINDOW => {
+                return Err(InvalidBreaker("window size must be at most 2^20 outcomes"))
+            }
+            FailureModel::Count { size } if (size as u64) < self.minimum_calls => {
+                return Err(InvalidBreaker(
+                    "a count window smaller than minimum_calls never trips",
+                ))
+            }
+            FailureModel::Time { buckets, .. } if buckets > MAX_BUCKETS => {
+                return Err(InvalidBreaker("a time window has at most 2^16 buckets"))
             }
             FailureModel::Time {
                 buckets,
@@ -158,6 +181,9 @@ impl Settings {
             return Err(InvalidBreaker("open duration must be > 0"));
         }
         if let Some(b) = self.backoff {
+            if b.max.is_zero() {
+                return Err(InvalidBreaker("backoff max must be > 0"));
+            }
             if !(b.multiplier >= 1.0 && b.multiplier.is_finite()) {
                 return Err(InvalidBreaker("backoff multiplier must be finite and >= 1"));
             }

@@ -2,7 +2,8 @@
 //! its state for the fast path, and the observation hooks.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Waker;
 use std::time::Duration;
 
 use palisade_core::observe::{Counter, Gauge};
@@ -43,6 +44,9 @@ pub(crate) struct Core {
     // rejections while open need no lock either.
     open_until: AtomicU64,
     machine: Mutex<Machine>,
+    // Tasks parked in a not-ready `poll_ready`, woken on every state change (and when a
+    // probe slot is handed back), not only by their timers.
+    parked: Mutex<Vec<Waker>>,
     origin: Instant,
     pub(crate) slow_after: Option<Duration>,
     pub(crate) not_ready_when_open: bool,
@@ -74,6 +78,7 @@ impl Core {
             mirror: AtomicU64::new(machine.packed()),
             open_until: AtomicU64::new(0),
             machine: Mutex::new(machine),
+            parked: Mutex::new(Vec::new()),
             origin: Instant::now(),
             slow_after: t.settings.slow_call.map(|(d, _)| d),
             not_ready_when_open: t.not_ready_when_open,
@@ -183,6 +188,27 @@ impl Core {
     pub(crate) fn cancel(&self, ticket: Ticket) {
         if ticket.probe {
             self.lock().cancel(ticket);
+            // A probe slot is free again: a parked caller may take it.
+            self.unpark();
+        }
+    }
+
+    /// Parks `waker` until the next state change. The caller must check the state again
+    /// *after* parking: a change published between its first check and this call has
+    /// already woken everyone parked, but that check sees it.
+    pub(crate) fn park(&self, waker: &Waker) {
+        let mut parked = self.parked.lock().unwrap_or_else(PoisonError::into_inner);
+        if !parked.iter().any(|w| w.will_wake(waker)) {
+            parked.push(waker.clone());
+        }
+    }
+
+    /// Wakes every parked task (after the new state is published).
+    fn unpark(&self) {
+        let wakers =
+            std::mem::take(&mut *self.parked.lock().unwrap_or_else(PoisonError::into_inner));
+        for w in wakers {
+            w.wake();
         }
     }
 
@@ -211,6 +237,9 @@ impl Core {
     /// Tracing, metrics and the callback, outside the lock.
     fn observe(&self, t: Option<Transition>) {
         let Some(t) = t else { return };
+        // The new state is published (under the machine's lock, before this): wake the
+        // callers parked in `poll_ready` so they see it.
+        self.unpark();
         let (from, to) = (t.from.as_str(), t.to.as_str());
         match t.to {
             State::Open | State::ForcedOpen => tracing::warn!(
@@ -263,6 +292,11 @@ impl Guard {
             start: None,
             done: false,
         }
+    }
+
+    /// Whether this admission is a half-open probe (a scarce slot).
+    pub(crate) fn is_probe(&self) -> bool {
+        self.ticket.probe
     }
 
     /// Starts the call's clock (only if slow calls are measured).

@@ -75,7 +75,11 @@ where
                 let result = std::task::ready!(fut.poll(cx)).map_err(Into::into);
                 // Classify once, record once; the guard is consumed so Drop does nothing.
                 if let (Some(guard), Some(classify)) = (this.guard.take(), this.classify.take()) {
-                    let failed = match classify.classify(&result).kind() {
+                    // Local rejections from layers below (a limit's shed, a rate
+                    // limit, an expired deadline) are ignored: they are the client
+                    // protecting itself, not news about the dependency.
+                    let outcome = palisade_core::classify::outcome(&classify, &result);
+                    let failed = match outcome.health() {
                         OutcomeKind::Success => Some(false),
                         OutcomeKind::Failure => Some(true),
                         OutcomeKind::Ignored => None,

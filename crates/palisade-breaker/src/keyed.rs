@@ -100,6 +100,9 @@ impl<K, F, C> KeyedCircuitBreakerLayer<K, F, C> {
         max_keys: usize,
         idle_timeout: Duration,
     ) -> Result<Self, InvalidBreaker> {
+        if idle_timeout.is_zero() {
+            return Err(InvalidBreaker("idle_timeout must be > 0"));
+        }
         if max_keys == 0 {
             return Err(InvalidBreaker("max_keys must be > 0"));
         }

@@ -191,7 +191,7 @@ impl<C> Builder<C> {
     /// [`KeyedHandle`](crate::KeyedHandle) gives each key's state.
     ///
     /// # Errors
-    /// As [`Builder::build`], and if `max_keys` is 0.
+    /// As [`Builder::build`], and if `max_keys` or `idle_timeout` is 0.
     pub fn build_keyed<K, F>(
         self,
         key: F,

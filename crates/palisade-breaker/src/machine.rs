@@ -188,7 +188,8 @@ impl Machine {
         match self.state {
             State::Open if now >= self.open_until => {
                 let t = self.enter(State::HalfOpen, now);
-                self.half_open_deadline = self.settings.max_half_open.map(|d| now + d);
+                self.half_open_deadline =
+                    self.settings.max_half_open.map(|d| now.saturating_add(d));
                 Some(t)
             }
             State::HalfOpen if self.half_open_deadline.is_some_and(|d| now >= d) => {
@@ -305,7 +306,8 @@ impl Machine {
             State::Open => Some(self.trip(now)),
             State::HalfOpen => {
                 let t = self.enter(State::HalfOpen, now);
-                self.half_open_deadline = self.settings.max_half_open.map(|d| now + d);
+                self.half_open_deadline =
+                    self.settings.max_half_open.map(|d| now.saturating_add(d));
                 Some(t)
             }
             State::Closed => {
@@ -372,11 +374,12 @@ impl Machine {
                 let grown = base.as_secs_f64() * b.multiplier.powi(exp);
                 let capped = grown.min(b.max.as_secs_f64());
                 let factor = b.jitter.mul_add(-self.next_unit(), 1.0);
-                Duration::from_secs_f64(capped * factor)
+                // Saturating: a cap of `Duration::MAX` must not overflow the conversion.
+                palisade_core::time::secs_f64(capped * factor).unwrap_or(b.max)
             }
         };
         self.trips = self.trips.saturating_add(1);
-        self.open_until = now + open_for;
+        self.open_until = now.saturating_add(open_for);
         let mut t = self.enter(State::Open, now);
         t.open_for = Some(open_for);
         t

@@ -132,10 +132,7 @@ where
     /// Whether the request has been admitted (so its outcome says something about the
     /// dependency), as opposed to waiting or refused.
     pub fn is_admitted(&self) -> bool {
-        matches!(
-            self.state,
-            State::Called { .. } | State::Readying { .. }
-        )
+        matches!(self.state, State::Called { .. } | State::Readying { .. })
     }
 
     /// Whether the request is still waiting for admission.

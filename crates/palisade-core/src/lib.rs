@@ -39,9 +39,9 @@ pub mod error;
 #[cfg(feature = "http")]
 pub mod header;
 pub mod observe;
-pub mod time;
 #[cfg(feature = "http")]
 pub mod response;
+pub mod time;
 
 pub use classify::{Classify, ErrorsAsFailures, Outcome, OutcomeKind};
 pub use deadline::{Deadline, HasDeadline, SetDeadline, WithDeadline};

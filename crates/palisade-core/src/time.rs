@@ -82,7 +82,10 @@ mod tests {
         assert_eq!(secs_f64(0.25), Some(Duration::from_millis(250)));
         assert_eq!(mul_f64(Duration::from_secs(2), 1.5), Duration::from_secs(3));
         assert_eq!(mul_f64(Duration::from_secs(2), f64::NAN), Duration::ZERO);
-        assert_eq!(mul_f64(Duration::from_secs(2), f64::INFINITY), Duration::MAX);
+        assert_eq!(
+            mul_f64(Duration::from_secs(2), f64::INFINITY),
+            Duration::MAX
+        );
     }
 
     proptest! {

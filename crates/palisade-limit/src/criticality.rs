@@ -45,10 +45,10 @@ use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
+use palisade_core::admission::Admission;
 use palisade_core::{BoxError, Deadline, HasDeadline, Overloaded};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
-use tower::util::Oneshot;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -359,17 +359,17 @@ where
         s.queues[class as usize].push_back(Arc::clone(&waiter));
         s.queued += 1;
         drop(s);
-        let clone = self.inner.clone();
-        let ready = std::mem::replace(&mut self.inner, clone);
+        // Waiting never pins: the ready inner service stays here for the next call, and
+        // the request waits with an unready clone, readied once granted.
+        let admit = ClassWait {
+            waiter: Some(Wait {
+                waiter,
+                shared: Arc::clone(&self.shared),
+            }),
+            sleep: tokio::time::sleep(wait),
+        };
         ResponseFuture {
-            state: State2::Waiting {
-                waiter: Some(Wait {
-                    waiter,
-                    shared: Arc::clone(&self.shared),
-                }),
-                sleep: tokio::time::sleep(wait),
-                call: Some((ready, req)),
-            },
+            inner: Admission::waiting(admit, self.inner.clone(), req),
         }
     }
 }
@@ -412,25 +412,15 @@ impl Drop for Wait {
 
 pin_project! {
     /// Response future of [`CriticalityLimit`].
+    ///
+    /// A waiting request holds an unready clone of the inner service and readies it only
+    /// once granted a permit (core's [`Admission`]): it pins nothing below while it waits.
     pub struct ResponseFuture<S, Req>
     where
         S: Service<Req>,
     {
         #[pin]
-        state: State2<S, Req>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum State2<S, Req>
-    where
-        S: Service<Req>,
-    {
-        Running { #[pin] fut: S::Future, permit: Option<Permit> },
-        Waiting { waiter: Option<Wait>, #[pin] sleep: Sleep, call: Option<(S, Req)> },
-        Deferred { #[pin] fut: Oneshot<S, Req>, permit: Option<Permit> },
-        Rejected,
+        inner: Admission<S, Req, ClassWait, Permit, Overloaded>,
     }
 }
 
@@ -439,23 +429,22 @@ where
     S: Service<Req>,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ResponseFuture")
+        f.debug_struct("ResponseFuture")
+            .field("inner", &self.inner)
+            .finish()
     }
 }
 
 impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
     fn running(fut: S::Future, permit: Permit) -> Self {
         Self {
-            state: State2::Running {
-                fut,
-                permit: Some(permit),
-            },
+            inner: Admission::called(fut, permit),
         }
     }
 
     fn rejected() -> Self {
         Self {
-            state: State2::Rejected,
+            inner: Admission::rejected(Overloaded::new()),
         }
     }
 }
@@ -468,64 +457,52 @@ where
     type Output = Result<S::Response, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.project().state;
-        loop {
-            match state.as_mut().project() {
-                StateProj::Running { fut, permit } => {
-                    let out = ready!(fut.poll(cx));
-                    permit.take();
-                    return Poll::Ready(out.map_err(Into::into));
-                }
-                StateProj::Deferred { fut, permit } => {
-                    let out = ready!(fut.poll(cx));
-                    permit.take();
-                    return Poll::Ready(out.map_err(Into::into));
-                }
-                StateProj::Rejected => return Poll::Ready(Err(Overloaded::new().into())),
-                StateProj::Waiting {
-                    waiter,
-                    sleep,
-                    call,
-                } => {
-                    let w = waiter.as_ref().expect("waiting has a waiter");
-                    // Register before checking, so a grant between the two is not missed.
-                    *w.waiter.waker.lock().unwrap_or_else(|e| e.into_inner()) =
-                        Some(cx.waker().clone());
-                    match w.waiter.state.load(Ordering::Acquire) {
-                        GRANTED => {
-                            let w = waiter.take().expect("checked");
-                            let permit = Permit(Arc::clone(&w.shared));
-                            // The permit is ours now: the Wait must not hand it on again.
-                            w.waiter.state.store(EVICTED, Ordering::Release);
-                            drop(w);
-                            let (svc, req) = call.take().expect("polled after completion");
-                            state.set(State2::Deferred {
-                                fut: Oneshot::new(svc, req),
-                                permit: Some(permit),
-                            });
-                        }
-                        EVICTED => {
-                            waiter.take();
-                            state.set(State2::Rejected);
-                        }
-                        _ => {
-                            ready!(sleep.poll(cx));
-                            // Out of time: leave the queue (or take a last-moment grant).
-                            let w = waiter.take().expect("checked");
-                            if w.settle() == GRANTED {
-                                w.waiter.state.store(EVICTED, Ordering::Release);
-                                let permit = Permit(Arc::clone(&w.shared));
-                                drop(w);
-                                let (svc, req) = call.take().expect("polled after completion");
-                                state.set(State2::Deferred {
-                                    fut: Oneshot::new(svc, req),
-                                    permit: Some(permit),
-                                });
-                            } else {
-                                state.set(State2::Rejected);
-                            }
-                        }
-                    }
+        self.project().inner.poll(cx)
+    }
+}
+
+pin_project! {
+    /// A place in a class queue: a permit when granted, [`Overloaded`] when evicted by a
+    /// higher class or out of time. Dropping it leaves the queue (or hands on a permit
+    /// granted meanwhile: see [`Wait`]).
+    struct ClassWait {
+        waiter: Option<Wait>,
+        #[pin]
+        sleep: Sleep,
+    }
+}
+
+impl ClassWait {
+    /// Takes the granted permit: the `Wait` must not hand it on again.
+    fn take_permit(waiter: &mut Option<Wait>) -> Permit {
+        let w = waiter.take().expect("checked");
+        w.waiter.state.store(EVICTED, Ordering::Release);
+        Permit(Arc::clone(&w.shared))
+    }
+}
+
+impl Future for ClassWait {
+    type Output = Result<Permit, Overloaded>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let w = this.waiter.as_ref().expect("polled after completion");
+        // Register before checking, so a grant between the two is not missed.
+        *w.waiter.waker.lock().unwrap_or_else(|e| e.into_inner()) = Some(cx.waker().clone());
+        match w.waiter.state.load(Ordering::Acquire) {
+            GRANTED => Poll::Ready(Ok(Self::take_permit(this.waiter))),
+            EVICTED => {
+                this.waiter.take();
+                Poll::Ready(Err(Overloaded::new()))
+            }
+            _ => {
+                ready!(this.sleep.poll(cx));
+                // Out of time: leave the queue (or take a last-moment grant).
+                if w.settle() == GRANTED {
+                    Poll::Ready(Ok(Self::take_permit(this.waiter)))
+                } else {
+                    this.waiter.take();
+                    Poll::Ready(Err(Overloaded::new()))
                 }
             }
         }

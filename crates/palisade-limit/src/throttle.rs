@@ -15,7 +15,12 @@
 //!
 //! Locally rejected requests count as requests (as the SRE book says), and fail with
 //! [`Overloaded`]. Outcomes come from a
-//! [`Classify`]: one marked overloaded is not an accept.
+//! [`Classify`]: one marked overloaded is not an accept. A sent request is counted when it
+//! finishes: in-flight calls are neither accepts nor rejections yet, and a call whose
+//! future is dropped (a hedge loser, an outer timeout, a caller that went away) is
+//! forgotten. Local rejections made by layers below (a rate limit, a breaker: see
+//! [`Outcome::is_local`](palisade_core::Outcome::is_local)) never reached the backend
+//! and are not counted.
 //!
 //! # Example
 //!
@@ -317,8 +322,9 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let now = Instant::now();
         let p = self.shared.probability(now);
-        self.shared.bucket(now).requests.fetch_add(1, Relaxed);
         if p > 0.0 && self.shared.uniform() < p {
+            // A local rejection is finished at once, and counts as a request (SRE book).
+            self.shared.bucket(now).requests.fetch_add(1, Relaxed);
             tracing::trace!(target: "palisade::limit", p, "throttled locally");
             return ResponseFuture {
                 inner: None,
@@ -365,11 +371,18 @@ where
             return Poll::Ready(Err(Overloaded::new().into()));
         };
         let out = ready!(inner.poll(cx)).map_err(Into::into);
-        if !this.shared.classify.classify(&out).is_overloaded() {
-            this.shared
-                .bucket(Instant::now())
-                .accepts
-                .fetch_add(1, Relaxed);
+        // A sent request is counted when it finishes, as a request and maybe an accept:
+        // one still in flight is neither (counting it as a request at `call` would read
+        // every in-flight call as a rejection), and one whose future is dropped (a hedge
+        // loser, an outer timeout, a caller gone) is never counted at all. A local
+        // rejection from a layer below never reached the backend: not counted either.
+        let outcome = palisade_core::classify::outcome(&this.shared.classify, &out);
+        if !outcome.is_local() {
+            let bucket = this.shared.bucket(Instant::now());
+            bucket.requests.fetch_add(1, Relaxed);
+            if !outcome.is_overloaded() {
+                bucket.accepts.fetch_add(1, Relaxed);
+            }
         }
         Poll::Ready(out)
     }

@@ -2,8 +2,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 
+use palisade_core::admission::Admission;
 use palisade_core::{BoxError, RateLimited};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
@@ -14,36 +15,31 @@ pin_project! {
     /// [`KeyedRateLimit`](crate::KeyedRateLimit).
     ///
     /// Either the inner call (admitted at once), a wait for a reserved slot followed by the
-    /// inner call, or a rejection. Dropping it while waiting cancels the call; the reserved
-    /// slot is not given back (it simply elapses). Only the waiting state allocates (its
-    /// timer); admitted and rejected calls do not.
+    /// inner call, or a rejection. A waiting request holds an unready clone of the inner
+    /// service and readies it only when its slot is due, so it pins nothing below while it
+    /// sleeps (core's [`Admission`]). Dropping it while waiting cancels the call; the
+    /// reserved slot is not given back (it simply elapses). Only the waiting state
+    /// allocates (its timer); admitted and rejected calls do not.
     pub struct ResponseFuture<S, Request>
     where
         S: Service<Request>,
     {
         #[pin]
-        state: State<S, Request, S::Future>,
+        inner: Admission<S, Request, Slot, (), RateLimited>,
     }
 }
 
-pin_project! {
-    #[project = StateProj]
-    enum State<S, Request, F> {
-        // Waiting for the reserved slot; the ready inner service and the request are kept
-        // here, so nothing reaches the inner service before the slot is due.
-        // The timer is boxed: it is large, and keeping it inline would make every
-        // admitted call move a future sized for the rare waiting one.
-        Waiting {
-            sleep: Pin<Box<Sleep>>,
-            call: Option<(S, Request)>,
-        },
-        Called {
-            #[pin]
-            future: F,
-        },
-        Rejected {
-            error: Option<RateLimited>,
-        },
+/// The wait for a reserved slot: it always ends in admission. The timer is boxed: it is
+/// large, and keeping it inline would make every admitted call move a future sized for
+/// the rare waiting one.
+#[derive(Debug)]
+pub(crate) struct Slot(Pin<Box<Sleep>>);
+
+impl Future for Slot {
+    type Output = Result<(), RateLimited>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.0.as_mut().poll(cx).map(Ok)
     }
 }
 
@@ -52,22 +48,20 @@ pin_project! {
 impl<S: Service<Request>, Request> ResponseFuture<S, Request> {
     pub(crate) fn called(future: S::Future) -> Self {
         Self {
-            state: State::Called { future },
+            inner: Admission::called(future, ()),
         }
     }
 
+    /// `service` is an unready clone: the ready one stays with the layer.
     pub(crate) fn waiting(sleep: Sleep, service: S, request: Request) -> Self {
         Self {
-            state: State::Waiting {
-                sleep: Box::pin(sleep),
-                call: Some((service, request)),
-            },
+            inner: Admission::waiting(Slot(Box::pin(sleep)), service, request),
         }
     }
 
     pub(crate) fn rejected(error: RateLimited) -> Self {
         Self {
-            state: State::Rejected { error: Some(error) },
+            inner: Admission::rejected(error),
         }
     }
 }
@@ -80,30 +74,14 @@ where
     type Output = Result<S::Response, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut state = self.project().state;
-        loop {
-            match state.as_mut().project() {
-                StateProj::Waiting { sleep, call } => {
-                    ready!(sleep.as_mut().poll(cx));
-                    // The slot is due: the service was made ready by the caller's
-                    // `poll_ready` before it was moved in here.
-                    let (mut service, request) =
-                        call.take().expect("polled after the call was made");
-                    let future = service.call(request);
-                    state.set(State::Called { future });
-                }
-                StateProj::Called { future } => return future.poll(cx).map_err(Into::into),
-                StateProj::Rejected { error } => {
-                    let error = error.take().expect("polled after completion");
-                    return Poll::Ready(Err(error.into()));
-                }
-            }
-        }
+        self.project().inner.poll(cx)
     }
 }
 
 impl<S: Service<Request>, Request> std::fmt::Debug for ResponseFuture<S, Request> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+        f.debug_struct("ResponseFuture")
+            .field("inner", &self.inner)
+            .finish()
     }
 }

@@ -442,7 +442,7 @@ where
         let max_wait = allowed_wait(self.max_wait, request.deadline());
         match self.limiter.acquire(key, cost, max_wait) {
             Acquire::Now => ResponseFuture::called(self.inner.call(request)),
-            Acquire::After(wait) => wait_then_call(&mut self.inner, wait, request),
+            Acquire::After(wait) => wait_then_call(&self.inner, wait, request),
             Acquire::Rejected(error) => reject(error, cost),
         }
     }

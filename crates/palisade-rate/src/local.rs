@@ -126,8 +126,8 @@ impl<S, C: Clone> Layer<S> for RateLimitLayer<C> {
 ///
 /// Holds no reservation between `poll_ready` and `call`, so the derived `Clone` is right:
 /// clones share the limiter through the `Arc`. The inner service must be `Clone`: a call
-/// that waits takes the ready inner service into its future (leaving a clone behind), so
-/// nothing reaches the inner service before the slot is due.
+/// that waits carries an unready clone, readied only when its slot is due, so nothing
+/// reaches (or is reserved in) the inner service before then.
 #[derive(Debug, Clone)]
 pub struct RateLimit<S, C = UnitCost> {
     inner: S,
@@ -176,26 +176,25 @@ where
         let max_wait = allowed_wait(self.max_wait, request.deadline());
         match self.limiter.acquire(cost, max_wait) {
             Acquire::Now => ResponseFuture::called(self.inner.call(request)),
-            Acquire::After(wait) => wait_then_call(&mut self.inner, wait, request),
+            Acquire::After(wait) => wait_then_call(&self.inner, wait, request),
             Acquire::Rejected(error) => reject(error, cost),
         }
     }
 }
 
-/// Moves the ready service into the future (leaving a fresh clone, which the caller will
-/// `poll_ready` before its next call), to be called when the reserved slot is due.
+/// Waits for the reserved slot with an unready clone of the inner service, readied only
+/// when the slot is due: the ready service stays in the layer for the next call, so a
+/// sleeping request pins nothing below it (a permit of a concurrency limit, say).
 pub(crate) fn wait_then_call<S, Request>(
-    inner: &mut S,
+    inner: &S,
     wait: Duration,
     request: Request,
 ) -> ResponseFuture<S, Request>
 where
     S: Service<Request> + Clone,
 {
-    let fresh = inner.clone();
-    let ready = std::mem::replace(inner, fresh);
     tracing::trace!(target: "palisade::rate", wait_us = wait.as_micros() as u64, "rate limit: waiting for a slot");
-    ResponseFuture::waiting(tokio::time::sleep(wait), ready, request)
+    ResponseFuture::waiting(tokio::time::sleep(wait), inner.clone(), request)
 }
 
 pub(crate) fn reject<S: Service<Request>, Request>(

@@ -115,7 +115,8 @@ struct Shared {
     t_us: f64,
     tau_us: f64,
     burst: u32,
-    deny: Mutex<HashMap<String, Instant>>,
+    /// Key → (when the denied request would have been admitted, its cost).
+    deny: Mutex<HashMap<String, (Instant, u32)>>,
     round_trips: AtomicU64,
     failures: AtomicU64,
 }
@@ -181,7 +182,7 @@ impl RedisStore {
         if cost > self.shared.burst {
             return Acquire::Rejected(RateLimited::new());
         }
-        if let Some(retry_after) = self.denied(key, max_wait) {
+        if let Some(retry_after) = self.denied(key, cost, max_wait) {
             return Acquire::Rejected(RateLimited::with_retry_after(retry_after));
         }
         self.shared.round_trips.fetch_add(1, Ordering::Relaxed);
@@ -205,7 +206,7 @@ impl RedisStore {
         };
         let wait = Duration::from_nanos((wait_us * 1e3).round() as u64);
         if !admitted {
-            self.remember_denial(key, wait);
+            self.remember_denial(key, cost, wait);
             Acquire::Rejected(RateLimited::with_retry_after(wait))
         } else if wait.is_zero() {
             Acquire::Now
@@ -228,20 +229,31 @@ impl RedisStore {
         }
     }
 
-    /// The remaining retry-after of a cached denial, if it is longer than the caller
-    /// may wait.
-    fn denied(&self, key: &str, max_wait: Duration) -> Option<Duration> {
+    /// The remaining retry-after of a cached denial, for a request of `cost`, if it is
+    /// longer than the caller may wait.
+    ///
+    /// A denial of cost `c` due at `until` says the bucket frees `c` cells then; a request
+    /// of cost `c'` needs `(c - c')` emission intervals less (or more). Other processes can
+    /// only have pushed the bucket further since, so this never refuses a request Redis
+    /// would admit: at worst it asks Redis.
+    fn denied(&self, key: &str, cost: u32, max_wait: Duration) -> Option<Duration> {
         let deny = self
             .shared
             .deny
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        let until = *deny.get(key)?;
-        let left = until.saturating_duration_since(Instant::now());
+        let (until, denied_cost) = *deny.get(key)?;
+        drop(deny);
+        // Signed: a denial already due may still cover a larger request.
+        let now = Instant::now();
+        let due_us = until.saturating_duration_since(now).as_secs_f64() * 1e6
+            - now.saturating_duration_since(until).as_secs_f64() * 1e6;
+        let left_us = due_us + (f64::from(cost) - f64::from(denied_cost)) * self.shared.t_us;
+        let left = palisade_core::time::secs_f64(left_us / 1e6).unwrap_or(Duration::ZERO);
         (left > max_wait).then_some(left)
     }
 
-    fn remember_denial(&self, key: &str, retry_after: Duration) {
+    fn remember_denial(&self, key: &str, cost: u32, retry_after: Duration) {
         let now = Instant::now();
         let mut deny = self
             .shared
@@ -250,12 +262,15 @@ impl RedisStore {
             .unwrap_or_else(PoisonError::into_inner);
         if deny.len() >= DENY_CACHE_CAP {
             // Bounded: drop what has expired, and everything if that was not enough.
-            deny.retain(|_, until| *until > now);
+            deny.retain(|_, (until, _)| *until > now);
             if deny.len() >= DENY_CACHE_CAP {
                 deny.clear();
             }
         }
-        deny.insert(key.to_owned(), now + retry_after);
+        deny.insert(
+            key.to_owned(),
+            (palisade_core::time::add(now, retry_after), cost),
+        );
     }
 }
 
@@ -370,16 +385,20 @@ where
         let cost = self.cost.cost(&request);
         let max_wait = allowed_wait(self.max_wait, request.deadline());
         let store = self.store.clone();
-        // The ready service goes into the future; the caller readies the fresh clone.
-        let fresh = self.inner.clone();
-        let mut ready = std::mem::replace(&mut self.inner, fresh);
+        // The decision takes a round trip (and maybe a wait): the request carries an
+        // unready clone, readied only once admitted, so the ready service stays here for
+        // the next call and nothing below is pinned while Redis answers.
+        let mut svc = self.inner.clone();
         Box::pin(async move {
             match store.acquire(key.as_ref(), cost, max_wait).await {
                 Acquire::Now => {}
                 Acquire::After(wait) => tokio::time::sleep(wait).await,
                 Acquire::Rejected(error) => return Err(error.into()),
             }
-            ready.call(request).await.map_err(Into::into)
+            std::future::poll_fn(|cx| svc.poll_ready(cx))
+                .await
+                .map_err(Into::into)?;
+            svc.call(request).await.map_err(Into::into)
         })
     }
 }

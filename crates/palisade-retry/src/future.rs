@@ -8,7 +8,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use palisade_core::classify::Pushback;
-use palisade_core::{BoxError, Classify, Deadline, Outcome};
+use palisade_core::{find_rejection, BoxError, Classify, Deadline, Outcome, Rejection};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower_service::Service;
@@ -138,6 +138,7 @@ enum GiveUp {
 fn plan(
     shared: &Shared,
     outcome: &Outcome,
+    local_rate_limit: bool,
     attempts: u32,
     prev_wait: Duration,
     deadline: Option<Deadline>,
@@ -156,6 +157,8 @@ fn plan(
         Some(h) if h > shared.max_retry_after => return Err(GiveUp::HintTooLong),
         // The server said when: no sooner than that, and no sooner than the backoff's
         // floor (a `Retry-After: 0` must not turn into a tight loop).
+        // Our own rate limit's hint is exact: the slot is due then, not later.
+        Some(h) if local_rate_limit => h,
         Some(h) => h.max(shared.backoff.min_delay()),
         None => backoff,
     };
@@ -165,6 +168,11 @@ fn plan(
         if remaining <= wait || remaining - wait < shared.min_remaining {
             return Err(GiveUp::Deadline);
         }
+    }
+    // Waiting out our own rate limit's exact slot adds no load the limiter did not
+    // already allow: it costs an attempt, not budget.
+    if local_rate_limit && outcome.retry_after().is_some() {
+        return Ok(wait);
     }
     if !shared.budget.try_withdraw(shared.now()) {
         shared.count_exhausted();
@@ -206,8 +214,11 @@ where
                     {
                         return Poll::Ready(result);
                     }
-                    let outcome = this.classify.classify(&result);
-                    this.shared.budget.record(&outcome);
+                    let outcome = palisade_core::classify::outcome(&*this.classify, &result);
+                    // A local rejection is not a server failure: it feeds no budget.
+                    if !outcome.is_local() {
+                        this.shared.budget.record(&outcome);
+                    }
                     if outcome.is_success() || !outcome.is_retryable() {
                         return Poll::Ready(result);
                     }
@@ -223,9 +234,14 @@ where
                         tracing::debug!(target: "palisade::retry", "giving up: request cannot be replayed");
                         return Poll::Ready(result);
                     }
+                    let local_rate_limit = outcome.is_local()
+                        && result.as_ref().err().is_some_and(|e| {
+                            matches!(find_rejection(e.as_ref()), Some(Rejection::RateLimited(_)))
+                        });
                     match plan(
                         this.shared,
                         &outcome,
+                        local_rate_limit,
                         *this.attempts,
                         *this.prev_wait,
                         *this.deadline,

@@ -9,6 +9,18 @@
 //!   429, gRPC `UNAVAILABLE`, and `RESOURCE_EXHAUSTED` with a pushback; never a result
 //!   with a negative gRPC pushback, and never a Palisade `DeadlineExceeded` or
 //!   `CircuitOpen`.
+//! - **Local rejections** (made by Palisade layers below, never seen by the dependency;
+//!   see [`Origin`](palisade_core::Origin)), each decided explicitly:
+//!   - a local `RateLimited` with a `retry_after` is waited out exactly and retried,
+//!     costing an attempt but **no budget** (the limiter already bounds the load), when
+//!     the wait fits the deadline and `max_retry_after`;
+//!   - a local `CircuitOpen` is **never retried**: retrying into an open breaker before it
+//!     probes only adds rejections; the caller gets it at once, with its `retry_after`;
+//!   - a local `Overloaded` (a shed by a limit below) is retried after the backoff like a
+//!     transport error, paying budget (the retry does reach the dependency if admitted);
+//!   - a local `DeadlineExceeded` is never retried: there is no time left.
+//!
+//!   A local rejection feeds no budget's failure count: it is not a server failure.
 //! - **Which requests**: those the [`ReplayPolicy`] agrees to copy. The default,
 //!   [`Idempotent`], copies `http::Request`s with idempotent methods only; [`AnyMethod`]
 //!   opts `POST`/`PATCH` in, [`Grpc`] retries gRPC calls and sets

@@ -361,17 +361,19 @@ async fn http_classifier_counts_5xx() {
     let mut svc = layer.layer(tower::service_fn(|status: u16| async move {
         Ok::<_, BoxError>(http::Response::builder().status(status).body(()).unwrap())
     }));
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
-    svc.call(503).await.unwrap();
-    svc.call(404).await.unwrap();
+    // Each call is preceded by its own `poll_ready` (tower's contract: the breaker
+    // reserves its decision there).
+    for status in [503, 404] {
+        svc.ready().await.unwrap().call(status).await.unwrap();
+    }
     assert_eq!(
         handle.stats().window.failures,
         0,
         "4xx is a success for the breaker"
     );
-    svc.call(500).await.unwrap();
-    svc.call(502).await.unwrap();
+    for status in [500, 502] {
+        svc.ready().await.unwrap().call(status).await.unwrap();
+    }
     assert_eq!(handle.state(), State::Open);
 }
 

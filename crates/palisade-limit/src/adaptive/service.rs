@@ -325,8 +325,10 @@ where
         };
         // Only admitted calls are samples: a local shed says nothing about the dependency.
         if this.inner.as_ref().get_ref().admitted() {
-            let outcome = this.shared.classify.classify(&out);
-            if !outcome.is_ignored() {
+            // Local rejections from layers below (a rate limit, a breaker) say nothing
+            // about the dependency either: `health()` ignores them.
+            let outcome = palisade_core::classify::outcome(&this.shared.classify, &out);
+            if outcome.health() != palisade_core::OutcomeKind::Ignored {
                 let (rtt, now) = match *this.start {
                     Some(start) => {
                         let now = Instant::now();

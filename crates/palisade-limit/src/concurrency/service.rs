@@ -137,11 +137,10 @@ where
                     return ResponseFuture::rejected(self.reject());
                 };
                 let acquire = Shared::acquire(slot, Some(wait));
-                // The ready inner service goes with the request; this one keeps a fresh
-                // clone, to be driven to readiness by the next `poll_ready`.
+                // Waiting never pins: the ready inner service stays here for the next call,
+                // and the request waits with an unready clone, readied once admitted.
                 let clone = self.inner.clone();
-                let ready = std::mem::replace(&mut self.inner, clone);
-                ResponseFuture::queued(acquire, ready, req, Arc::clone(&self.shared))
+                ResponseFuture::queued(acquire, clone, req, Arc::clone(&self.shared))
             }
         }
     }

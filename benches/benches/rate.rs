@@ -140,7 +140,8 @@ fn keyed(c: &mut Criterion, report: &mut Report) {
     const KEYS: u64 = 10_000;
     let mut group = c.benchmark_group(GROUP);
 
-    let layer = KeyedRateLimitLayer::new(huge(), |req: &u64| *req % KEYS).max_keys(100_000);
+    let layer = KeyedRateLimitLayer::new(huge(), |req: &u64| *req % KEYS)
+        .max_keys(std::num::NonZeroUsize::new(100_000).unwrap());
     let mut palisade = layer.layer(echo());
     for k in 0..KEYS {
         call_once(&mut palisade, k).unwrap();

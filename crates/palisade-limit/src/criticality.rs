@@ -111,6 +111,9 @@ pub enum InvalidCriticalityLimit {
     ZeroLimit,
     /// The wait was 0: use a plain limit in reject mode.
     ZeroWait,
+    /// A queue of 0 places: use a plain limit in reject mode (as the concurrency limit
+    /// says for its own queue).
+    ZeroQueue,
 }
 
 impl fmt::Display for InvalidCriticalityLimit {
@@ -118,6 +121,7 @@ impl fmt::Display for InvalidCriticalityLimit {
         f.write_str(match self {
             Self::ZeroLimit => "criticality limit must be at least 1",
             Self::ZeroWait => "criticality limit's max wait must be longer than 0",
+            Self::ZeroQueue => "criticality limit's queue must have at least 1 place",
         })
     }
 }
@@ -232,7 +236,7 @@ impl CriticalityLimitBuilder {
     ///
     /// # Errors
     ///
-    /// [`InvalidCriticalityLimit`] for a zero limit or zero wait.
+    /// [`InvalidCriticalityLimit`] for a zero limit, zero wait or zero queue.
     pub fn build<F>(
         self,
         criticality: F,
@@ -242,6 +246,9 @@ impl CriticalityLimitBuilder {
         }
         if self.max_wait.is_zero() {
             return Err(InvalidCriticalityLimit::ZeroWait);
+        }
+        if self.max_queued == 0 {
+            return Err(InvalidCriticalityLimit::ZeroQueue);
         }
         Ok(CriticalityLimitLayer {
             shared: Arc::new(Shared {

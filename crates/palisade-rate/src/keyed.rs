@@ -29,7 +29,7 @@
 //! let layer = KeyedRateLimitLayer::new(Quota::per_second(NonZeroU32::new(2).unwrap()), |req: &String| {
 //!     req.split(':').next().unwrap_or_default().to_owned()
 //! })
-//! .max_keys(10_000);
+//! .max_keys(std::num::NonZeroUsize::new(10_000).unwrap());
 //! let svc = ServiceBuilder::new()
 //!     .layer(layer)
 //!     .service(service_fn(|req: String| async move { Ok::<_, BoxError>(req) }));
@@ -292,10 +292,11 @@ impl<K, F, C> KeyedRateLimitLayer<K, F, C> {
         self.reset()
     }
 
-    /// Hold at most `max_keys` live keys (default 100 000; at least 1).
+    /// Hold at most `max_keys` live keys (default 100 000). A `NonZeroUsize`: a cap of 0
+    /// could hold no key at all.
     #[must_use]
-    pub fn max_keys(mut self, max_keys: usize) -> Self {
-        self.max_keys = NonZeroUsize::new(max_keys).unwrap_or(NonZeroUsize::MIN);
+    pub fn max_keys(mut self, max_keys: NonZeroUsize) -> Self {
+        self.max_keys = max_keys;
         self.reset()
     }
 

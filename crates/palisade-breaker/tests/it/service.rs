@@ -2,7 +2,6 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::Duration;
 
 use palisade_breaker::{CircuitBreakerLayer, FailureModel, OpenBackoff, State, Transition};

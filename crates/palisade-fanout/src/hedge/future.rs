@@ -242,7 +242,7 @@ where
                     if this.timer.is_none() {
                         // `started` is set: the primary was pending with a spare present.
                         let from = this.started.unwrap_or_else(Instant::now);
-                        let at = from + spare.delay;
+                        let at = palisade_core::time::add(from, spare.delay);
                         this.timer.set(Some(tokio::time::sleep_until(at)));
                     }
                     let timer = this.timer.as_mut().as_pin_mut().expect("timer set above");
@@ -257,7 +257,7 @@ where
                         if let (Some(spare), Some(timer)) =
                             (this.spare.as_ref(), this.timer.as_mut().as_pin_mut())
                         {
-                            timer.reset(Instant::now() + spare.delay);
+                            timer.reset(palisade_core::time::from_now(spare.delay));
                         }
                         // Poll the new attempt (and re-arm the timer) right away.
                         continue;

@@ -33,6 +33,81 @@ pub trait Algorithm: Send + 'static {
 
     /// Feeds one sample; returns the new limit.
     fn update(&mut self, sample: &Sample) -> usize;
+
+    /// Whether the configuration can work; the adaptive layer's `build()` reports the
+    /// error. The built-in algorithms refuse inverted or zero bounds and any NaN,
+    /// infinite or out-of-range factor instead of clamping them silently.
+    ///
+    /// # Errors
+    ///
+    /// The first invalid setting, as [`InvalidAlgorithm`].
+    fn validate(&self) -> Result<(), InvalidAlgorithm> {
+        Ok(())
+    }
+}
+
+/// An adaptive algorithm's setting that cannot work, reported by `build()`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum InvalidAlgorithm {
+    /// The bounds must satisfy `1 <= min <= initial <= max`.
+    Bounds {
+        /// The initial limit.
+        initial: usize,
+        /// The lower bound.
+        min: usize,
+        /// The upper bound.
+        max: usize,
+    },
+    /// A factor outside its range, or NaN / infinite.
+    Factor {
+        /// Which setting.
+        name: &'static str,
+        /// The value given.
+        value: f64,
+        /// The range it must lie in, as text.
+        range: &'static str,
+    },
+    /// A count that must be at least 1 was 0.
+    Zero(&'static str),
+}
+
+impl std::fmt::Display for InvalidAlgorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bounds { initial, min, max } => write!(
+                f,
+                "adaptive limit bounds must satisfy 1 <= min <= initial <= max, got min {min}, initial {initial}, max {max}"
+            ),
+            Self::Factor { name, value, range } => {
+                write!(f, "adaptive limit {name} must be within {range}, got {value}")
+            }
+            Self::Zero(name) => write!(f, "adaptive limit {name} must be at least 1"),
+        }
+    }
+}
+
+impl std::error::Error for InvalidAlgorithm {}
+
+fn check_bounds(initial: usize, min: usize, max: usize) -> Result<(), InvalidAlgorithm> {
+    if min >= 1 && min <= initial && initial <= max {
+        Ok(())
+    } else {
+        Err(InvalidAlgorithm::Bounds { initial, min, max })
+    }
+}
+
+fn check_factor(
+    name: &'static str,
+    value: f64,
+    ok: bool,
+    range: &'static str,
+) -> Result<(), InvalidAlgorithm> {
+    if ok && value.is_finite() {
+        Ok(())
+    } else {
+        Err(InvalidAlgorithm::Factor { name, value, range })
+    }
 }
 
 /// Additive increase, multiplicative decrease (Netflix `AIMDLimit`).
@@ -59,22 +134,21 @@ impl Default for Aimd {
 }
 
 impl Aimd {
-    /// AIMD between `min` and `max`, starting at `initial` (clamped into the range).
+    /// AIMD between `min` and `max`, starting at `initial`; `build()` refuses bounds that
+    /// do not satisfy `1 <= min <= initial <= max`.
     pub fn new(initial: usize, min: usize, max: usize) -> Self {
-        let min = min.max(1);
-        let max = max.max(min);
         Self {
-            limit: initial.clamp(min, max),
+            limit: initial,
             min,
             max,
             ..Self::default()
         }
     }
 
-    /// The factor applied on a drop (default 0.9), clamped to `0.5..1.0`.
+    /// The factor applied on a drop (default 0.9); `build()` refuses one outside `[0.5, 1)`.
     #[must_use]
     pub fn backoff(mut self, ratio: f64) -> Self {
-        self.backoff = ratio.clamp(0.5, 0.999);
+        self.backoff = ratio;
         self
     }
 
@@ -89,6 +163,12 @@ impl Aimd {
 impl Algorithm for Aimd {
     fn initial_limit(&self) -> usize {
         self.limit
+    }
+
+    fn validate(&self) -> Result<(), InvalidAlgorithm> {
+        check_bounds(self.limit, self.min, self.max)?;
+        let b = self.backoff;
+        check_factor("backoff", b, (0.5..1.0).contains(&b), "[0.5, 1)")
     }
 
     fn update(&mut self, s: &Sample) -> usize {
@@ -125,9 +205,8 @@ impl Default for Vegas {
 impl Vegas {
     /// Vegas starting at `initial`, never above `max`.
     pub fn new(initial: usize, max: usize) -> Self {
-        let max = max.max(1);
         let mut v = Self {
-            estimated: initial.clamp(1, max) as f64,
+            estimated: initial as f64,
             max,
             smoothing: 1.0,
             rtt_noload: None,
@@ -143,14 +222,14 @@ impl Vegas {
     /// Weight of a new estimate against the old one (default 1.0: no smoothing).
     #[must_use]
     pub fn smoothing(mut self, smoothing: f64) -> Self {
-        self.smoothing = smoothing.clamp(0.01, 1.0);
+        self.smoothing = smoothing;
         self
     }
 
     /// Re-probe the no-load RTT about every `multiplier × limit` samples (default 30).
     #[must_use]
     pub fn probe_multiplier(mut self, multiplier: usize) -> Self {
-        self.probe_multiplier = multiplier.max(1);
+        self.probe_multiplier = multiplier;
         self
     }
 
@@ -178,6 +257,16 @@ impl Vegas {
 impl Algorithm for Vegas {
     fn initial_limit(&self) -> usize {
         self.limit()
+    }
+
+    fn validate(&self) -> Result<(), InvalidAlgorithm> {
+        check_bounds(self.limit(), 1, self.max)?;
+        let s = self.smoothing;
+        check_factor("smoothing", s, s > 0.0 && s <= 1.0, "(0, 1]")?;
+        if self.probe_multiplier == 0 {
+            return Err(InvalidAlgorithm::Zero("probe multiplier"));
+        }
+        Ok(())
     }
 
     fn update(&mut self, s: &Sample) -> usize {
@@ -231,6 +320,7 @@ pub struct Gradient2 {
     smoothing: f64,
     tolerance: f64,
     queue_size: usize,
+    long_window: usize,
     long_rtt: Ema,
 }
 
@@ -245,15 +335,14 @@ impl Default for Gradient2 {
 impl Gradient2 {
     /// Gradient2 between `min` and `max`, starting at `initial`.
     pub fn new(initial: usize, min: usize, max: usize) -> Self {
-        let min = min.max(1);
-        let max = max.max(min);
         Self {
-            estimated: initial.clamp(min, max) as f64,
+            estimated: initial as f64,
             min,
             max,
             smoothing: 0.2,
             tolerance: 1.5,
             queue_size: 4,
+            long_window: 600,
             long_rtt: Ema::new(600, 10),
         }
     }
@@ -262,14 +351,14 @@ impl Gradient2 {
     /// shrinks (default 1.5).
     #[must_use]
     pub fn tolerance(mut self, tolerance: f64) -> Self {
-        self.tolerance = tolerance.max(1.0);
+        self.tolerance = tolerance;
         self
     }
 
     /// Weight of a new estimate (default 0.2).
     #[must_use]
     pub fn smoothing(mut self, smoothing: f64) -> Self {
-        self.smoothing = smoothing.clamp(0.01, 1.0);
+        self.smoothing = smoothing;
         self
     }
 
@@ -283,6 +372,8 @@ impl Gradient2 {
     /// Samples in the long-term average (default 600).
     #[must_use]
     pub fn long_window(mut self, samples: usize) -> Self {
+        // A zero-sample window is refused by `validate`; the EMA itself needs one.
+        self.long_window = samples;
         self.long_rtt = Ema::new(samples.max(1), 10.min(samples.max(1)));
         self
     }
@@ -291,6 +382,18 @@ impl Gradient2 {
 impl Algorithm for Gradient2 {
     fn initial_limit(&self) -> usize {
         self.estimated as usize
+    }
+
+    fn validate(&self) -> Result<(), InvalidAlgorithm> {
+        check_bounds(self.estimated as usize, self.min, self.max)?;
+        let s = self.smoothing;
+        check_factor("smoothing", s, s > 0.0 && s <= 1.0, "(0, 1]")?;
+        let t = self.tolerance;
+        check_factor("tolerance", t, t >= 1.0, "[1, inf)")?;
+        if self.long_window == 0 {
+            return Err(InvalidAlgorithm::Zero("long window"));
+        }
+        Ok(())
     }
 
     fn update(&mut self, s: &Sample) -> usize {

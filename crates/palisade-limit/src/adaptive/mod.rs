@@ -37,8 +37,10 @@ pub mod algorithm;
 mod service;
 mod window;
 
-pub use self::algorithm::{Aimd, Algorithm, Gradient2, Sample, Vegas};
-pub use self::service::{AdaptiveLimit, AdaptiveLimitBuilder, AdaptiveLimitLayer};
+pub use self::algorithm::{Aimd, Algorithm, Gradient2, InvalidAlgorithm, Sample, Vegas};
+pub use self::service::{
+    AdaptiveLimit, AdaptiveLimitBuilder, AdaptiveLimitLayer, InvalidAdaptiveLimit,
+};
 
 /// Response futures of [`AdaptiveLimit`].
 pub mod future {

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::algorithm::Algorithm;
+use super::algorithm::{Algorithm, InvalidAlgorithm};
 use super::window::Window;
 use crate::concurrency::future::ResponseFuture as LimitFuture;
 use crate::concurrency::{
@@ -101,6 +101,27 @@ impl<C> fmt::Debug for AdaptiveLimitBuilder<C> {
     }
 }
 
+/// Invalid configuration of an [`AdaptiveLimitLayer`], reported by `build()`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub enum InvalidAdaptiveLimit {
+    /// The limit's own configuration (its queue, its initial size).
+    Limit(InvalidConcurrencyLimit),
+    /// The algorithm's settings.
+    Algorithm(InvalidAlgorithm),
+}
+
+impl fmt::Display for InvalidAdaptiveLimit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Limit(e) => e.fmt(f),
+            Self::Algorithm(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for InvalidAdaptiveLimit {}
+
 // === impl AdaptiveLimitLayer ===
 
 impl AdaptiveLimitLayer {
@@ -177,7 +198,7 @@ impl<C> AdaptiveLimitBuilder<C> {
     /// (defaults 100 ms, 10).
     pub fn window(mut self, min_time: Duration, min_samples: u64) -> Self {
         self.min_window = min_time;
-        self.min_samples = min_samples.max(1);
+        self.min_samples = min_samples;
         self
     }
 
@@ -197,12 +218,22 @@ impl<C> AdaptiveLimitBuilder<C> {
     ///
     /// # Errors
     ///
-    /// [`InvalidConcurrencyLimit`] for an invalid queue configuration.
-    pub fn build(self) -> Result<AdaptiveLimitLayer<C>, InvalidConcurrencyLimit> {
-        let limit = ConcurrencyLimitLayer::builder(self.algorithm.initial_limit().max(1))
+    /// [`InvalidAdaptiveLimit`] for an invalid queue configuration, an algorithm whose
+    /// settings cannot work ([`Algorithm::validate`]), or a window of 0 samples.
+    pub fn build(self) -> Result<AdaptiveLimitLayer<C>, InvalidAdaptiveLimit> {
+        self.algorithm
+            .validate()
+            .map_err(InvalidAdaptiveLimit::Algorithm)?;
+        if self.min_samples == 0 {
+            return Err(InvalidAdaptiveLimit::Algorithm(InvalidAlgorithm::Zero(
+                "window's minimum samples",
+            )));
+        }
+        let limit = ConcurrencyLimitLayer::builder(self.algorithm.initial_limit())
             .on_full(self.on_full)
             .name(self.name)
-            .build()?;
+            .build()
+            .map_err(InvalidAdaptiveLimit::Limit)?;
         let handle = limit.handle();
         Ok(AdaptiveLimitLayer {
             limit,

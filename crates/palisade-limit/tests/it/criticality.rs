@@ -80,7 +80,8 @@ async fn critical_requests_keep_capacity_under_saturation() {
 /// Work-conserving: with only sheddable traffic, every permit is used.
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn idle_capacity_is_never_held_back() {
-    let (mut svc, mut upstream) = mock::spawn_layer::<Req, (), _>(layer(3, 0));
+    // A queue of 0 places is refused (as the concurrency limit refuses it): use 1.
+    let (mut svc, mut upstream) = mock::spawn_layer::<Req, (), _>(layer(3, 1));
     upstream.allow(10);
     let mut calls = Vec::new();
     for i in 0..3 {
@@ -89,10 +90,15 @@ async fn idle_capacity_is_never_held_back() {
         assert_pending!(f.poll());
         calls.push(f);
     }
+    // All three permits went to sheddable requests: none was held back for a class
+    // that was not asking. The next request waits in the one queue place.
     assert!(svc.poll_ready().is_ready());
-    let mut fourth = task::spawn(svc.call(r(Criticality::Critical, 9)));
-    // Full and no queue places: even a critical request is shed (nothing to evict).
-    assert!(assert_ready_err!(fourth.poll()).is::<Overloaded>());
+    let mut fourth = task::spawn(svc.call(r(Criticality::Critical, 8)));
+    assert_pending!(fourth.poll());
+    assert!(svc.poll_ready().is_ready());
+    let mut fifth = task::spawn(svc.call(r(Criticality::Critical, 9)));
+    // Full, queue full of its own class: even a critical request is shed (nothing to evict).
+    assert!(assert_ready_err!(fifth.poll()).is::<Overloaded>());
 }
 
 /// A freed permit goes to the highest criticality waiting, and a full queue evicts the

@@ -136,7 +136,7 @@ async fn a_known_key_call_allocates_nothing() {
     use tower::Service;
 
     let mut svc = KeyedRateLimitLayer::new(per_second(1_000_000), |req: &u32| *req % 64)
-        .max_keys(1_000)
+        .max_keys(std::num::NonZeroUsize::new(1_000).unwrap())
         .layer(service_fn(|req: u32| {
             std::future::ready(Ok::<_, BoxError>(req))
         }));

@@ -179,10 +179,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let grpc = req
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+        let grpc = palisade_core::response::is_grpc(req.headers());
         let Some(budget) = self.config.budget(req.headers()) else {
             return future::ResponseFuture::unbounded(self.inner.call(req), grpc);
         };

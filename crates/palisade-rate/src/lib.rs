@@ -8,8 +8,9 @@
 //!   optional global bucket on top, and a cap on live keys with inline eviction.
 //! - `RedisRateLimitLayer` (`redis` module, feature `redis`): one atomic Lua GCRA script per
 //!   decision on the Redis server's clock, fail-open or fail-closed, with a deny-cache.
-//! - `response` (feature `http`): answer a rejection as HTTP 429 (`Retry-After`,
-//!   `RateLimit-Policy`, `RateLimit`) or gRPC `RESOURCE_EXHAUSTED`
+//! - `response` (feature `http`): `RateLimit-Policy` and live `RateLimit` fields for
+//!   palisade-core's one response layer (`RejectionResponseLayer`), which answers a
+//!   rejection as HTTP 429 (`Retry-After`) or gRPC `RESOURCE_EXHAUSTED`
 //!   (`grpc-retry-pushback-ms`), keeping an axum service `Infallible`.
 //!
 //! Quotas are governor's [`Quota`] (re-exported; `NonZero` by construction), or built with

@@ -343,9 +343,130 @@ async fn not_ready_when_open_routes_around() {
     let mut clone = svc.clone();
     let mut clone_task = tokio_test::task::spawn(());
     tokio_test::assert_pending!(clone_task.enter(|cx, _| clone.poll_ready(cx)));
+    assert!(!clone_task.is_woken());
     assert!(svc.call(Do::Ok).await.is_ok());
     assert_eq!(handle.state(), State::Closed);
+    // The parked clone is woken by the transition itself, not by a timer.
+    assert!(clone_task.is_woken());
     tokio_test::assert_ready_ok!(clone_task.enter(|cx, _| clone.poll_ready(cx)));
+}
+
+/// A parked not-ready clone is woken by every state change: a reset through the handle,
+/// and a forced open ended by the handle (no timer could wake it: the wait is unknown).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn not_ready_clone_is_woken_by_manual_transitions() {
+    let layer = CircuitBreakerLayer::builder()
+        .failure_model(FailureModel::consecutive(1))
+        .open_duration(secs(3600))
+        .not_ready_when_open(true)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(inner(Arc::default()));
+    handle.force_open();
+    let mut task = tokio_test::task::spawn(());
+    tokio_test::assert_pending!(task.enter(|cx, _| svc.poll_ready(cx)));
+    advance(secs(7200)).await;
+    assert!(!task.is_woken(), "forced open has no timer");
+    handle.reset();
+    assert!(task.is_woken());
+    tokio_test::assert_ready_ok!(task.enter(|cx, _| svc.poll_ready(cx)));
+    let _ = svc.call(Do::Fail).await;
+    assert_eq!(handle.state(), State::Open);
+    tokio_test::assert_pending!(task.enter(|cx, _| svc.poll_ready(cx)));
+    handle.reset();
+    assert!(
+        task.is_woken(),
+        "a reset wakes a task parked on an open breaker"
+    );
+}
+
+/// A half-open probe slot handed back (the probe's future dropped) wakes a parked clone,
+/// which then takes the slot.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn not_ready_clone_is_woken_when_a_probe_slot_frees() {
+    let layer = CircuitBreakerLayer::builder()
+        .failure_model(FailureModel::consecutive(1))
+        .open_duration(secs(5))
+        .max_half_open(None)
+        .not_ready_when_open(true)
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(inner(Arc::default()));
+    let _ = run(&mut svc, Do::Fail).await;
+    advance(secs(5)).await;
+    let mut prober = svc.clone();
+    tokio_test::assert_ready_ok!(tokio_test::task::spawn(()).enter(|cx, _| prober.poll_ready(cx)));
+    let probe = prober.call(Do::Slow(secs(1000)));
+    let mut clone = svc.clone();
+    let mut task = tokio_test::task::spawn(());
+    tokio_test::assert_pending!(task.enter(|cx, _| clone.poll_ready(cx)));
+    drop(probe);
+    assert!(task.is_woken());
+    tokio_test::assert_ready_ok!(task.enter(|cx, _| clone.poll_ready(cx)));
+}
+
+/// Default mode: an open breaker is ready without polling the inner service, so over a
+/// stalled dependency (never ready) callers are rejected at once instead of waiting, and
+/// nothing below is polled (or reserved) for a call that will not be made.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn open_breaker_rejects_at_once_over_a_stalled_inner_service() {
+    let layer = CircuitBreakerLayer::builder()
+        .failure_model(FailureModel::consecutive(1))
+        .open_duration(secs(30))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let polls = Arc::new(AtomicUsize::new(0));
+    let (mock, mut upstream) = tower_test::mock::pair::<Do, ()>();
+    let counted = Arc::clone(&polls);
+    let inner = PollCounter {
+        inner: mock,
+        polls: counted,
+    };
+    let mut svc = tower_test::mock::Spawn::new(layer.layer(inner));
+    upstream.allow(1);
+    tokio_test::assert_ready_ok!(svc.poll_ready());
+    let failed = tokio::spawn(svc.call(Do::Fail));
+    let (_, send) = upstream.next_request().await.unwrap();
+    send.send_error("boom");
+    assert!(failed.await.unwrap().is_err());
+    assert_eq!(handle.state(), State::Open);
+    // The dependency now never becomes ready.
+    upstream.allow(0);
+    let before = polls.load(Ordering::SeqCst);
+    for _ in 0..3 {
+        tokio_test::assert_ready_ok!(svc.poll_ready());
+        let err = svc.call(Do::Ok).await.unwrap_err();
+        assert!(err.is::<CircuitOpen>());
+    }
+    assert_eq!(
+        polls.load(Ordering::SeqCst),
+        before,
+        "inner polled while open"
+    );
+}
+
+#[derive(Clone)]
+struct PollCounter<S> {
+    inner: S,
+    polls: Arc<AtomicUsize>,
+}
+
+impl<S: Service<Do>> Service<Do> for PollCounter<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.polls.fetch_add(1, Ordering::SeqCst);
+        self.inner.poll_ready(cx)
+    }
+    fn call(&mut self, req: Do) -> S::Future {
+        self.inner.call(req)
+    }
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]

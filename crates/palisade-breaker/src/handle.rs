@@ -26,6 +26,9 @@ pub struct BreakerStats {
     pub consecutive_trips: u32,
     /// When open: the time until it turns half-open.
     pub retry_after: Option<Duration>,
+    /// Half-open probes admitted and not finished yet (a dropped probe gives its slot
+    /// back, so this is 0 whenever no probe call is alive).
+    pub probes_in_flight: u32,
 }
 
 impl BreakerHandle {
@@ -51,6 +54,7 @@ impl BreakerHandle {
                 window: m.stats(now),
                 consecutive_trips: m.trips(),
                 retry_after: m.retry_after(now),
+                probes_in_flight: m.probes_in_flight(),
             };
             (s, t)
         })

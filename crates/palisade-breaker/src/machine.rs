@@ -177,6 +177,15 @@ impl Machine {
         self.state
     }
 
+    /// Half-open probes admitted and not yet finished (0 outside half-open).
+    pub(crate) fn probes_in_flight(&self) -> u32 {
+        if self.state == State::HalfOpen {
+            self.probes_admitted.saturating_sub(self.probes_done)
+        } else {
+            0
+        }
+    }
+
     /// Consecutive trips counted for the open-duration growth.
     pub(crate) fn trips(&self) -> u32 {
         self.trips

@@ -148,19 +148,6 @@ impl BudgetState {
         }
     }
 
-    /// Whether a retry might be affordable: the pre-check that decides whether a
-    /// request's copy is worth keeping. A TTL budget first estimates without the clock
-    /// (which may count slots that just expired) and reads the clock only when the
-    /// estimate says no; the withdrawal at retry time is exact either way.
-    #[inline]
-    pub(crate) fn may_retry(&self, now: impl FnOnce() -> Duration) -> bool {
-        match self {
-            BudgetState::Unlimited => true,
-            BudgetState::Ttl(b) => b.estimate() >= UNIT || b.balance(now()) >= UNIT,
-            BudgetState::Throttle(t) => t.allows(),
-        }
-    }
-
     /// Once per finished attempt.
     #[inline]
     pub(crate) fn record(&self, outcome: &Outcome) {
@@ -301,23 +288,8 @@ impl TtlBudget {
         }
     }
 
-    fn pending(&self) -> i64 {
-        let total = self.requests.load(Ordering::Acquire);
-        let flushed = self.flushed.load(Ordering::Acquire);
-        i64::try_from(total.saturating_sub(flushed))
-            .unwrap_or(i64::MAX)
-            .saturating_mul(self.deposit)
-    }
-
     fn live(&self) -> i64 {
         self.live_total.load(Ordering::Acquire)
-    }
-
-    /// The balance without reading the clock or rotating (may include expired slots).
-    pub(crate) fn estimate(&self) -> i64 {
-        self.reserve
-            .saturating_add(self.live())
-            .saturating_add(self.pending())
     }
 
     pub(crate) fn balance(&self, now: Duration) -> i64 {
@@ -470,12 +442,9 @@ mod tests {
             b.deposit(now);
         }
         assert_eq!(reads.get(), 0);
-        // Undated deposits still count for the call-time estimate.
-        assert_eq!(b.estimate(), 15 * UNIT);
         b.deposit(now);
         assert_eq!(reads.get(), 1, "the 16th request dates them all");
         assert_eq!(b.live(), 16 * UNIT);
-        assert_eq!(b.pending(), 0);
         // A balance query dates what is pending, so nothing is counted twice.
         b.deposit(now);
         assert_eq!(b.balance(secs(1.0)), 17 * UNIT);

@@ -65,9 +65,6 @@ pin_project! {
         attempts: u32,
         // The previous wait, for decorrelated jitter.
         prev_wait: Duration,
-        // The budget was empty when the request arrived, so no copy was kept: a retryable
-        // failure is then counted as a budget-exhausted skip.
-        budget_was_empty: bool,
         deadline: Option<Deadline>,
         // The failed result being retried: returned as is if the retry cannot be sent.
         last: Option<Result<S::Response, BoxError>>,
@@ -83,7 +80,6 @@ where
     pub(crate) fn new(
         first: S::Future,
         retrier: Option<Retrier<S, Req, P>>,
-        budget_was_empty: bool,
         deadline: Option<Deadline>,
         shared: Arc<Shared>,
         classify: C,
@@ -93,7 +89,6 @@ where
             retrier,
             attempts: 1,
             prev_wait: Duration::ZERO,
-            budget_was_empty,
             deadline,
             last: None,
             shared,
@@ -208,10 +203,7 @@ where
                 StateProj::Running { fut } => {
                     let result = ready!(fut.poll(cx)).map_err(Into::into);
                     // Fast path: nothing could retry this and no budget learns from it.
-                    if this.retrier.is_none()
-                        && !*this.budget_was_empty
-                        && !this.shared.budget_records()
-                    {
+                    if this.retrier.is_none() && !this.shared.budget_records() {
                         return Poll::Ready(result);
                     }
                     let outcome = palisade_core::classify::outcome(&*this.classify, &result);
@@ -223,9 +215,6 @@ where
                         return Poll::Ready(result);
                     }
                     let Some(r) = this.retrier.as_ref() else {
-                        if *this.budget_was_empty && *this.attempts < this.shared.max_attempts {
-                            this.shared.count_exhausted();
-                        }
                         return Poll::Ready(result);
                     };
                     // The kept copy may have become unsendable (a streaming body that

@@ -86,20 +86,16 @@ where
         shared.budget.deposit(|| shared.now());
         let deadline = req.deadline();
         // Keep a copy of the request (and a clone of the service to send it with) only
-        // when a retry is possible at all: attempts left, time left, budget left, and a
-        // policy that agrees to copy it. Otherwise the call costs what the inner one does.
-        let mut budget_was_empty = false;
+        // when a retry is possible at all: attempts left, time left, and a policy that
+        // agrees to copy it. Otherwise the call costs what the inner one does. An empty
+        // budget does not stop the copy: waiting out a local rate limit costs no budget,
+        // and a budgeted retry is refused (and counted) when it is planned.
         let retrier = if shared.max_attempts > 1
             && deadline.is_none_or(|d| d.remaining() > shared.min_remaining)
         {
-            if shared.budget.may_retry(|| shared.now()) {
-                self.policy
-                    .clone_request(&req)
-                    .map(|template| Retrier::new(self.inner.clone(), template, self.policy.clone()))
-            } else {
-                budget_was_empty = true;
-                None
-            }
+            self.policy
+                .clone_request(&req)
+                .map(|template| Retrier::new(self.inner.clone(), template, self.policy.clone()))
         } else {
             None
         };
@@ -109,7 +105,6 @@ where
         ResponseFuture::new(
             first,
             retrier,
-            budget_was_empty,
             deadline,
             Arc::clone(&self.shared),
             self.classify.clone(),

@@ -1,4 +1,6 @@
-//! End-to-end tests over loopback (one binary, a module per policy).
+//! End-to-end tests (one binary, a module per concern): real layers stacked, real axum
+//! servers and hyper clients over loopback.
 
 mod limit;
+mod seams;
 mod support;

@@ -1,6 +1,7 @@
 //! End-to-end tests (one binary, a module per concern): real layers stacked, real axum
 //! servers and hyper clients over loopback.
 
+mod builders;
 mod fuzz;
 mod limit;
 mod seams;

@@ -2,6 +2,7 @@
 //! servers and hyper clients over loopback.
 
 mod builders;
+mod canonical;
 mod fuzz;
 mod limit;
 mod seams;

@@ -144,7 +144,7 @@ fn settle<Res, C: Classify<Res, BoxError>>(
     last: &mut Option<Result<Res, BoxError>>,
     fire_now: &mut bool,
 ) -> Option<Result<Res, BoxError>> {
-    let outcome = classify.classify(&result);
+    let outcome = palisade_core::classify::outcome(classify, &result);
     if outcome.is_success() {
         match attempt_started {
             Some(at) => shared.record_success(at, Instant::now()),
@@ -162,7 +162,16 @@ fn settle<Res, C: Classify<Res, BoxError>>(
     if !outcome.is_ignored() || last.is_none() {
         *last = Some(result);
     }
-    if outcome.is_retryable() {
+    // A retryable failure fires the next attempt at once (gRPC A6) — unless the server
+    // said when to come back (Retry-After, pushback): a hedge must not answer pushback
+    // with more load. With nothing else running, that failure is then the answer, and a
+    // retry layer above waits the hint out.
+    let hinted = outcome.retry_after().is_some()
+        || matches!(
+            outcome.pushback(),
+            Some(palisade_core::classify::Pushback::After(_))
+        );
+    if outcome.is_retryable() && !hinted {
         *fire_now = true;
     }
     None

@@ -13,7 +13,11 @@
 //!   not end the call while other attempts run; when all fail, the last failure is
 //!   returned. A failure the classifier marks retryable (a non-fatal status such as gRPC
 //!   `UNAVAILABLE`, a refused connection) fires the next attempt at once instead of
-//!   waiting for the delay (gRPC A6 hedging); a fatal one just waits for the others.
+//!   waiting for the delay (gRPC A6 hedging); a fatal one just waits for the others. A
+//!   retryable failure that carries a server hint (`Retry-After`, gRPC pushback) is not
+//!   answered with more load: it fires nothing, and with nothing else running it is the
+//!   answer, for a retry layer above to wait out. Local rejections from layers below
+//!   (see [`Origin`](palisade_core::Origin)) are classified by core's one rule.
 //! - **Budget**: extra attempts are at most a fraction of requests (default 10%, burst
 //!   10), shared by every clone, like Finagle's `maxExtraLoad`.
 //! - **Deadlines**: no attempt starts when the request's [`Deadline`] (read through

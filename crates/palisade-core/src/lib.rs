@@ -20,6 +20,22 @@
 //! - `response` (feature `http`): a layer that answers rejections as HTTP 429/503/504 or
 //!   gRPC statuses, so an axum or tonic server stack stays `Infallible`.
 //!
+//! # Stack order
+//!
+//! The canonical client stack, outermost first:
+//!
+//! ```text
+//! deadline → retry → hedge → circuit breaker → rate limit → concurrency limit → timeout → client
+//! ```
+//!
+//! The deadline bounds everything; every retry and hedge attempt passes the breaker and
+//! the limits; the per-attempt timeout is innermost because it measures the dependency.
+//! Layers read each other through this crate: a rejection's [`Origin`] says whether a
+//! layer decided locally (breakers, adaptive limits and throttles then ignore it, see
+//! [`Outcome::health`]) or a timer measured the dependency (it counts). A layer that
+//! makes a request wait never pins capacity below it ([`admission`]). The repository's
+//! `docs/ARCHITECTURE.md` explains each choice.
+//!
 //! # Example
 //!
 //! ```

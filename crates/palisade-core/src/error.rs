@@ -283,7 +283,7 @@ mod tests {
 
     #[test]
     fn finds_rejection_in_source_chain() {
-        let inner: BoxError = Box::new(Elapsed::new());
+        let inner: BoxError = Elapsed::new().into();
         let outer = Wrapper(Box::new(Wrapper(inner)));
         let found = find_rejection(&outer).unwrap();
         assert_eq!(found, Rejection::Elapsed(&Elapsed::new()));

@@ -14,6 +14,9 @@
 //!   a request ([`HasDeadline`]).
 //! - [`admission`]: the one "wait for admission, then call" future of every layer that
 //!   makes requests wait, which never pins the capacity of the layer below while it waits.
+//! - [`replay`]: the one "may this request be repeated, and how is it copied" policy
+//!   and the carrier of later attempts, shared by retries and hedges (streaming bodies
+//!   with feature `http`).
 //! - [`time`]: saturating `Instant + Duration` and float-to-duration conversions, so no
 //!   duration a builder accepts can panic on the request path.
 //! - [`observe`]: `tracing` targets and `metrics` handles that cost nothing when unused.
@@ -55,6 +58,7 @@ pub mod error;
 #[cfg(feature = "http")]
 pub mod header;
 pub mod observe;
+pub mod replay;
 #[cfg(feature = "http")]
 pub mod response;
 pub mod time;
@@ -65,6 +69,44 @@ pub use error::{
     find_rejection, CircuitOpen, DeadlineExceeded, Elapsed, Origin, Overloaded, RateLimited,
     Rejection,
 };
+
+/// `get_ref`, `get_mut` and `into_inner` for a middleware whose inner service is its
+/// `inner` field of type `$inner`; used inside the middleware's `impl` block, the one
+/// accessor shape of the workspace.
+///
+/// ```
+/// pub struct Wrapper<S> {
+///     inner: S,
+/// }
+///
+/// impl<S> Wrapper<S> {
+///     palisade_core::inner_accessors!(S);
+/// }
+///
+/// let mut w = Wrapper { inner: 5 };
+/// *w.get_mut() += 1;
+/// assert_eq!(*w.get_ref(), 6);
+/// assert_eq!(w.into_inner(), 6);
+/// ```
+#[macro_export]
+macro_rules! inner_accessors {
+    ($inner:ty) => {
+        /// A reference to the inner service.
+        pub fn get_ref(&self) -> &$inner {
+            &self.inner
+        }
+
+        /// A mutable reference to the inner service.
+        pub fn get_mut(&mut self) -> &mut $inner {
+            &mut self.inner
+        }
+
+        /// Consumes `self`, returning the inner service.
+        pub fn into_inner(self) -> $inner {
+            self.inner
+        }
+    };
+}
 
 /// The error type every Palisade service returns: any error, boxed.
 ///

@@ -14,26 +14,7 @@ use tokio::time::Sleep;
 use tower_service::Service;
 
 use super::layer::Shared;
-use super::ReplayPolicy;
-
-/// What a request needs for later attempts: a clone of the service (readied only when a
-/// retry is due), the request to copy, and the policy that copies it.
-pub(crate) struct Retrier<S, Req, P> {
-    svc: S,
-    /// Copied for each retry but the last, which takes it.
-    template: Option<Req>,
-    policy: P,
-}
-
-impl<S, Req, P> Retrier<S, Req, P> {
-    pub(crate) fn new(svc: S, template: Req, policy: P) -> Self {
-        Self {
-            svc,
-            template: Some(template),
-            policy,
-        }
-    }
-}
+use palisade_core::replay::{ReplayPolicy, Replayer};
 
 pin_project! {
     #[project = StateProj]
@@ -60,7 +41,7 @@ pin_project! {
     {
         #[pin]
         state: State<S::Future>,
-        retrier: Option<Retrier<S, Req, P>>,
+        retrier: Option<Replayer<S, Req, P>>,
         // Attempts started so far (the first included).
         attempts: u32,
         // The previous wait, for decorrelated jitter.
@@ -79,7 +60,7 @@ where
 {
     pub(crate) fn new(
         first: S::Future,
-        retrier: Option<Retrier<S, Req, P>>,
+        retrier: Option<Replayer<S, Req, P>>,
         deadline: Option<Deadline>,
         shared: Arc<Shared>,
         classify: C,
@@ -219,7 +200,7 @@ where
                     };
                     // The kept copy may have become unsendable (a streaming body that
                     // outgrew its replay buffer while this attempt sent it).
-                    if !r.template.as_ref().is_some_and(|t| r.policy.can_replay(t)) {
+                    if !r.can_replay() {
                         tracing::debug!(target: "palisade::retry", "giving up: request cannot be replayed");
                         return Poll::Ready(result);
                     }
@@ -258,7 +239,7 @@ where
                         .retrier
                         .as_mut()
                         .expect("only a request with a retrier waits for a retry");
-                    match r.svc.poll_ready(cx) {
+                    match r.poll_ready(cx) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Err(_)) => {
                             // The service cannot take the retry: the last real outcome
@@ -270,16 +251,10 @@ where
                     }
                     // The last attempt takes the template; earlier ones copy it.
                     let is_last = *this.attempts + 1 >= this.shared.max_attempts;
-                    let req = if is_last {
-                        r.template.take()
-                    } else {
-                        r.template.as_ref().and_then(|t| r.policy.clone_request(t))
-                    };
-                    let Some(mut req) = req else {
+                    let Some(req) = r.next_request(is_last, *this.attempts) else {
                         return Poll::Ready(this.last.take().expect("set before waiting"));
                     };
-                    r.policy.on_retry(&mut req, *this.attempts);
-                    let fut = r.svc.call(req);
+                    let fut = r.call(req);
                     if is_last {
                         // Release the service clone (and anything it holds) early.
                         *this.retrier = None;

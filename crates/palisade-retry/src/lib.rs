@@ -106,19 +106,20 @@
 //! [`HasDeadline`]: palisade_core::HasDeadline
 
 pub mod backoff;
+/// Replaying streaming request bodies (palisade-core's, shared with hedging).
 #[cfg(feature = "http")]
-pub mod body;
+pub mod body {
+    pub use palisade_core::replay::body::*;
+}
 pub mod budget;
 mod error;
 pub mod future;
 mod layer;
-mod macros;
-mod policy;
 mod service;
 
 pub use self::backoff::{Backoff, Jitter};
 pub use self::budget::RetryBudget;
 pub use self::error::InvalidRetry;
 pub use self::layer::{RetryBuilder, RetryHandle, RetryLayer};
-pub use self::policy::{AnyMethod, CloneAll, Grpc, Idempotent, ReplayPolicy};
 pub use self::service::Retry;
+pub use palisade_core::replay::{AnyMethod, CloneAll, Grpc, Idempotent, ReplayPolicy};

@@ -5,9 +5,10 @@ use std::task::{Context, Poll};
 use palisade_core::{BoxError, Classify, ErrorsAsFailures, HasDeadline};
 use tower_service::Service;
 
-use super::future::{ResponseFuture, Retrier};
+use super::future::ResponseFuture;
 use super::layer::Shared;
-use super::{Idempotent, ReplayPolicy};
+use palisade_core::replay::Replayer;
+use palisade_core::replay::{Idempotent, ReplayPolicy};
 
 /// Retries failed calls with backoff, within a budget and the request's deadline. See the
 /// [crate docs](crate).
@@ -37,7 +38,9 @@ impl<S, P, C> Retry<S, P, C> {
     }
 }
 
-crate::macros::define_inner_service_accessors!(Retry<S, P, C>);
+impl<S, P, C> Retry<S, P, C> {
+    palisade_core::inner_accessors!(S);
+}
 
 impl<S: Clone, P: Clone, C: Clone> Clone for Retry<S, P, C> {
     fn clone(&self) -> Self {
@@ -95,7 +98,7 @@ where
         {
             self.policy
                 .clone_request(&req)
-                .map(|template| Retrier::new(self.inner.clone(), template, self.policy.clone()))
+                .map(|template| Replayer::new(self.inner.clone(), template, self.policy.clone()))
         } else {
             None
         };

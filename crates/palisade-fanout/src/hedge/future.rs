@@ -8,40 +8,37 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use palisade_core::replay::{ReplayPolicy, Replayer};
 use palisade_core::{BoxError, Classify, Deadline};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use super::layer::Shared;
-use super::HedgePolicy;
 
-/// What a request needs to send extra attempts: a clone of the service (readied only
-/// when a hedge is due), the request to copy, and how many attempts are left.
+/// What a request needs to send extra attempts: core's [`Replayer`] (a clone of the
+/// service, readied only when a hedge is due, the request to copy, the policy), and how
+/// many attempts are left.
 pub(crate) struct Spare<S, Req, P> {
-    svc: S,
-    /// Copied for each attempt but the last, which takes it.
-    template: Option<Req>,
-    policy: P,
+    replayer: Replayer<S, Req, P>,
     left: u32,
+    /// Attempts sent so far, the first included (for `grpc-previous-rpc-attempts`).
+    sent: u32,
     delay: Duration,
     min_remaining: Duration,
 }
 
 impl<S, Req, P> Spare<S, Req, P> {
     pub(crate) fn new(
-        svc: S,
-        template: Req,
-        policy: P,
+        replayer: Replayer<S, Req, P>,
         left: u32,
         delay: Duration,
         min_remaining: Duration,
     ) -> Self {
         Self {
-            svc,
-            template: Some(template),
-            policy,
+            replayer,
             left,
+            sent: 1,
             delay,
             min_remaining,
         }
@@ -181,7 +178,7 @@ impl<S, Req, P, C> Future for ResponseFuture<S, Req, P, C>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
-    P: HedgePolicy<Req>,
+    P: ReplayPolicy<Req>,
     C: Classify<S::Response, BoxError>,
 {
     type Output = Result<S::Response, BoxError>;
@@ -306,7 +303,7 @@ fn try_fire<S, Req, P>(
 ) -> Fire
 where
     S: Service<Req>,
-    P: HedgePolicy<Req>,
+    P: ReplayPolicy<Req>,
 {
     let Some(s) = spare.as_mut() else {
         return Fire::Done;
@@ -322,17 +319,16 @@ where
     }
     // Readiness before the budget, so a stalled service does not spend it. An error from
     // the spare service ends hedging; the running attempts still decide the answer.
-    match s.svc.poll_ready(cx) {
+    match s.replayer.poll_ready(cx) {
         Poll::Pending => return Fire::NotReady,
         Poll::Ready(Err(_)) => return Fire::Done,
         Poll::Ready(Ok(())) => {}
     }
-    let req = if s.left == 1 {
-        s.template.take()
-    } else {
-        s.template.as_ref().and_then(|t| s.policy.clone_request(t))
-    };
-    let Some(req) = req else {
+    // A streaming body that outgrew its replay buffer cannot be sent again.
+    if !s.replayer.can_replay() {
+        return Fire::Done;
+    }
+    let Some(req) = s.replayer.next_request(s.left == 1, s.sent) else {
         return Fire::Done;
     };
     if !shared.try_hedge() {
@@ -341,8 +337,9 @@ where
     }
     tracing::trace!(target: "palisade::fanout", "hedge attempt sent");
     s.left -= 1;
+    s.sent += 1;
     extras.push(Attempt {
-        fut: Box::pin(s.svc.call(req)),
+        fut: Box::pin(s.replayer.call(req)),
         started: Instant::now(),
     });
     if s.left == 0 {

@@ -22,7 +22,12 @@
 //!   10), shared by every clone, like Finagle's `maxExtraLoad`.
 //! - **Deadlines**: no attempt starts when the request's [`Deadline`] (read through
 //!   [`HasDeadline`]) has less than [`min_remaining`](HedgeBuilder::min_remaining) left.
-//! - **Safety**: only requests the [`HedgePolicy`] can copy are hedged: by default
+//! - **Safety**: only requests the [`ReplayPolicy`] can copy are hedged (core's one replay
+//!   policy, shared with retries: [`CloneAll`], [`Idempotent`], [`AnyMethod`], [`Grpc`] —
+//!   which sets `grpc-previous-rpc-attempts` on each hedge — or a closure). Streaming
+//!   bodies wrapped in core's `replay::body::ReplayBody` are hedged like retried ones;
+//!   the attempts then read one original stream, and only the latest reader is woken for
+//!   new data, so hedge streaming uploads only when they are small. By default
 //!   [`Idempotent`] HTTP methods; [`CloneAll`] or a closure for other request types.
 //!
 //! The clock starts when the first attempt is first found pending (normally the first
@@ -76,10 +81,9 @@ mod error;
 pub mod future;
 mod latency;
 mod layer;
-mod policy;
 mod service;
 
 pub use self::error::InvalidHedge;
 pub use self::layer::{HedgeBuilder, HedgeDelay, HedgeHandle, HedgeLayer};
-pub use self::policy::{CloneAll, HedgePolicy, Idempotent};
 pub use self::service::Hedge;
+pub use palisade_core::replay::{AnyMethod, CloneAll, Grpc, Idempotent, ReplayPolicy};

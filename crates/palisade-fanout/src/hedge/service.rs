@@ -7,7 +7,7 @@ use tower_service::Service;
 
 use super::future::{ResponseFuture, Spare};
 use super::layer::Shared;
-use super::{HedgePolicy, Idempotent};
+use palisade_core::replay::{Idempotent, ReplayPolicy, Replayer};
 use palisade_core::ErrorsAsFailures;
 
 /// Sends a request again after a delay if it has not succeeded yet; the first success
@@ -62,7 +62,7 @@ where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
     Req: HasDeadline,
-    P: HedgePolicy<Req> + Clone,
+    P: ReplayPolicy<Req> + Clone,
     C: Classify<S::Response, BoxError> + Clone,
 {
     type Response = S::Response;
@@ -88,9 +88,7 @@ where
             }
             let template = self.policy.clone_request(&req)?;
             Some(Spare::new(
-                self.inner.clone(),
-                template,
-                self.policy.clone(),
+                Replayer::new(self.inner.clone(), template, self.policy.clone()),
                 self.shared.max_extra,
                 delay,
                 min_remaining,

@@ -325,6 +325,56 @@ async fn http_posts_are_not_hedged_by_default() {
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
 
+/// One replay policy for retries and hedges: the gRPC policy marks each hedge with
+/// `grpc-previous-rpc-attempts`, and a streaming body wrapped for replay is hedged too.
+#[cfg(feature = "http")]
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn grpc_hedges_carry_previous_attempts_and_streaming_bodies_replay() {
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use palisade_core::replay::body::{ReplayBody, ReplayBodyLayer};
+    use palisade_fanout::hedge::Grpc;
+    use std::sync::{Arc, Mutex};
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = Arc::clone(&seen);
+    let inner = tower::service_fn(move |req: http::Request<ReplayBody<Full<Bytes>>>| {
+        let s = Arc::clone(&s);
+        async move {
+            let attempt = req
+                .headers()
+                .get("grpc-previous-rpc-attempts")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let first = attempt.is_none();
+            let body = req.into_body().collect().await.unwrap().to_bytes();
+            s.lock().unwrap().push((attempt, body));
+            // The first attempt is slow: the hedge wins.
+            tokio::time::sleep(ms(if first { 500 } else { 5 })).await;
+            Ok::<_, BoxError>(())
+        }
+    });
+    let layer = HedgeLayer::builder(HedgeDelay::fixed(ms(10)))
+        .policy(Grpc)
+        .unlimited()
+        .build()
+        .unwrap();
+    let svc = tower::ServiceBuilder::new()
+        .layer(ReplayBodyLayer::new(1024))
+        .layer(layer)
+        .service(inner);
+    let req = http::Request::post("/pkg.Svc/Call")
+        .header("content-type", "application/grpc")
+        .body(Full::new(Bytes::from_static(b"payload")))
+        .unwrap();
+    svc.oneshot(req).await.unwrap();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0], (None, Bytes::from_static(b"payload")));
+    assert_eq!(
+        seen[1],
+        (Some("1".to_owned()), Bytes::from_static(b"payload"))
+    );
+}
+
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn a_response_classified_as_a_failure_loses_to_a_later_success() {
     // Responses of 0 are failures the server says are retryable (think gRPC UNAVAILABLE

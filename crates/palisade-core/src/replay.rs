@@ -1,16 +1,53 @@
-//! Which requests may be sent again, and how to copy them.
+//! Which requests may be sent again, and how to copy them: one policy for retries and
+//! hedges alike.
+//!
+//! A [`ReplayPolicy`] decides whether a request may be repeated and makes the copies
+//! later attempts send; a [`Replayer`] carries what those attempts need (a clone of the
+//! service, readied only when an attempt is due, the request to copy, the policy).
+//! `palisade-retry` and `palisade-fanout`'s hedge both use them, so a request that can be
+//! retried can be hedged the same way, streaming bodies included ([`body::ReplayBody`],
+//! feature `http`).
+//!
+//! - [`CloneAll`]: every request, by `Clone` (request types with no method).
+//! - [`Idempotent`] (the default): `http::Request`s with an idempotent method.
+//! - [`AnyMethod`]: `http::Request`s of any method (an API whose writes are idempotent).
+//! - [`Grpc`]: gRPC calls, with `grpc-previous-rpc-attempts` on each repeat (gRPC A6).
+//! - any `Fn(&Req) -> Option<Req>`.
+//!
+//! # Example
+//!
+//! ```
+//! use palisade_core::replay::{CloneAll, ReplayPolicy, Replayer};
+//! use tower::service_fn;
+//!
+//! let only_even = |r: &u32| r.is_multiple_of(2).then_some(*r);
+//! assert_eq!(only_even.clone_request(&3), None);
+//! let svc = service_fn(|n: u32| async move { Ok::<_, std::io::Error>(n) });
+//! let mut replayer = Replayer::new(svc, 4u32, CloneAll);
+//! assert_eq!(replayer.next_request(false, 1), Some(4)); // a copy
+//! assert_eq!(replayer.next_request(true, 2), Some(4)); // the last attempt takes it
+//! assert_eq!(replayer.next_request(true, 3), None);
+//! ```
 
-/// Decides whether a request may be retried, and makes the copies retries send.
+#[cfg(feature = "http")]
+pub mod body;
+
+use std::task::{Context, Poll};
+
+use tower_service::Service;
+
+/// Decides whether a request may be repeated (retried or hedged), and makes the copies
+/// later attempts send.
 ///
 /// [`clone_request`](Self::clone_request) is called once per request, in `call`: `None`
-/// means "never retry this one" (a non-idempotent method, a body that cannot be replayed),
-/// and then no copy is kept at all. Any `Fn(&Req) -> Option<Req>` is a policy.
+/// means "never repeat this one" (a non-idempotent method, a body that cannot be
+/// replayed), and then no copy is kept at all. Any `Fn(&Req) -> Option<Req>` is a policy.
 pub trait ReplayPolicy<Req> {
     /// A copy of `req` for a later attempt, or `None` if it must not be repeated.
     fn clone_request(&self, req: &Req) -> Option<Req>;
 
-    /// Adjusts a copy before it is sent as attempt number `previous_attempts + 1` (e.g.
-    /// gRPC's `grpc-previous-rpc-attempts`). Does nothing by default.
+    /// Adjusts a copy before it is sent as attempt number `previous_attempts + 1`, a retry
+    /// or a hedge (e.g. gRPC's `grpc-previous-rpc-attempts`). Does nothing by default.
     fn on_retry(&self, req: &mut Req, previous_attempts: u32) {
         let _ = (req, previous_attempts);
     }
@@ -32,7 +69,7 @@ where
     }
 }
 
-/// Retries every request, by cloning it: for services whose calls are all safe to repeat
+/// Repeats every request, by cloning it: for services whose calls are all safe to repeat
 /// (reads, lookups, idempotent writes). This is the explicit opt-in for request types
 /// that carry no method.
 #[derive(Debug, Clone, Copy, Default)]
@@ -44,7 +81,7 @@ impl<Req: Clone> ReplayPolicy<Req> for CloneAll {
     }
 }
 
-/// The default policy: retry only `http::Request`s whose method is idempotent (RFC 9110
+/// The default policy: repeat only `http::Request`s whose method is idempotent (RFC 9110
 /// §9.2.2: `GET`, `HEAD`, `OPTIONS`, `TRACE`, `PUT`, `DELETE`), by cloning them.
 ///
 /// With feature `http` it is implemented for `http::Request<B>` with a cloneable body
@@ -54,20 +91,20 @@ impl<Req: Clone> ReplayPolicy<Req> for CloneAll {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Idempotent;
 
-/// Retries `http::Request`s of any method, `POST` and `PATCH` included: the opt-in for
+/// Repeats `http::Request`s of any method, `POST` and `PATCH` included: the opt-in for
 /// APIs whose writes are idempotent (keyed by an idempotency key, say).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AnyMethod;
 
-/// Retries gRPC calls (always `POST`) and sets `grpc-previous-rpc-attempts` on each
-/// retry, as gRPC A6 asks.
+/// Repeats gRPC calls (always `POST`) and sets `grpc-previous-rpc-attempts` on each
+/// retry or hedge, as gRPC A6 asks.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Grpc;
 
 #[cfg(feature = "http")]
 mod http_impls {
+    use super::body::{clone_request, ReplayBody};
     use super::{AnyMethod, Grpc, Idempotent, ReplayPolicy};
-    use crate::body::{clone_request, ReplayBody};
 
     fn set_previous_attempts<B>(req: &mut http::Request<B>, previous_attempts: u32) {
         req.headers_mut().insert(
@@ -147,6 +184,71 @@ mod http_impls {
         fn on_retry(&self, req: &mut http::Request<B>, previous_attempts: u32) {
             set_previous_attempts(req, previous_attempts);
         }
+    }
+}
+
+/// What a request needs for later attempts (retries or hedges): a clone of the service,
+/// readied only when an attempt is due (so it pins nothing below until then), the request
+/// to copy, and the policy that copies it. The last attempt takes the request itself.
+#[derive(Debug)]
+pub struct Replayer<S, Req, P> {
+    svc: S,
+    /// Copied for each attempt but the last, which takes it.
+    template: Option<Req>,
+    policy: P,
+}
+
+impl<S, Req, P> Replayer<S, Req, P> {
+    /// Keeps `template` (already accepted by `policy`) and an unready clone `svc`.
+    pub fn new(svc: S, template: Req, policy: P) -> Self {
+        Self {
+            svc,
+            template: Some(template),
+            policy,
+        }
+    }
+}
+
+impl<S, Req, P: ReplayPolicy<Req>> Replayer<S, Req, P> {
+    /// Whether another attempt can still be sent (a streaming body may have outgrown its
+    /// replay buffer while an earlier attempt sent it).
+    pub fn can_replay(&self) -> bool {
+        self.template
+            .as_ref()
+            .is_some_and(|t| self.policy.can_replay(t))
+    }
+
+    /// The request for attempt `previous_attempts + 1`: a copy, or the template itself if
+    /// `last`; adjusted by the policy. `None` once the template is taken or uncopyable.
+    pub fn next_request(&mut self, last: bool, previous_attempts: u32) -> Option<Req> {
+        let mut req = if last {
+            self.template.take()
+        } else {
+            let t = self.template.as_ref()?;
+            self.policy.clone_request(t)
+        }?;
+        self.policy.on_retry(&mut req, previous_attempts);
+        Some(req)
+    }
+
+    /// Readies the service clone for the next attempt.
+    ///
+    /// # Errors
+    ///
+    /// The service's readiness error.
+    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>>
+    where
+        S: Service<Req>,
+    {
+        self.svc.poll_ready(cx)
+    }
+
+    /// Sends `req` on the (readied) service clone.
+    pub fn call(&mut self, req: Req) -> S::Future
+    where
+        S: Service<Req>,
+    {
+        self.svc.call(req)
     }
 }
 

@@ -11,24 +11,28 @@
 //! [`ReplayBody::is_replayable`] before each retry and return the last real result
 //! instead.
 //!
-//! Put [`ReplayBodyLayer`] outside the retry layer so that the retry layer sees
+//! Put [`ReplayBodyLayer`] outside the retry (or hedge) layer so that it sees
 //! `http::Request<ReplayBody<B>>`:
 //!
 //! ```
 //! use bytes::Bytes;
-//! use http_body_util::Full;
-//! use palisade_retry::body::{ReplayBody, ReplayBodyLayer};
-//! use palisade_retry::RetryLayer;
+//! use http_body_util::{BodyExt, Full};
+//! use palisade_core::replay::body::{ReplayBody, ReplayBodyLayer};
+//! use palisade_core::replay::{Idempotent, ReplayPolicy};
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), palisade_core::BoxError> {
+//! // What a retry or hedge layer does with the request it sees: copy it, send both.
 //! let client = service_fn(|req: http::Request<ReplayBody<Full<Bytes>>>| async move {
+//!     let copy = Idempotent.clone_request(&req).expect("PUT is idempotent");
+//!     let first = req.into_body().collect().await?.to_bytes();
+//!     let again = copy.into_body().collect().await?.to_bytes();
+//!     assert_eq!(first, again);
 //!     Ok::<_, palisade_core::BoxError>(http::Response::new(()))
 //! });
 //! let svc = ServiceBuilder::new()
 //!     .layer(ReplayBodyLayer::new(64 * 1024))
-//!     .layer(RetryLayer::builder().build()?)
 //!     .service(client);
 //! let req = http::Request::put("/doc").body(Full::new(Bytes::from("hello")))?;
 //! svc.oneshot(req).await?;
@@ -40,19 +44,19 @@
 //! polled while an abandoned earlier attempt still reads it works, but only the last
 //! poller is woken for new data.
 //!
-//! [`Idempotent`]: crate::Idempotent
-//! [`AnyMethod`]: crate::AnyMethod
-//! [`Grpc`]: crate::Grpc
+//! [`Idempotent`]: super::Idempotent
+//! [`AnyMethod`]: super::AnyMethod
+//! [`Grpc`]: super::Grpc
 
 use std::fmt;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
+use crate::BoxError;
 use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use palisade_core::BoxError;
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -269,7 +273,9 @@ pub struct ReplayBodyService<S> {
     cap: usize,
 }
 
-crate::macros::define_inner_service_accessors!(ReplayBodyService<S>);
+impl<S> ReplayBodyService<S> {
+    crate::inner_accessors!(S);
+}
 
 impl<S, B> Service<http::Request<B>> for ReplayBodyService<S>
 where
@@ -291,7 +297,7 @@ where
 }
 
 /// A copy of `req`'s head with a replaying copy of its body.
-pub(crate) fn clone_request<B>(
+pub(super) fn clone_request<B>(
     req: &http::Request<ReplayBody<B>>,
 ) -> Option<http::Request<ReplayBody<B>>> {
     let body = req.body().try_clone()?;

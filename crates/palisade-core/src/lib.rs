@@ -34,6 +34,7 @@ pub mod error;
 #[cfg(feature = "http")]
 pub mod header;
 pub mod observe;
+pub mod rand;
 #[cfg(feature = "http")]
 pub mod response;
 

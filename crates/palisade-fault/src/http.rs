@@ -110,10 +110,7 @@ impl HttpPayload {
                     HeaderValue::from_static("application/grpc"),
                 );
                 headers.insert("grpc-status", HeaderValue::from_static("14"));
-                headers.insert(
-                    "grpc-message",
-                    HeaderValue::from_static("injected%20fault"),
-                );
+                headers.insert("grpc-message", HeaderValue::from_static("injected%20fault"));
                 None
             }
             _ => return None,

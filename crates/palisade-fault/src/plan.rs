@@ -534,3 +534,91 @@ impl FaultHandle {
         self.shared.passed.load(Relaxed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn sorted(latency: Latency, n: usize) -> Vec<Duration> {
+        let rng = SeededRng::new(3);
+        let mut v: Vec<Duration> = (0..n).map(|_| latency.sample(&rng)).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn uniform_stays_within_bounds_and_covers_them() {
+        let v = sorted(
+            Latency::Uniform {
+                min: ms(10),
+                max: ms(20),
+            },
+            10_000,
+        );
+        assert!(v[0] >= ms(10) && v[v.len() - 1] <= ms(20));
+        // The extreme deciles are populated: not a constant.
+        assert!(v[1_000] < ms(12) && v[9_000] > ms(18));
+    }
+
+    #[test]
+    fn bimodal_picks_slow_at_its_fraction() {
+        let v = sorted(
+            Latency::Bimodal {
+                fast: ms(1),
+                slow: ms(100),
+                slow_fraction: 0.2,
+            },
+            100_000,
+        );
+        let slow = v.iter().filter(|d| **d == ms(100)).count();
+        assert!(v.iter().all(|d| *d == ms(1) || *d == ms(100)));
+        // Binomial(1e5, 0.2): sd ~126, 5 sd either side.
+        assert!((19_370..=20_630).contains(&slow), "slow {slow}");
+    }
+
+    #[test]
+    fn long_tail_has_the_configured_median_and_p99_and_cap() {
+        let latency = Latency::LongTail {
+            median: ms(10),
+            p99: ms(100),
+            max: ms(200),
+        };
+        let v = sorted(latency, 100_000);
+        let (median, p99) = (v[50_000], v[99_000]);
+        assert!(median > ms(9) && median < ms(11), "median {median:?}");
+        assert!(p99 > ms(85) && p99 < ms(115), "p99 {p99:?}");
+        assert!(*v.last().unwrap() <= ms(200));
+    }
+
+    #[test]
+    fn invalid_distributions_are_refused() {
+        for bad in [
+            Latency::Uniform {
+                min: ms(2),
+                max: ms(1),
+            },
+            Latency::Bimodal {
+                fast: ms(1),
+                slow: ms(2),
+                slow_fraction: 1.5,
+            },
+            Latency::LongTail {
+                median: ms(0),
+                p99: ms(1),
+                max: ms(1),
+            },
+            Latency::LongTail {
+                median: ms(5),
+                p99: ms(1),
+                max: ms(10),
+            },
+        ] {
+            assert_eq!(bad.check(), Err(InvalidFault::Latency(bad)));
+        }
+        assert_eq!(Latency::Fixed(ms(1)).check(), Ok(()));
+    }
+}

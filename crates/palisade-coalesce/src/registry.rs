@@ -1,0 +1,206 @@
+//! The keyed map of calls in flight, bounded, with waiter counts.
+//!
+//! Each entry holds a `Weak` to its [`Flight`] (type-erased, so one layer serves any
+//! service) and the number of waiters attached. The map never keeps a call alive: waiters
+//! do. An entry is removed when its call completes (by the waiter that completed it), or
+//! when its last waiter leaves; both under the map lock, so a joiner never finds an entry
+//! whose waiters are all gone.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+
+use palisade_core::observe::{Counter, Gauge, Histogram};
+
+use crate::flight::Flight;
+
+struct Entry {
+    flight: Weak<dyn Any + Send + Sync>,
+    waiters: usize,
+}
+
+/// What a keyed call does.
+pub(crate) enum Lookup<F, T> {
+    /// Join the call in flight.
+    Join(Arc<Flight<F, T>>, usize),
+    /// No call in flight for the key: lead one.
+    Lead,
+    /// Over the key bound (or the key's call is of another type): call uncoalesced.
+    Bypass,
+}
+
+pub(crate) struct Registry<K> {
+    map: Mutex<HashMap<K, Entry>>,
+    max_keys: usize,
+    pub(crate) name: Arc<str>,
+    led: AtomicU64,
+    joined: AtomicU64,
+    bypassed: AtomicU64,
+    led_counter: Counter,
+    joined_counter: Counter,
+    bypassed_counter: Counter,
+    keys_gauge: Gauge,
+    waiters_histogram: Histogram,
+}
+
+fn same<T: ?Sized, U: ?Sized>(weak: &Weak<T>, arc: *const U) -> bool {
+    std::ptr::addr_eq(weak.as_ptr(), arc)
+}
+
+impl<K: Hash + Eq> Registry<K> {
+    pub(crate) fn new(max_keys: usize, name: Arc<str>) -> Self {
+        let counter = |decision| {
+            Counter::register(
+                "palisade_decisions_total",
+                "coalesce",
+                &name,
+                &[("decision", decision)],
+            )
+        };
+        Self {
+            map: Mutex::new(HashMap::new()),
+            max_keys,
+            led: AtomicU64::new(0),
+            joined: AtomicU64::new(0),
+            bypassed: AtomicU64::new(0),
+            led_counter: counter("led"),
+            joined_counter: counter("joined"),
+            bypassed_counter: counter("bypassed"),
+            keys_gauge: Gauge::register("palisade_in_flight", "coalesce", &name, &[]),
+            waiters_histogram: Histogram::register(
+                "palisade_coalesce_waiters",
+                "coalesce",
+                &name,
+                &[],
+            ),
+            name,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<K, Entry>> {
+        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Joins `key`'s call if one is in flight.
+    pub(crate) fn lookup<F, T>(&self, key: &K) -> Lookup<F, T>
+    where
+        F: Send + 'static,
+        T: Send + 'static,
+    {
+        let mut map = self.lock();
+        let Some(entry) = map.get_mut(key) else {
+            return if map.len() >= self.max_keys {
+                drop(map);
+                self.bypass();
+                Lookup::Bypass
+            } else {
+                Lookup::Lead
+            };
+        };
+        // Entries are removed before their last waiter lets go, so the upgrade succeeds;
+        // the downcast fails only for two service types sharing one layer and one key.
+        match entry
+            .flight
+            .upgrade()
+            .and_then(|any| any.downcast::<Flight<F, T>>().ok())
+        {
+            Some(flight) => {
+                entry.waiters += 1;
+                drop(map);
+                self.joined.fetch_add(1, Relaxed);
+                self.joined_counter.increment(1);
+                let slot = flight.join();
+                Lookup::Join(flight, slot)
+            }
+            None => {
+                drop(map);
+                self.bypass();
+                Lookup::Bypass
+            }
+        }
+    }
+
+    fn bypass(&self) {
+        self.bypassed.fetch_add(1, Relaxed);
+        self.bypassed_counter.increment(1);
+    }
+
+    /// Registers a new call for `key`; false if the bound was reached or another call for
+    /// the key was registered since [`lookup`](Self::lookup) (then this one runs alone).
+    pub(crate) fn register<F, T>(&self, key: K, flight: &Arc<Flight<F, T>>) -> bool
+    where
+        F: Send + 'static,
+        T: Send + 'static,
+    {
+        let mut map = self.lock();
+        let registered = if map.len() >= self.max_keys || map.contains_key(&key) {
+            false
+        } else {
+            let weak: Weak<dyn Any + Send + Sync> = Arc::downgrade(flight) as _;
+            map.insert(
+                key,
+                Entry {
+                    flight: weak,
+                    waiters: 1,
+                },
+            );
+            self.keys_gauge.set(map.len() as f64);
+            true
+        };
+        drop(map);
+        if registered {
+            self.led.fetch_add(1, Relaxed);
+            self.led_counter.increment(1);
+        } else {
+            self.bypass();
+        }
+        registered
+    }
+
+    /// The call for `key` completed: forget it, so the next request starts a new one.
+    pub(crate) fn finish<U: ?Sized>(&self, key: &K, flight: *const U) {
+        let mut map = self.lock();
+        if map.get(key).is_some_and(|e| same(&e.flight, flight)) {
+            if let Some(entry) = map.remove(key) {
+                self.keys_gauge.set(map.len() as f64);
+                drop(map);
+                self.waiters_histogram.record(entry.waiters as f64);
+            }
+        }
+    }
+
+    /// A waiter of `key`'s call leaves before it completed; true if it was the last.
+    pub(crate) fn leave<U: ?Sized>(&self, key: &K, flight: *const U) -> bool {
+        let mut map = self.lock();
+        let Some(entry) = map.get_mut(key).filter(|e| same(&e.flight, flight)) else {
+            // Already completed (removed by its completer): nothing to cancel.
+            return false;
+        };
+        entry.waiters -= 1;
+        if entry.waiters == 0 {
+            map.remove(key);
+            self.keys_gauge.set(map.len() as f64);
+            true
+        } else {
+            false
+        }
+    }
+
+    pub(crate) fn waiters(&self, key: &K) -> usize {
+        self.lock().get(key).map_or(0, |e| e.waiters)
+    }
+
+    pub(crate) fn keys(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub(crate) fn counts(&self) -> (u64, u64, u64) {
+        (
+            self.led.load(Relaxed),
+            self.joined.load(Relaxed),
+            self.bypassed.load(Relaxed),
+        )
+    }
+}

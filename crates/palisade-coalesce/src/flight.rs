@@ -2,23 +2,24 @@
 //!
 //! A [`Flight`] owns the inner service's future (boxed: it must stay pinned while shared)
 //! and a waker slot per waiter. A waiter that polls takes the future out under the lock,
-//! polls it unlocked with the flight's own waker (which wakes every waiter), and puts it
-//! back. A waiter that finds it taken (another is polling now) registers its waker and
-//! waits. When the future completes its output is stored, every other waiter is woken,
-//! and each takes a clone (the last takes the value itself).
+//! polls it unlocked, and puts it back. A lone waiter polls with its own waker; with
+//! company, the flight's own waker is used, which wakes every waiter. A waiter that finds
+//! the future taken (another is polling it now) registers its waker and waits. When the
+//! future completes its output is stored, every other waiter is woken, and each takes a
+//! clone (the last takes the value itself).
 //!
 //! # Release paths
 //!
 //! - completion or error: the output replaces the future, which is dropped at once;
-//! - every waiter gone: [`Flight::cancel`] drops the future. This must be explicit: the
-//!   future's own registrations (timers, sockets) hold the flight's waker, an `Arc` back to
-//!   the flight, so waiting for the last `Arc` would leak a stalled call;
-//! - a waiter leaving while others wait: [`Flight::leave`] forgets its waker and wakes the
-//!   others, since the wake it may have taken was meant to drive the call.
+//! - every waiter gone: the last [`Flight::leave`] drops the future. This must be
+//!   explicit: the future's own registrations (timers, sockets) may hold the flight's
+//!   waker, an `Arc` back to the flight, so waiting for the last `Arc` would leak a stalled
+//!   call;
+//! - a waiter leaving while others wait: it forgets its waker and wakes the others, since
+//!   the wake it may have taken was meant to drive the call.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 
@@ -28,16 +29,20 @@ use crate::error::CoalescedError;
 
 /// Where the shared call is.
 enum Call<F, T> {
-    /// Running; `None` while a waiter has it out to poll.
+    /// Running; `None` while a waiter has it out to poll (or before it is started).
     Running(Option<Pin<Box<F>>>),
     /// Completed: each waiter gets a clone of the value or the shared error.
     Done(Result<T, Arc<BoxError>>),
-    /// Every waiter left: the call was dropped.
-    Cancelled,
+    /// The value was moved out to the last waiter, or the call was dropped (every waiter
+    /// left, or polling it panicked).
+    Gone,
 }
 
 struct State<F, T> {
     call: Call<F, T>,
+    /// Waiters attached and not yet served: the last one served moves the value out.
+    waiters: usize,
+    next_slot: usize,
     /// Waker of slot 0 (the first waiter), kept inline so a lone call allocates nothing
     /// for it.
     first: Option<Waker>,
@@ -85,12 +90,84 @@ impl<F, T> State<F, T> {
             }
         }
     }
+
+    /// One waiter's share of the output: a clone, or the value itself for the last.
+    fn take(&mut self) -> Result<T, BoxError>
+    where
+        T: Clone,
+    {
+        self.waiters = self.waiters.saturating_sub(1);
+        match &self.call {
+            Call::Done(Ok(v)) if self.waiters > 0 => Ok(v.clone()),
+            Call::Done(Err(e)) => Err(CoalescedError::shared(Arc::clone(e))),
+            Call::Done(Ok(_)) => match std::mem::replace(&mut self.call, Call::Gone) {
+                Call::Done(Ok(v)) => Ok(v),
+                _ => Err(CoalescedError::cancelled()),
+            },
+            Call::Running(_) | Call::Gone => Err(CoalescedError::cancelled()),
+        }
+    }
 }
 
 /// A shared call with success type `T`; see the [module docs](self).
 pub(crate) struct Flight<F, T> {
     state: Mutex<State<F, T>>,
-    next_slot: AtomicUsize,
+}
+
+impl<F, T> Flight<F, T> {
+    /// A flight not started yet, its first waiter (slot 0) attached.
+    pub(crate) fn pending() -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State {
+                call: Call::Running(None),
+                waiters: 1,
+                next_slot: 1,
+                first: None,
+                rest: Vec::new(),
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State<F, T>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Attaches one more waiter; returns its slot.
+    pub(crate) fn join(&self) -> usize {
+        let mut state = self.lock();
+        state.waiters += 1;
+        state.next_slot += 1;
+        state.next_slot - 1
+    }
+
+    /// Starts the call with the inner service's future.
+    pub(crate) fn start(&self, fut: F) {
+        let fut = Box::pin(fut);
+        let mut state = self.lock();
+        if let Call::Running(slot @ None) = &mut state.call {
+            *slot = Some(fut);
+            // Waiters that joined meanwhile (another thread) may be parked on it.
+            state.wake_all(Some(0));
+        }
+    }
+
+    /// The waiter in `slot` leaves before it was served; the last one drops the call
+    /// (outside the lock).
+    pub(crate) fn leave(&self, slot: usize) {
+        let dropped = {
+            let mut state = self.lock();
+            state.forget(slot);
+            state.waiters = state.waiters.saturating_sub(1);
+            if state.waiters == 0 {
+                std::mem::replace(&mut state.call, Call::Gone)
+            } else {
+                // The wake we may have consumed was meant to drive the call: pass it on.
+                state.wake_all(None);
+                Call::Gone
+            }
+        };
+        drop(dropped);
+    }
 }
 
 impl<F, T, E> Flight<F, T>
@@ -99,53 +176,46 @@ where
     T: Clone + Send + 'static,
     E: Into<BoxError>,
 {
-    /// A flight for `fut`, with slot 0 taken by its first waiter.
-    pub(crate) fn new(fut: F) -> Arc<Self> {
-        Arc::new(Self {
-            state: Mutex::new(State {
-                call: Call::Running(Some(Box::pin(fut))),
-                first: None,
-                rest: Vec::new(),
-            }),
-            next_slot: AtomicUsize::new(1),
-        })
-    }
-
-    /// Polls the shared call for the waiter in `slot`.
-    /// Ready with the output and whether this poll completed the call.
+    /// Polls the shared call for the waiter in `slot`: ready with its share of the output
+    /// and whether this poll completed the call.
     pub(crate) fn poll(
         self: &Arc<Self>,
         slot: usize,
         cx: &mut Context<'_>,
     ) -> Poll<(Result<T, BoxError>, bool)> {
-        let mut fut = {
+        let (mut fut, alone) = {
             let mut state = self.lock();
             match &mut state.call {
-                Call::Done(_) => return Poll::Ready((self.take(state), false)),
-                Call::Cancelled => return Poll::Ready((Err(CoalescedError::cancelled()), false)),
-                Call::Running(fut) => match fut.take() {
-                    Some(fut) => {
-                        // Registered before polling, so a wake during the poll reaches us.
-                        state.register(slot, cx.waker());
-                        fut
-                    }
-                    None => {
+                Call::Done(_) => return Poll::Ready((state.take(), false)),
+                Call::Gone => return Poll::Ready((Err(CoalescedError::cancelled()), false)),
+                Call::Running(fut) => {
+                    let fut = fut.take();
+                    // Registered before polling, so a wake during the poll reaches us.
+                    state.register(slot, cx.waker());
+                    match fut {
+                        Some(fut) => (fut, state.waiters == 1),
                         // Another waiter is polling it now; it, or the call's wake, will
                         // wake us.
-                        state.register(slot, cx.waker());
-                        return Poll::Pending;
+                        None => return Poll::Pending,
                     }
-                },
+                }
             }
         };
 
         // Poll unlocked: the call may wake its waker (and so lock the state) from inside.
-        let waker = Waker::from(Arc::clone(self));
+        // Alone, our own waker will do; otherwise the flight's, which wakes everyone.
+        let shared;
+        let waker = if alone {
+            cx.waker()
+        } else {
+            shared = Waker::from(Arc::clone(self));
+            &shared
+        };
         let mut guard = PollGuard {
             flight: self,
             armed: true,
         };
-        let polled = fut.as_mut().poll(&mut Context::from_waker(&waker));
+        let polled = fut.as_mut().poll(&mut Context::from_waker(waker));
         guard.armed = false;
 
         let mut state = self.lock();
@@ -157,66 +227,13 @@ where
             Poll::Ready(out) => {
                 state.call = Call::Done(out.map_err(|e| Arc::new(e.into())));
                 state.wake_all(Some(slot));
+                let mine = state.take();
                 drop(state);
-                // Drop the completed future, and with it every clone of our waker it
-                // handed out, before counting who else holds the flight.
+                // The completed future is dropped outside the lock.
                 drop(fut);
-                drop(waker);
-                Poll::Ready((self.take(self.lock()), true))
+                Poll::Ready((mine, true))
             }
         }
-    }
-
-    /// The output for one waiter: moved out if no other holds the flight, else cloned.
-    fn take(self: &Arc<Self>, mut state: MutexGuard<'_, State<F, T>>) -> Result<T, BoxError> {
-        let Call::Done(out) = &state.call else {
-            return Err(CoalescedError::cancelled());
-        };
-        // Only waiters hold the flight now (the registry keeps a `Weak`, and the future
-        // with its wakers is gone): alone, we may move the value out.
-        let last = Arc::strong_count(self) == 1;
-        match out {
-            Ok(v) if !last => Ok(v.clone()),
-            Err(e) => Err(CoalescedError::shared(Arc::clone(e))),
-            Ok(_) => match std::mem::replace(&mut state.call, Call::Cancelled) {
-                Call::Done(Ok(v)) => Ok(v),
-                _ => Err(CoalescedError::cancelled()),
-            },
-        }
-    }
-}
-
-impl<F, T> Flight<F, T> {
-    /// A slot for one more waiter.
-    pub(crate) fn join(&self) -> usize {
-        self.next_slot.fetch_add(1, Relaxed)
-    }
-
-    fn lock(&self) -> MutexGuard<'_, State<F, T>> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The waiter in `slot` leaves before completion; `last` when no waiter remains, and
-    /// then the call is dropped (outside the lock).
-    pub(crate) fn leave(&self, slot: usize, last: bool) {
-        let dropped = {
-            let mut state = self.lock();
-            state.forget(slot);
-            if last {
-                match std::mem::replace(&mut state.call, Call::Cancelled) {
-                    Call::Running(fut) => fut,
-                    other => {
-                        state.call = other;
-                        None
-                    }
-                }
-            } else {
-                // The wake we may have consumed was meant to drive the call: pass it on.
-                state.wake_all(None);
-                None
-            }
-        };
-        drop(dropped);
     }
 }
 
@@ -230,14 +247,11 @@ where
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .wake_all(None);
+        self.lock().wake_all(None);
     }
 }
 
-/// Marks the call failed if polling it panics, so the other waiters are not left waiting
+/// Marks the call gone if polling it panics, so the other waiters are not left waiting
 /// for a future that no longer exists.
 struct PollGuard<'a, F, T> {
     flight: &'a Flight<F, T>,
@@ -247,12 +261,8 @@ struct PollGuard<'a, F, T> {
 impl<F, T> Drop for PollGuard<'_, F, T> {
     fn drop(&mut self) {
         if self.armed {
-            let mut state = self
-                .flight
-                .state
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            state.call = Call::Cancelled;
+            let mut state = self.flight.lock();
+            state.call = Call::Gone;
             state.wake_all(None);
         }
     }

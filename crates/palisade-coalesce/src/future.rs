@@ -21,8 +21,6 @@ struct Waiter<F, T, K: Hash + Eq> {
     slot: usize,
     key: K,
     registry: Arc<Registry<K>>,
-    /// Whether the flight is in the registry (else it has only this waiter).
-    registered: bool,
     done: bool,
 }
 
@@ -31,12 +29,8 @@ impl<F, T, K: Hash + Eq> Drop for Waiter<F, T, K> {
         if self.done {
             return;
         }
-        let last = if self.registered {
-            self.registry.leave(&self.key, Arc::as_ptr(&self.flight))
-        } else {
-            true
-        };
-        self.flight.leave(self.slot, last);
+        self.registry.leave(&self.key, Arc::as_ptr(&self.flight));
+        self.flight.leave(self.slot);
     }
 }
 
@@ -100,7 +94,6 @@ impl<F, T, K: Hash + Eq> ResponseFuture<F, T, K> {
         slot: usize,
         key: K,
         registry: Arc<Registry<K>>,
-        registered: bool,
         deadline: Option<Deadline>,
     ) -> Self {
         let timer = match deadline {
@@ -116,12 +109,22 @@ impl<F, T, K: Hash + Eq> ResponseFuture<F, T, K> {
                     slot,
                     key,
                     registry,
-                    registered,
                     done: false,
                 },
                 timer,
             },
         }
+    }
+}
+
+impl<F, T, K: Hash + Eq> ResponseFuture<F, T, K> {
+    /// Starts the call this future leads. The waiter exists first, so if making the
+    /// call panicked its entry would be released by the waiter's drop.
+    pub(crate) fn start(self, fut: F) -> Self {
+        if let State::Waiting { waiter, .. } = &self.state {
+            waiter.flight.start(fut);
+        }
+        self
     }
 }
 
@@ -141,7 +144,7 @@ where
             StateProj::Waiting { waiter, timer } => {
                 if let Poll::Ready((out, completed_here)) = waiter.flight.poll(waiter.slot, cx) {
                     waiter.done = true;
-                    if completed_here && waiter.registered {
+                    if completed_here {
                         // We drove it to the end: the next request for the key starts anew.
                         waiter
                             .registry

@@ -25,8 +25,8 @@ struct Entry {
 pub(crate) enum Lookup<F, T> {
     /// Join the call in flight.
     Join(Arc<Flight<F, T>>, usize),
-    /// No call in flight for the key: lead one.
-    Lead,
+    /// No call in flight for the key: lead this new one.
+    Lead(Arc<Flight<F, T>>),
     /// Over the key bound (or the key's call is of another type): call uncoalesced.
     Bypass,
 }
@@ -83,43 +83,60 @@ impl<K: Hash + Eq> Registry<K> {
         self.map.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Joins `key`'s call if one is in flight.
-    pub(crate) fn lookup<F, T>(&self, key: &K) -> Lookup<F, T>
+    /// Joins `key`'s call if one is in flight, else registers a new (not yet started)
+    /// one for the caller to lead; one lock, one hash.
+    pub(crate) fn join_or_lead<F, T>(&self, key: &K) -> Lookup<F, T>
     where
+        K: Clone,
         F: Send + 'static,
         T: Send + 'static,
     {
         let mut map = self.lock();
-        let Some(entry) = map.get_mut(key) else {
-            return if map.len() >= self.max_keys {
-                drop(map);
-                self.bypass();
-                Lookup::Bypass
-            } else {
-                Lookup::Lead
+        if let Some(entry) = map.get_mut(key) {
+            // Entries are removed before their last waiter lets go, so the upgrade
+            // succeeds; the downcast fails only for two service types sharing one layer
+            // and one key.
+            let joined = entry
+                .flight
+                .upgrade()
+                .and_then(|any| any.downcast::<Flight<F, T>>().ok())
+                .map(|flight| {
+                    entry.waiters += 1;
+                    let slot = flight.join();
+                    (flight, slot)
+                });
+            drop(map);
+            return match joined {
+                Some((flight, slot)) => {
+                    self.joined.fetch_add(1, Relaxed);
+                    self.joined_counter.increment(1);
+                    Lookup::Join(flight, slot)
+                }
+                None => {
+                    self.bypass();
+                    Lookup::Bypass
+                }
             };
-        };
-        // Entries are removed before their last waiter lets go, so the upgrade succeeds;
-        // the downcast fails only for two service types sharing one layer and one key.
-        match entry
-            .flight
-            .upgrade()
-            .and_then(|any| any.downcast::<Flight<F, T>>().ok())
-        {
-            Some(flight) => {
-                entry.waiters += 1;
-                drop(map);
-                self.joined.fetch_add(1, Relaxed);
-                self.joined_counter.increment(1);
-                let slot = flight.join();
-                Lookup::Join(flight, slot)
-            }
-            None => {
-                drop(map);
-                self.bypass();
-                Lookup::Bypass
-            }
         }
+        if map.len() >= self.max_keys {
+            drop(map);
+            self.bypass();
+            return Lookup::Bypass;
+        }
+        let flight = Flight::<F, T>::pending();
+        let weak: Weak<dyn Any + Send + Sync> = Arc::downgrade(&flight) as _;
+        map.insert(
+            key.clone(),
+            Entry {
+                flight: weak,
+                waiters: 1,
+            },
+        );
+        self.keys_gauge.set(map.len() as f64);
+        drop(map);
+        self.led.fetch_add(1, Relaxed);
+        self.led_counter.increment(1);
+        Lookup::Lead(flight)
     }
 
     fn bypass(&self) {
@@ -127,46 +144,17 @@ impl<K: Hash + Eq> Registry<K> {
         self.bypassed_counter.increment(1);
     }
 
-    /// Registers a new call for `key`; false if the bound was reached or another call for
-    /// the key was registered since [`lookup`](Self::lookup) (then this one runs alone).
-    pub(crate) fn register<F, T>(&self, key: K, flight: &Arc<Flight<F, T>>) -> bool
-    where
-        F: Send + 'static,
-        T: Send + 'static,
-    {
-        let mut map = self.lock();
-        let registered = if map.len() >= self.max_keys || map.contains_key(&key) {
-            false
-        } else {
-            let weak: Weak<dyn Any + Send + Sync> = Arc::downgrade(flight) as _;
-            map.insert(
-                key,
-                Entry {
-                    flight: weak,
-                    waiters: 1,
-                },
-            );
-            self.keys_gauge.set(map.len() as f64);
-            true
-        };
-        drop(map);
-        if registered {
-            self.led.fetch_add(1, Relaxed);
-            self.led_counter.increment(1);
-        } else {
-            self.bypass();
-        }
-        registered
-    }
-
     /// The call for `key` completed: forget it, so the next request starts a new one.
     pub(crate) fn finish<U: ?Sized>(&self, key: &K, flight: *const U) {
         let mut map = self.lock();
-        if map.get(key).is_some_and(|e| same(&e.flight, flight)) {
-            if let Some(entry) = map.remove(key) {
+        // One hash: remove, and put back in the rare case it is another call's entry.
+        if let Some((k, entry)) = map.remove_entry(key) {
+            if same(&entry.flight, flight) {
                 self.keys_gauge.set(map.len() as f64);
                 drop(map);
                 self.waiters_histogram.record(entry.waiters as f64);
+            } else {
+                map.insert(k, entry);
             }
         }
     }

@@ -5,7 +5,6 @@ use std::task::{Context, Poll};
 use palisade_core::{BoxError, HasDeadline};
 use tower_service::Service;
 
-use crate::flight::Flight;
 use crate::future::ResponseFuture;
 use crate::macros::inner_accessors;
 use crate::registry::{Lookup, Registry};
@@ -74,32 +73,18 @@ where
             return ResponseFuture::bypass(self.inner.call(req));
         };
         let deadline = req.deadline();
-        match self.registry.lookup::<S::Future, S::Response>(&key) {
+        match self.registry.join_or_lead::<S::Future, S::Response>(&key) {
             Lookup::Join(flight, slot) => {
                 // The request itself is dropped: the leader's request speaks for it.
-                ResponseFuture::waiter(
-                    flight,
-                    slot,
-                    key,
-                    Arc::clone(&self.registry),
-                    true,
-                    deadline,
-                )
+                ResponseFuture::waiter(flight, slot, key, Arc::clone(&self.registry), deadline)
             }
             Lookup::Bypass => ResponseFuture::bypass(self.inner.call(req)),
-            Lookup::Lead => {
-                // The inner call is made outside the map lock (it is user code); another
-                // request may register the key meanwhile, and then this call runs alone.
-                let flight = Flight::new(self.inner.call(req));
-                let registered = self.registry.register(key.clone(), &flight);
-                ResponseFuture::waiter(
-                    flight,
-                    0,
-                    key,
-                    Arc::clone(&self.registry),
-                    registered,
-                    deadline,
-                )
+            Lookup::Lead(flight) => {
+                // The inner call is made outside the map lock (it is user code); joiners
+                // meanwhile wait for it to start.
+                let waiter =
+                    ResponseFuture::waiter(flight, 0, key, Arc::clone(&self.registry), deadline);
+                waiter.start(self.inner.call(req))
             }
         }
     }

@@ -14,7 +14,9 @@
 //!   read as `Code::Unavailable`;
 //! - [`abort`](FaultBuilder::abort): the inner service answers, and the response body fails
 //!   with [`Aborted`] on its first frame. On a server, hyper then closes the connection
-//!   mid-response; on a client, reading the body fails;
+//!   without a complete response (HTTP/1 writes the head with the first frame, so the
+//!   client usually sees the connection close before any byte); on a client, reading the
+//!   body fails;
 //! - [`stall`](FaultBuilder::stall) and [`latency`](FaultBuilder::latency), as on the
 //!   generic layer.
 //!

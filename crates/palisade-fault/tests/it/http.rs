@@ -149,3 +149,38 @@ fn the_layers_refuse_each_others_faults() {
         InvalidFault::Unsupported(FaultKind::Unavailable)
     );
 }
+
+/// A real axum server on loopback: an aborted response closes the connection without a
+/// complete response. Real time; only the outcome is asserted.
+#[tokio::test(flavor = "current_thread")]
+async fn abort_on_a_real_server_closes_the_connection_mid_response() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let layer = FaultLayer::builder().abort(1.0).build_http().unwrap();
+    let app = Router::new()
+        .route("/", get(|| async { "a complete body" }))
+        .layer(layer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    // Ends only because the server closes the connection (keep-alive otherwise).
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut got))
+        .await
+        .expect("the server closed the connection")
+        .ok();
+    // hyper writes the head with the first body frame, so the client gets nothing at all
+    // (or, for a body failing later, a cut-off message): never a complete response.
+    let text = String::from_utf8_lossy(&got);
+    assert!(!text.contains("a complete body"), "{text}");
+    assert!(
+        !text.ends_with("0\r\n\r\n"),
+        "the chunked body never ends: {text}"
+    );
+    server.abort();
+}

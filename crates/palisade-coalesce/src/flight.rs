@@ -132,12 +132,17 @@ impl<F, T> Flight<F, T> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Attaches one more waiter; returns its slot.
-    pub(crate) fn join(&self) -> usize {
+    /// Attaches one more waiter and returns its slot, or `None` if the call already
+    /// completed (its entry is about to go; the caller starts a new call instead of
+    /// getting an answer that may already have been moved out).
+    pub(crate) fn join(&self) -> Option<usize> {
         let mut state = self.lock();
+        if !matches!(state.call, Call::Running(_)) {
+            return None;
+        }
         state.waiters += 1;
         state.next_slot += 1;
-        state.next_slot - 1
+        Some(state.next_slot - 1)
     }
 
     /// Starts the call with the inner service's future.
@@ -177,7 +182,8 @@ where
     E: Into<BoxError>,
 {
     /// Polls the shared call for the waiter in `slot`: ready with its share of the output
-    /// and whether this poll completed the call.
+    /// and whether the caller must retire the call's entry (this poll completed it, or it
+    /// is gone after a panic).
     pub(crate) fn poll(
         self: &Arc<Self>,
         slot: usize,
@@ -187,7 +193,7 @@ where
             let mut state = self.lock();
             match &mut state.call {
                 Call::Done(_) => return Poll::Ready((state.take(), false)),
-                Call::Gone => return Poll::Ready((Err(CoalescedError::cancelled()), false)),
+                Call::Gone => return Poll::Ready((Err(CoalescedError::cancelled()), true)),
                 Call::Running(fut) => {
                     let fut = fut.take();
                     // Registered before polling, so a wake during the poll reaches us.

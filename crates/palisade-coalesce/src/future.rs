@@ -142,10 +142,11 @@ where
         match this.state.as_mut().project() {
             StateProj::Bypass { fut } => fut.poll(cx).map_err(Into::into),
             StateProj::Waiting { waiter, timer } => {
-                if let Poll::Ready((out, completed_here)) = waiter.flight.poll(waiter.slot, cx) {
+                if let Poll::Ready((out, retire)) = waiter.flight.poll(waiter.slot, cx) {
                     waiter.done = true;
-                    if completed_here {
-                        // We drove it to the end: the next request for the key starts anew.
+                    if retire {
+                        // We drove it to the end (or found it gone): the next request for
+                        // the key starts anew.
                         waiter
                             .registry
                             .finish(&waiter.key, Arc::as_ptr(&waiter.flight));

@@ -93,30 +93,32 @@ impl<K: Hash + Eq> Registry<K> {
     {
         let mut map = self.lock();
         if let Some(entry) = map.get_mut(key) {
-            // Entries are removed before their last waiter lets go, so the upgrade
-            // succeeds; the downcast fails only for two service types sharing one layer
-            // and one key.
-            let joined = entry
+            match entry
                 .flight
                 .upgrade()
-                .and_then(|any| any.downcast::<Flight<F, T>>().ok())
-                .map(|flight| {
-                    entry.waiters += 1;
-                    let slot = flight.join();
-                    (flight, slot)
-                });
-            drop(map);
-            return match joined {
-                Some((flight, slot)) => {
-                    self.joined.fetch_add(1, Relaxed);
-                    self.joined_counter.increment(1);
-                    Lookup::Join(flight, slot)
+                .map(|any| any.downcast::<Flight<F, T>>())
+            {
+                Some(Ok(flight)) => {
+                    if let Some(slot) = flight.join() {
+                        entry.waiters += 1;
+                        drop(map);
+                        self.joined.fetch_add(1, Relaxed);
+                        self.joined_counter.increment(1);
+                        return Lookup::Join(flight, slot);
+                    }
+                    // Completed a moment ago, its entry not yet retired: replace it below
+                    // (its completer then finds another call's entry and leaves it).
                 }
-                None => {
+                // Another service type under the same layer and key.
+                Some(Err(_)) => {
+                    drop(map);
                     self.bypass();
-                    Lookup::Bypass
+                    return Lookup::Bypass;
                 }
-            };
+                // Every waiter gone: entries are removed before that, but be safe.
+                None => {}
+            }
+            map.remove(key);
         }
         if map.len() >= self.max_keys {
             drop(map);

@@ -232,3 +232,30 @@ fn zero_keys_is_a_typed_error() {
         .unwrap_err();
     assert_eq!(err, InvalidCoalesce::ZeroKeys);
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_call_that_panics_fails_every_waiter_and_leaves_no_entry() {
+    let layer = CoalesceLayer::builder(|k: &u64| Some(*k)).build().unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(tower::service_fn(|_: u64| async {
+        tokio::task::yield_now().await;
+        if true {
+            panic!("inner call panicked");
+        }
+        Ok::<u64, BoxError>(0)
+    }));
+    let mut a = start(&mut svc, 1u64);
+    let mut b = start(&mut svc, 1u64);
+    assert!(a.poll().is_pending());
+    // The second poll of the call panics, in whichever waiter makes it: here `a`.
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| a.poll()));
+    assert!(panicked.is_err());
+    drop(a);
+    let err = ready(&mut b).unwrap_err();
+    assert!(err
+        .downcast_ref::<CoalescedError>()
+        .unwrap()
+        .inner()
+        .is_none());
+    assert_eq!(handle.keys_in_flight(), 0);
+}

@@ -1,23 +1,26 @@
 //! Request coalescing: the uncontended path (a keyed request with no duplicate in flight,
-//! so it leads its own call and removes its entry) against the bare service, and an
-//! unkeyed request (passes straight through).
+//! so it leads its own call and removes its entry) against the bare service, an unkeyed
+//! request (passes straight through), and tower-resilience's coalescing on the same path.
+//! The inner error is `Infallible` because tower-resilience needs a `Clone` error.
 
+use std::convert::Infallible;
 use std::future::{ready, Ready};
 use std::hint::black_box;
 
 use criterion::Criterion;
 use palisade_benches::{contender, Report};
 use palisade_coalesce::CoalesceLayer;
-use palisade_core::BoxError;
 use tower::{service_fn, Layer};
 use tower_service::Service;
 
 const GROUP: &str = "coalesce";
 
 fn bare(
-) -> impl Service<u64, Response = u64, Error = BoxError, Future = Ready<Result<u64, BoxError>>> + Clone
-{
-    service_fn(|r: u64| ready(Ok::<_, BoxError>(r)))
+) -> impl Service<u64, Response = u64, Error = Infallible, Future = Ready<Result<u64, Infallible>>>
+       + Clone
+       + Send
+       + 'static {
+    service_fn(|r: u64| ready(Ok::<_, Infallible>(r)))
 }
 
 pub(crate) fn benches(c: &mut Criterion, report: &mut Report) {
@@ -44,6 +47,15 @@ pub(crate) fn benches(c: &mut Criterion, report: &mut Report) {
         "palisade-unkeyed",
         false,
         unkeyed.layer(bare()),
+        || black_box(7u64),
+    );
+    contender(
+        c,
+        report,
+        GROUP,
+        "tower-resilience-uncontended",
+        false,
+        tower_resilience::coalesce::CoalesceLayer::new(|k: &u64| *k).layer(bare()),
         || black_box(7u64),
     );
 }

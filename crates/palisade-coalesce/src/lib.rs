@@ -65,7 +65,8 @@
 //!
 //! `palisade_decisions_total{policy="coalesce", decision="led"|"joined"|"bypassed"}`,
 //! `palisade_in_flight{policy="coalesce"}` (keys in flight) and the histogram
-//! `palisade_coalesce_waiters` (waiters per call, recorded when it completes).
+//! `palisade_coalesce_waiters` (waiters per call, recorded when it completes). Tracing
+//! events go to target `palisade::coalesce` (`trace` on joins, `debug` on bypasses).
 
 mod error;
 mod flight;

@@ -104,6 +104,7 @@ impl<K: Hash + Eq> Registry<K> {
                         drop(map);
                         self.joined.fetch_add(1, Relaxed);
                         self.joined_counter.increment(1);
+                        tracing::trace!(target: "palisade::coalesce", name = %self.name, slot, "joined a call in flight");
                         return Lookup::Join(flight, slot);
                     }
                     // Completed a moment ago, its entry not yet retired: replace it below
@@ -144,6 +145,7 @@ impl<K: Hash + Eq> Registry<K> {
     fn bypass(&self) {
         self.bypassed.fetch_add(1, Relaxed);
         self.bypassed_counter.increment(1);
+        tracing::debug!(target: "palisade::coalesce", name = %self.name, "calling uncoalesced (key bound reached, or another service type under this key)");
     }
 
     /// The call for `key` completed: forget it, so the next request starts a new one.

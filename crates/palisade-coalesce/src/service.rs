@@ -64,7 +64,9 @@ where
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         // Readied even for a request that will join another's call: which it will be is
-        // known only from the request. A ready service left uncalled holds nothing.
+        // known only from the request. A joiner leaves the readiness (and any reservation
+        // the inner service made for it) unused, for this service's next call, as tower's
+        // contract allows; a dropped clone releases it.
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 

@@ -19,6 +19,9 @@
 //! switches the faults on and off at run time, schedules an outage window on
 //! `tokio::time` (from t1 to t2), changes rates and reads the counts.
 //!
+//! Delays and outage windows run on `tokio::time` (paused time in tests), so a layer that
+//! injects latency needs a tokio runtime with the time driver enabled.
+//!
 //! Put it below the policies under test on a client (faults happen before the call
 //! leaves), around an axum `Router` on a server ([`HttpFaultLayer`], feature `http`), or
 //! over an [`Upstream`] as a standalone misbehaving upstream ([`FaultService`]).

@@ -29,7 +29,8 @@ use crate::error::CoalescedError;
 
 /// Where the shared call is.
 enum Call<F, T> {
-    /// Running; `None` while a waiter has it out to poll (or before it is started).
+    /// Running; `None` while a waiter has it out to poll (the leader, from the call until
+    /// its first poll).
     Running(Option<Pin<Box<F>>>),
     /// Completed: each waiter gets a clone of the value or the shared error.
     Done(Result<T, Arc<BoxError>>),
@@ -145,13 +146,16 @@ impl<F, T> Flight<F, T> {
         Some(state.next_slot - 1)
     }
 
-    /// Starts the call with the inner service's future.
-    pub(crate) fn start(&self, fut: F) {
-        let fut = Box::pin(fut);
+    /// Gives back a call its leader checked out but will not poll (it is being dropped),
+    /// so the other waiters can drive it; `None` if the leader never made the call, which
+    /// then fails them.
+    pub(crate) fn hand_back(&self, fut: Option<Pin<Box<F>>>) {
         let mut state = self.lock();
         if let Call::Running(slot @ None) = &mut state.call {
-            *slot = Some(fut);
-            // Waiters that joined meanwhile (another thread) may be parked on it.
+            match fut {
+                Some(fut) => *slot = Some(fut),
+                None => state.call = Call::Gone,
+            }
             state.wake_all(Some(0));
         }
     }
@@ -184,12 +188,19 @@ where
     /// Polls the shared call for the waiter in `slot`: ready with its share of the output
     /// and whether the caller must retire the call's entry (this poll completed it, or it
     /// is gone after a panic).
+    ///
+    /// A leader that still holds its call checked out (`checked_out`: it has not polled
+    /// it yet) polls it without taking the lock, with its own waker.
     pub(crate) fn poll(
         self: &Arc<Self>,
         slot: usize,
+        checked_out: &mut Option<Pin<Box<F>>>,
         cx: &mut Context<'_>,
     ) -> Poll<(Result<T, BoxError>, bool)> {
-        let (mut fut, alone) = {
+        let (mut fut, alone) = if let Some(fut) = checked_out.take() {
+            // Nobody else can poll it: it is ours until we put it back below.
+            (fut, true)
+        } else {
             let mut state = self.lock();
             match &mut state.call {
                 Call::Done(_) => return Poll::Ready((state.take(), false)),
@@ -227,6 +238,8 @@ where
         let mut state = self.lock();
         match polled {
             Poll::Pending => {
+                // Registered now (if not before), so whoever polls it next can wake us.
+                state.register(slot, cx.waker());
                 state.call = Call::Running(Some(fut));
                 Poll::Pending
             }

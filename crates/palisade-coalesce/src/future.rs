@@ -18,6 +18,10 @@ use crate::registry::Registry;
 /// and the last to leave drops the call.
 struct Waiter<F, T, K: Hash + Eq> {
     flight: Arc<Flight<F, T>>,
+    /// The leader's call until its first poll: polled then without the flight's lock.
+    checked_out: Option<Pin<Box<F>>>,
+    /// Whether this is a leader that has not polled its call yet.
+    unpolled_leader: bool,
     slot: usize,
     key: K,
     registry: Arc<Registry<K>>,
@@ -28,6 +32,11 @@ impl<F, T, K: Hash + Eq> Drop for Waiter<F, T, K> {
     fn drop(&mut self) {
         if self.done {
             return;
+        }
+        if self.unpolled_leader {
+            // Dropped before polling its call (or making it, if that panicked): give it
+            // to the other waiters, if any, before leaving.
+            self.flight.hand_back(self.checked_out.take());
         }
         self.registry.leave(&self.key, Arc::as_ptr(&self.flight));
         self.flight.leave(self.slot);
@@ -106,6 +115,8 @@ impl<F, T, K: Hash + Eq> ResponseFuture<F, T, K> {
             state: State::Waiting {
                 waiter: Waiter {
                     flight,
+                    checked_out: None,
+                    unpolled_leader: slot == 0,
                     slot,
                     key,
                     registry,
@@ -118,11 +129,11 @@ impl<F, T, K: Hash + Eq> ResponseFuture<F, T, K> {
 }
 
 impl<F, T, K: Hash + Eq> ResponseFuture<F, T, K> {
-    /// Starts the call this future leads. The waiter exists first, so if making the
-    /// call panicked its entry would be released by the waiter's drop.
-    pub(crate) fn start(self, fut: F) -> Self {
-        if let State::Waiting { waiter, .. } = &self.state {
-            waiter.flight.start(fut);
+    /// Hands this leader its call. The waiter exists first, so if making the call
+    /// panicked, the waiter's drop would release its entry and fail its joiners.
+    pub(crate) fn start(mut self, fut: F) -> Self {
+        if let State::Waiting { waiter, .. } = &mut self.state {
+            waiter.checked_out = Some(Box::pin(fut));
         }
         self
     }
@@ -142,7 +153,10 @@ where
         match this.state.as_mut().project() {
             StateProj::Bypass { fut } => fut.poll(cx).map_err(Into::into),
             StateProj::Waiting { waiter, timer } => {
-                if let Poll::Ready((out, retire)) = waiter.flight.poll(waiter.slot, cx) {
+                waiter.unpolled_leader = false;
+                if let Poll::Ready((out, retire)) =
+                    waiter.flight.poll(waiter.slot, &mut waiter.checked_out, cx)
+                {
                     waiter.done = true;
                     if retire {
                         // We drove it to the end (or found it gone): the next request for

@@ -13,6 +13,7 @@ static GLOBAL: CountingAlloc = CountingAlloc;
 
 mod adaptive;
 mod breaker;
+mod coalesce;
 mod deadline;
 mod fanout;
 mod limit;
@@ -32,6 +33,7 @@ fn main() {
     deadline::benches(&mut c, &mut report);
     retry::benches(&mut c, &mut report);
     fanout::benches(&mut c, &mut report);
+    coalesce::benches(&mut c, &mut report);
 
     c.final_summary();
     report.finish();

@@ -17,6 +17,8 @@
 //! - [`replay`]: the one "may this request be repeated, and how is it copied" policy
 //!   and the carrier of later attempts, shared by retries and hedges (streaming bodies
 //!   with feature `http`).
+//! - [`rand`]: one small seedable, lock-free random source for jitter, sampling and fault
+//!   injection, so runs are reproducible.
 //! - [`time`]: saturating `Instant + Duration` and float-to-duration conversions, so no
 //!   duration a builder accepts can panic on the request path.
 //! - [`observe`]: `tracing` targets and `metrics` handles that cost nothing when unused.
@@ -58,6 +60,7 @@ pub mod error;
 #[cfg(feature = "http")]
 pub mod header;
 pub mod observe;
+pub mod rand;
 pub mod replay;
 #[cfg(feature = "http")]
 pub mod response;

@@ -1,0 +1,93 @@
+use std::hash::Hash;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use palisade_core::{BoxError, HasDeadline};
+use tower_service::Service;
+
+use crate::future::ResponseFuture;
+use crate::macros::inner_accessors;
+use crate::registry::{Lookup, Registry};
+
+/// Joins concurrent requests to `S` with the same key; built by
+/// [`CoalesceLayer`](crate::CoalesceLayer). See the [crate docs](crate).
+pub struct Coalesce<S, K, KF> {
+    inner: S,
+    registry: Arc<Registry<K>>,
+    key: Arc<KF>,
+}
+
+inner_accessors!(Coalesce, K, KF);
+
+impl<S: Clone, K, KF> Clone for Coalesce<S, K, KF> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            registry: Arc::clone(&self.registry),
+            key: Arc::clone(&self.key),
+        }
+    }
+}
+
+impl<S: std::fmt::Debug, K, KF> std::fmt::Debug for Coalesce<S, K, KF> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coalesce")
+            .field("inner", &self.inner)
+            .field("name", &self.registry.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, K, KF> Coalesce<S, K, KF> {
+    pub(crate) fn from_parts(inner: S, registry: Arc<Registry<K>>, key: Arc<KF>) -> Self {
+        Self {
+            inner,
+            registry,
+            key,
+        }
+    }
+}
+
+impl<S, K, KF, Req> Service<Req> for Coalesce<S, K, KF>
+where
+    S: Service<Req>,
+    S::Future: Send + 'static,
+    S::Response: Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    Req: HasDeadline,
+    K: Hash + Eq + Clone,
+    KF: Fn(&Req) -> Option<K>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future, S::Response, K>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Readied even for a request that will join another's call: which it will be is
+        // known only from the request. A joiner leaves the readiness (and any reservation
+        // the inner service made for it) unused, for this service's next call, as tower's
+        // contract allows; a dropped clone releases it.
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let Some(key) = (self.key)(&req) else {
+            return ResponseFuture::bypass(self.inner.call(req));
+        };
+        let deadline = req.deadline();
+        match self.registry.join_or_lead::<S::Future, S::Response>(&key) {
+            Lookup::Join(flight, slot) => {
+                // The request itself is dropped: the leader's request speaks for it.
+                ResponseFuture::waiter(flight, slot, key, Arc::clone(&self.registry), deadline)
+            }
+            Lookup::Bypass => ResponseFuture::bypass(self.inner.call(req)),
+            Lookup::Lead(flight) => {
+                // The inner call is made outside the map lock (it is user code); joiners
+                // meanwhile wait for it to start.
+                let waiter =
+                    ResponseFuture::waiter(flight, 0, key, Arc::clone(&self.registry), deadline);
+                waiter.start(self.inner.call(req))
+            }
+        }
+    }
+}

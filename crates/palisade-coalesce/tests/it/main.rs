@@ -1,0 +1,8 @@
+//! Integration tests of palisade-coalesce.
+
+mod alloc;
+mod coalesce;
+mod fuzz;
+#[cfg(feature = "http")]
+mod http;
+mod support;

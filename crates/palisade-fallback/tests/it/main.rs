@@ -1,0 +1,6 @@
+//! Integration tests of palisade-fallback.
+
+mod breaker;
+mod fallback;
+#[cfg(feature = "http")]
+mod http;

@@ -1,0 +1,5 @@
+//! Integration tests of palisade-fault.
+
+mod fault;
+#[cfg(feature = "http")]
+mod http;

@@ -88,20 +88,7 @@ impl<S, C> CircuitBreaker<S, C> {
         BreakerHandle::new(self.core.clone())
     }
 
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// The inner service, mutably.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// Consumes `self`, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    palisade_core::inner_accessors!(S);
 }
 
 impl<S: Clone, C: Clone> Clone for CircuitBreaker<S, C> {

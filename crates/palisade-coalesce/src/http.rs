@@ -48,8 +48,6 @@ use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::macros::inner_accessors;
-
 /// The key [`key`] makes: method and URI.
 pub type HttpKey = (Method, Uri);
 
@@ -95,7 +93,9 @@ pub struct BufferBody<S> {
     cap: usize,
 }
 
-inner_accessors!(BufferBody);
+impl<S> BufferBody<S> {
+    palisade_core::inner_accessors!(S);
+}
 
 impl<S, ReqBody, B> Service<Request<ReqBody>> for BufferBody<S>
 where

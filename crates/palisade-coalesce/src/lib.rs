@@ -78,7 +78,6 @@ pub mod future;
 #[cfg(feature = "http")]
 pub mod http;
 mod layer;
-mod macros;
 mod registry;
 mod service;
 

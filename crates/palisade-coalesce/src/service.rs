@@ -6,7 +6,6 @@ use palisade_core::{BoxError, HasDeadline};
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
-use crate::macros::inner_accessors;
 use crate::registry::{Lookup, Registry};
 
 /// Joins concurrent requests to `S` with the same key; built by
@@ -17,7 +16,9 @@ pub struct Coalesce<S, K, KF> {
     key: Arc<KF>,
 }
 
-inner_accessors!(Coalesce, K, KF);
+impl<S, K, KF> Coalesce<S, K, KF> {
+    palisade_core::inner_accessors!(S);
+}
 
 impl<S: Clone, K, KF> Clone for Coalesce<S, K, KF> {
     fn clone(&self) -> Self {

@@ -303,20 +303,7 @@ impl<S> RejectionResponse<S> {
 }
 
 impl<S, M> RejectionResponse<S, M> {
-    /// A reference to the inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// A mutable reference to the inner service.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    crate::inner_accessors!(S);
 }
 
 impl<S, M, ReqBody, ResBody> Service<Request<ReqBody>> for RejectionResponse<S, M>

@@ -75,7 +75,9 @@ pub struct ApplyDeadline<S> {
     timeout: Duration,
 }
 
-crate::macros::inner_accessors!(ApplyDeadline);
+impl<S> ApplyDeadline<S> {
+    palisade_core::inner_accessors!(S);
+}
 
 impl<S, Req> Service<Req> for ApplyDeadline<S>
 where

@@ -38,7 +38,6 @@
 //! # Ok(()) }
 //! ```
 
-mod macros;
 mod timer;
 
 pub mod deadline;

@@ -114,7 +114,9 @@ pub struct PropagateDeadline<S> {
     config: PropagateDeadlineLayer,
 }
 
-crate::macros::inner_accessors!(PropagateDeadline);
+impl<S> PropagateDeadline<S> {
+    palisade_core::inner_accessors!(S);
+}
 
 impl<S, B> Service<Request<B>> for PropagateDeadline<S>
 where

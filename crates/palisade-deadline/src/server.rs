@@ -163,7 +163,9 @@ pub struct ServerDeadline<S> {
     config: ServerDeadlineLayer,
 }
 
-crate::macros::inner_accessors!(ServerDeadline);
+impl<S> ServerDeadline<S> {
+    palisade_core::inner_accessors!(S);
+}
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for ServerDeadline<S>
 where

@@ -80,7 +80,9 @@ pub struct Timeout<S> {
     timeout: Duration,
 }
 
-crate::macros::inner_accessors!(Timeout);
+impl<S> Timeout<S> {
+    palisade_core::inner_accessors!(S);
+}
 
 impl<S, Req> Service<Req> for Timeout<S>
 where

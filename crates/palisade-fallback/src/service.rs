@@ -20,20 +20,7 @@ impl<S, Fb, C> FallbackService<S, Fb, C> {
         Self { inner, shared }
     }
 
-    /// A reference to the inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// A mutable reference to the inner service.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    palisade_core::inner_accessors!(S);
 }
 
 impl<S: Clone, Fb, C> Clone for FallbackService<S, Fb, C> {

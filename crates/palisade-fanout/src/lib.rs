@@ -15,7 +15,6 @@
 
 pub mod fanout;
 pub mod hedge;
-mod macros;
 
 pub use fanout::{Branch, Completion, FanOut, FanOutLayer, Gathered, Mode};
 pub use hedge::{Hedge, HedgeDelay, HedgeLayer};

@@ -66,7 +66,6 @@ use tower_service::Service;
 
 use crate::future::Delay;
 use crate::layer::FaultBuilder;
-use crate::macros::inner_accessors;
 use crate::plan::{FaultHandle, FaultKind, InvalidFault, Shared};
 use crate::Aborted;
 
@@ -215,7 +214,9 @@ pub struct HttpFault<S> {
     layer: HttpFaultLayer,
 }
 
-inner_accessors!(HttpFault);
+impl<S> HttpFault<S> {
+    palisade_core::inner_accessors!(S);
+}
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for HttpFault<S>
 where

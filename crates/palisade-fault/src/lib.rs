@@ -70,7 +70,6 @@ pub mod future;
 #[cfg(feature = "http")]
 pub mod http;
 mod layer;
-mod macros;
 mod plan;
 mod service;
 

@@ -5,7 +5,6 @@ use tower_service::Service;
 
 use crate::future::{Delay, Kind, ResponseFuture};
 use crate::layer::FaultLayer;
-use crate::macros::inner_accessors;
 use crate::plan::FaultKind;
 use crate::InjectedError;
 
@@ -16,7 +15,9 @@ pub struct Fault<S> {
     layer: FaultLayer,
 }
 
-inner_accessors!(Fault);
+impl<S> Fault<S> {
+    palisade_core::inner_accessors!(S);
+}
 
 impl<S> Fault<S> {
     pub(crate) fn from_parts(inner: S, layer: FaultLayer) -> Self {

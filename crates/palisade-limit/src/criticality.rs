@@ -294,20 +294,7 @@ impl<S: fmt::Debug, F> fmt::Debug for CriticalityLimit<S, F> {
 }
 
 impl<S, F> CriticalityLimit<S, F> {
-    /// A reference to the inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// A mutable reference to the inner service.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    palisade_core::inner_accessors!(S);
 }
 
 impl<S, F, Req> Service<Req> for CriticalityLimit<S, F>

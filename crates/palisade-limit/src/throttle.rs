@@ -289,20 +289,7 @@ impl<S: fmt::Debug, C> fmt::Debug for Throttle<S, C> {
 }
 
 impl<S, C> Throttle<S, C> {
-    /// A reference to the inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// A mutable reference to the inner service.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    palisade_core::inner_accessors!(S);
 }
 
 impl<S, C, Req> Service<Req> for Throttle<S, C>

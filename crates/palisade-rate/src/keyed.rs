@@ -389,7 +389,7 @@ pub struct KeyedRateLimit<S, K, F, C = UnitCost> {
 // === impl KeyedRateLimit ===
 
 impl<S, K, F, C> KeyedRateLimit<S, K, F, C> {
-    crate::accessors!();
+    palisade_core::inner_accessors!(S);
 
     /// The shared keyed limiter.
     #[must_use]

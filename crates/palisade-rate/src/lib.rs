@@ -28,27 +28,6 @@
 //! `retry_after()` set to the exact wait (absent only when the request costs more than the
 //! burst and can never pass).
 
-/// `get_ref`, `get_mut` and `into_inner` for a service with an `inner` field.
-macro_rules! accessors {
-    () => {
-        /// The inner service.
-        pub fn get_ref(&self) -> &S {
-            &self.inner
-        }
-
-        /// The inner service, mutably.
-        pub fn get_mut(&mut self) -> &mut S {
-            &mut self.inner
-        }
-
-        /// Consumes `self`, returning the inner service.
-        pub fn into_inner(self) -> S {
-            self.inner
-        }
-    };
-}
-pub(crate) use accessors;
-
 mod clock;
 mod cost;
 mod gcra;

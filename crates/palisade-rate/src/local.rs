@@ -139,7 +139,7 @@ pub struct RateLimit<S, C = UnitCost> {
 // === impl RateLimit ===
 
 impl<S, C> RateLimit<S, C> {
-    crate::accessors!();
+    palisade_core::inner_accessors!(S);
 
     /// The shared limiter.
     #[must_use]

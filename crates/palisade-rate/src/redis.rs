@@ -359,7 +359,7 @@ pub struct RedisRateLimit<S, F, C = UnitCost> {
 // === impl RedisRateLimit ===
 
 impl<S, F, C> RedisRateLimit<S, F, C> {
-    crate::accessors!();
+    palisade_core::inner_accessors!(S);
 }
 
 impl<S, F, C, K, Request> Service<Request> for RedisRateLimit<S, F, C>

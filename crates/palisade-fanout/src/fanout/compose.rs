@@ -31,7 +31,9 @@ impl<S, F> Reduce<S, F> {
     }
 }
 
-crate::macros::define_inner_service_accessors!(Reduce<S, F>);
+impl<S, F> Reduce<S, F> {
+    palisade_core::inner_accessors!(S);
+}
 
 impl<S: fmt::Debug, F> fmt::Debug for Reduce<S, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

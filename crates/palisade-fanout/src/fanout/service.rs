@@ -95,9 +95,20 @@ impl<T, C> FanOut<T, C> {
         Then::new(self, next)
     }
 
-    /// The scatter.
-    pub fn get_ref(&self) -> &T {
+    /// The scatter (the branches' services, or the split service). Not named `get_ref`:
+    /// a fan-out has no single inner service.
+    pub fn scatter(&self) -> &T {
         &self.scatter
+    }
+
+    /// The scatter, mutably.
+    pub fn scatter_mut(&mut self) -> &mut T {
+        &mut self.scatter
+    }
+
+    /// Consumes `self`, returning the scatter.
+    pub fn into_scatter(self) -> T {
+        self.scatter
     }
 
     /// The scatter, mutably.

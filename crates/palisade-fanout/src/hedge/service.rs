@@ -32,7 +32,9 @@ impl<S, P, C> Hedge<S, P, C> {
     }
 }
 
-crate::macros::define_inner_service_accessors!(Hedge<S, P, C>);
+impl<S, P, C> Hedge<S, P, C> {
+    palisade_core::inner_accessors!(S);
+}
 
 impl<S: Clone, P: Clone, C: Clone> Clone for Hedge<S, P, C> {
     fn clone(&self) -> Self {

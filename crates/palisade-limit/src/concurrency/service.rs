@@ -38,20 +38,7 @@ impl<S> ConcurrencyLimit<S> {
         }
     }
 
-    /// A reference to the inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// A mutable reference to the inner service.
-    pub fn get_mut(&mut self) -> &mut S {
-        &mut self.inner
-    }
-
-    /// The inner service (any permit this service reserved is released).
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
+    palisade_core::inner_accessors!(S);
 
     /// Backpressure: a permit now, or a place in line and `Pending`.
     fn poll_permit(&mut self, cx: &mut Context<'_>) -> Poll<Permit> {

@@ -46,7 +46,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::grpc_timeout;
-use crate::timer::LazySleep;
+use crate::timer::{Race, Raced};
 
 /// Sets inbound requests' deadlines and enforces them; see the [module docs](self).
 #[derive(Debug, Clone)]
@@ -211,12 +211,9 @@ pub mod future {
         /// Response future of [`ServerDeadline`](super::ServerDeadline).
         #[derive(Debug)]
         pub struct ResponseFuture<F> {
-            // `None`: out of time, before the call or at the deadline.
+            // The handler against the inbound deadline (no timer without one).
             #[pin]
-            inner: Option<F>,
-            // `None`: the request has no deadline.
-            #[pin]
-            sleep: Option<LazySleep>,
+            race: Race<F>,
             grpc: bool,
             expired: Counter,
         }
@@ -225,8 +222,7 @@ pub mod future {
     impl<F> ResponseFuture<F> {
         pub(super) fn unbounded(inner: F, grpc: bool) -> Self {
             Self {
-                inner: Some(inner),
-                sleep: None,
+                race: Race::new(Some(inner), None),
                 grpc,
                 expired: Counter::noop(),
             }
@@ -234,8 +230,7 @@ pub mod future {
 
         pub(super) fn bounded(inner: F, at: Instant, grpc: bool, expired: Counter) -> Self {
             Self {
-                inner: Some(inner),
-                sleep: Some(LazySleep::until(at)),
+                race: Race::new(Some(inner), Some(at)),
                 grpc,
                 expired,
             }
@@ -243,8 +238,7 @@ pub mod future {
 
         pub(super) fn expired(grpc: bool) -> Self {
             Self {
-                inner: None,
-                sleep: None,
+                race: Race::new(None, None),
                 grpc,
                 expired: Counter::noop(),
             }
@@ -259,19 +253,15 @@ pub mod future {
         type Output = Result<Response<ResBody>, E>;
 
         fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-            let mut this = self.project();
-            if let Some(inner) = this.inner.as_mut().as_pin_mut() {
-                if let Poll::Ready(out) = inner.poll(cx) {
-                    return Poll::Ready(out);
+            let this = self.project();
+            match ready!(this.race.poll_race(cx)) {
+                Raced::Done(out) => return Poll::Ready(out),
+                // Out of time: the handler was cancelled; answer DEADLINE_EXCEEDED.
+                Raced::OutOfTime { in_flight: true } => {
+                    this.expired.increment(1);
+                    tracing::debug!(target: "palisade::deadline", "handler exceeded the inbound deadline: cancelled");
                 }
-                let Some(sleep) = this.sleep.as_pin_mut() else {
-                    return Poll::Pending;
-                };
-                ready!(sleep.poll_elapsed(cx));
-                // Out of time: cancel the handler, answer DEADLINE_EXCEEDED.
-                this.inner.set(None);
-                this.expired.increment(1);
-                tracing::debug!(target: "palisade::deadline", "handler exceeded the inbound deadline: cancelled");
+                Raced::OutOfTime { in_flight: false } => {}
             }
             let err: BoxError = DeadlineExceeded::new().into();
             Poll::Ready(Ok(error_response(&err, *this.grpc)))

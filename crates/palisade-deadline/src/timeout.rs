@@ -47,7 +47,7 @@ use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::timer::LazySleep;
+use crate::timer::{Race, Raced};
 
 /// Applies a per-attempt timeout; see the [module docs](self).
 #[derive(Debug, Clone, Copy)]
@@ -147,9 +147,7 @@ pub mod future {
         #[derive(Debug)]
         pub struct ResponseFuture<F> {
             #[pin]
-            inner: Option<F>,
-            #[pin]
-            sleep: LazySleep,
+            race: Race<F>,
             cause: Cause,
         }
     }
@@ -160,8 +158,7 @@ pub mod future {
         /// future is constructed where it is returned.
         pub(crate) fn new(inner: Option<F>, at: Instant, cause: Cause) -> Self {
             Self {
-                inner,
-                sleep: LazySleep::until(at),
+                race: Race::new(inner, Some(at)),
                 cause,
             }
         }
@@ -175,17 +172,16 @@ pub mod future {
         type Output = Result<T, BoxError>;
 
         fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-            let mut this = self.project();
-            let Some(inner) = this.inner.as_mut().as_pin_mut() else {
-                return Poll::Ready(Err(this.cause.error(false)));
-            };
-            if let Poll::Ready(out) = inner.poll(cx) {
-                return Poll::Ready(out.map_err(Into::into));
+            let this = self.project();
+            match ready!(this.race.poll_race(cx)) {
+                Raced::Done(out) => Poll::Ready(out.map_err(Into::into)),
+                Raced::OutOfTime { in_flight } => {
+                    if in_flight {
+                        tracing::debug!(target: "palisade::deadline", cause = ?this.cause, "out of time: call cancelled");
+                    }
+                    Poll::Ready(Err(this.cause.error(in_flight)))
+                }
             }
-            ready!(this.sleep.poll_elapsed(cx));
-            this.inner.set(None);
-            tracing::debug!(target: "palisade::deadline", cause = ?this.cause, "out of time: call cancelled");
-            Poll::Ready(Err(this.cause.error(true)))
         }
     }
 }

@@ -1,0 +1,164 @@
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use palisade_core::{BoxError, HasDeadline};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::PollSemaphore;
+use tower_service::Service;
+
+use crate::future::ResponseFuture;
+use crate::job::Job;
+use crate::shared::{finish_job, JobState, OnFull, Shared};
+use crate::{CancelToken, Panicked};
+
+/// A synchronous [`Job`] as an async [`Service`], run on a pool's threads.
+///
+/// Built by [`BlockingPool::service_fn`](crate::BlockingPool::service_fn) and
+/// [`CpuPool::service_fn`](crate::CpuPool::service_fn) (and their `service_with_state` and
+/// `service`); every service and clone built on one pool shares its threads and queue.
+/// See the [crate docs](crate).
+pub struct Offload<J> {
+    job: Arc<J>,
+    shared: Arc<Shared>,
+    // `OnFull::Wait` only: the slot reserved by `poll_ready` for the next `call`.
+    ready: Option<PollSemaphore>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl<J> Offload<J> {
+    pub(crate) fn new(job: J, shared: Arc<Shared>) -> Self {
+        let ready = match shared.on_full {
+            OnFull::Wait => Some(PollSemaphore::new(Arc::clone(&shared.slots))),
+            OnFull::Queue { .. } | OnFull::Reject => None,
+        };
+        Self {
+            job: Arc::new(job),
+            shared,
+            ready,
+            permit: None,
+        }
+    }
+
+    /// The job this service runs.
+    pub fn get_ref(&self) -> &J {
+        &self.job
+    }
+}
+
+// Manual: a clone shares the job and the pool, but never the slot this service reserved
+// in `poll_ready` (that belongs to this service's next call).
+impl<J> Clone for Offload<J> {
+    fn clone(&self) -> Self {
+        Self {
+            job: Arc::clone(&self.job),
+            shared: Arc::clone(&self.shared),
+            ready: self
+                .ready
+                .as_ref()
+                .map(|_| PollSemaphore::new(Arc::clone(&self.shared.slots))),
+            permit: None,
+        }
+    }
+}
+
+impl<J: fmt::Debug> fmt::Debug for Offload<J> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Offload")
+            .field("job", &self.job)
+            .field("pool", &self.shared.name)
+            .field("reserved", &self.permit.is_some())
+            .finish()
+    }
+}
+
+impl<J, Req> Service<Req> for Offload<J>
+where
+    J: Job<Req>,
+    Req: HasDeadline + Send + 'static,
+{
+    type Response = J::Response;
+    type Error = BoxError;
+    type Future = ResponseFuture<J::Response>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // Backpressure: wait here for a free thread, so nothing queues inside the pool.
+        if let Some(ready) = &mut self.ready {
+            if self.permit.is_none() {
+                match ready.poll_acquire(cx) {
+                    Poll::Ready(Some(permit)) => self.permit = Some(permit),
+                    Poll::Ready(None) => {
+                        return Poll::Ready(Err(crate::PoolShutdown::new().into()))
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let reserved = if self.ready.is_some() {
+            Some(self.permit.take().expect("poll_ready must be called first"))
+        } else {
+            None
+        };
+        let deadline = req.deadline();
+        let job = Arc::clone(&self.job);
+        let work: Work<J::Response> =
+            Box::new(move |cancel| job.run(req, cancel).map_err(Into::into));
+        ResponseFuture::new(&self.shared, reserved, deadline, work)
+    }
+}
+
+/// One call's job, erased: run once on a pool thread with the call's cancel token.
+pub(crate) type Work<T> = Box<dyn FnOnce(&CancelToken) -> Result<T, BoxError> + Send>;
+
+/// Hands `work` to the pool's executor, holding `permit` (the pool thread) until it ends.
+/// The result goes to `tx`; a job dropped unrun (the pool shut down) drops `tx` unsent.
+pub(crate) fn dispatch<T: Send + 'static>(
+    shared: &Arc<Shared>,
+    permit: OwnedSemaphorePermit,
+    work: Work<T>,
+    job: Arc<JobState>,
+    tx: tokio::sync::oneshot::Sender<Result<T, BoxError>>,
+) {
+    shared.start_running();
+    // The guard ends the job's accounting and frees its thread when the job returns, or
+    // when the closure is dropped without running.
+    let guard = RunGuard {
+        shared: Arc::clone(shared),
+        job,
+        _permit: permit,
+    };
+    shared.executor.execute(move || {
+        let cancel = CancelToken {
+            job: Arc::clone(&guard.job),
+        };
+        let out = match catch_unwind(AssertUnwindSafe(|| work(&cancel))) {
+            Ok(out) => out,
+            Err(payload) => {
+                let panicked = Panicked::from_payload(payload.as_ref());
+                guard.shared.count_panic(panicked.message());
+                Err(panicked.into())
+            }
+        };
+        // Free the thread's slot before answering, so a caller that sees the answer sees
+        // the pool's counts already settled.
+        drop(guard);
+        let _ = tx.send(out);
+    });
+}
+
+struct RunGuard {
+    shared: Arc<Shared>,
+    job: Arc<JobState>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for RunGuard {
+    fn drop(&mut self) {
+        finish_job(&self.shared, &self.job);
+    }
+}

@@ -1,0 +1,3 @@
+//! Integration tests of palisade-offload: one binary, a module per pool.
+
+mod blocking;

@@ -47,6 +47,8 @@ pub mod error;
 pub mod future;
 mod handle;
 mod job;
+#[cfg(feature = "process")]
+pub mod process;
 mod service;
 mod shared;
 

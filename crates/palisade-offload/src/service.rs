@@ -130,7 +130,7 @@ pub(crate) fn dispatch<T: Send + 'static>(
     let guard = RunGuard {
         shared: Arc::clone(shared),
         job,
-        _permit: permit,
+        permit: Some(permit),
     };
     shared.executor.execute(move || {
         let cancel = CancelToken {
@@ -154,11 +154,14 @@ pub(crate) fn dispatch<T: Send + 'static>(
 struct RunGuard {
     shared: Arc<Shared>,
     job: Arc<JobState>,
-    _permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
 }
 
 impl Drop for RunGuard {
     fn drop(&mut self) {
+        // The thread is free before the counts say so: whoever sees `running` drop sees
+        // the slot available too.
+        drop(self.permit.take());
         finish_job(&self.shared, &self.job);
     }
 }

@@ -303,8 +303,8 @@ impl Admission {
                 }
             }
         };
-        // Leaving the queue (admitted or timed out): stop counting this call as queued.
-        self.leave_queue();
+        // Leaving the queue (admitted or timed out): dropping the `Waiting` state stops
+        // counting this call as queued.
         *self = Admission::Failed(None);
         Poll::Ready(out)
     }

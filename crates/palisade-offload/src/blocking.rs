@@ -51,7 +51,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::job::{FnJob, Job, StatefulJob};
-use crate::shared::{Executor, OnFull, Shared};
+use crate::shared::{admission_setters, thread_pool_services, Executor, OnFull, Shared};
 use crate::{CancelToken, InvalidPool, Offload, OffloadHandle};
 
 /// A bounded pool of blocking threads; see the [module docs](self).
@@ -85,72 +85,13 @@ impl BlockingPool {
         }
     }
 
-    /// A service running `f(request, cancel)` on the pool.
-    pub fn service_fn<F, Req, T, E>(&self, f: F) -> Offload<FnJob<F>>
-    where
-        F: Fn(Req, &CancelToken) -> Result<T, E> + Send + Sync + 'static,
-    {
-        Offload::new(FnJob::new(f), Arc::clone(&self.shared))
-    }
-
-    /// A service running `f(&mut state, request, cancel)` on the pool, each running call
-    /// with a state of its own, made by `init` when none is free (so at most one per
-    /// thread). See [`StatefulJob`].
-    pub fn service_with_state<I, F, S, Req, T, E>(
-        &self,
-        init: I,
-        f: F,
-    ) -> Offload<StatefulJob<I, F, S>>
-    where
-        I: Fn() -> S + Send + Sync + 'static,
-        F: Fn(&mut S, Req, &CancelToken) -> Result<T, E> + Send + Sync + 'static,
-    {
-        Offload::new(StatefulJob::new(init, f), Arc::clone(&self.shared))
-    }
-
-    /// A service running a [`Job`] of your own on the pool.
-    pub fn service<J, Req>(&self, job: J) -> Offload<J>
-    where
-        J: Job<Req>,
-    {
-        Offload::new(job, Arc::clone(&self.shared))
-    }
-
-    /// Live counts of this pool.
-    pub fn handle(&self) -> OffloadHandle {
-        OffloadHandle {
-            shared: Arc::clone(&self.shared),
-        }
-    }
+    thread_pool_services!();
 }
 
 // === impl BlockingPoolBuilder ===
 
 impl BlockingPoolBuilder {
-    /// Sets what a call does when every thread is busy (default [`OnFull::Wait`]).
-    pub fn on_full(mut self, on_full: OnFull) -> Self {
-        self.on_full = on_full;
-        self
-    }
-
-    /// Shorthand for `on_full(OnFull::Queue { max_queued, max_wait })`.
-    pub fn queue(self, max_queued: usize, max_wait: Duration) -> Self {
-        self.on_full(OnFull::Queue {
-            max_queued,
-            max_wait,
-        })
-    }
-
-    /// Shorthand for `on_full(OnFull::Reject)`.
-    pub fn reject(self) -> Self {
-        self.on_full(OnFull::Reject)
-    }
-
-    /// Names this pool in tracing events and metrics labels.
-    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
-        self.name = name.into();
-        self
-    }
+    admission_setters!("thread");
 
     /// Runs the jobs on this runtime's blocking pool instead of the one current where each
     /// call is polled.

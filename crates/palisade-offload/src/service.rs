@@ -5,12 +5,11 @@ use std::task::{Context, Poll};
 
 use palisade_core::{BoxError, HasDeadline};
 use tokio::sync::OwnedSemaphorePermit;
-use tokio_util::sync::PollSemaphore;
 use tower_service::Service;
 
 use crate::future::ResponseFuture;
 use crate::job::Job;
-use crate::shared::{finish_job, JobState, OnFull, Shared};
+use crate::shared::{finish_job, JobState, Reservation, Shared};
 use crate::{CancelToken, Panicked};
 
 /// A synchronous [`Job`] as an async [`Service`], run on a pool's threads.
@@ -22,22 +21,15 @@ use crate::{CancelToken, Panicked};
 pub struct Offload<J> {
     job: Arc<J>,
     shared: Arc<Shared>,
-    // `OnFull::Wait` only: the slot reserved by `poll_ready` for the next `call`.
-    ready: Option<PollSemaphore>,
-    permit: Option<OwnedSemaphorePermit>,
+    reservation: Reservation,
 }
 
 impl<J> Offload<J> {
     pub(crate) fn new(job: J, shared: Arc<Shared>) -> Self {
-        let ready = match shared.on_full {
-            OnFull::Wait => Some(PollSemaphore::new(Arc::clone(&shared.slots))),
-            OnFull::Queue { .. } | OnFull::Reject => None,
-        };
         Self {
             job: Arc::new(job),
+            reservation: Reservation::new(&shared),
             shared,
-            ready,
-            permit: None,
         }
     }
 
@@ -53,12 +45,8 @@ impl<J> Clone for Offload<J> {
     fn clone(&self) -> Self {
         Self {
             job: Arc::clone(&self.job),
+            reservation: Reservation::new(&self.shared),
             shared: Arc::clone(&self.shared),
-            ready: self
-                .ready
-                .as_ref()
-                .map(|_| PollSemaphore::new(Arc::clone(&self.shared.slots))),
-            permit: None,
         }
     }
 }
@@ -68,7 +56,7 @@ impl<J: fmt::Debug> fmt::Debug for Offload<J> {
         f.debug_struct("Offload")
             .field("job", &self.job)
             .field("pool", &self.shared.name)
-            .field("reserved", &self.permit.is_some())
+            .field("reserved", &self.reservation.is_reserved())
             .finish()
     }
 }
@@ -83,27 +71,11 @@ where
     type Future = ResponseFuture<J::Response>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        // Backpressure: wait here for a free thread, so nothing queues inside the pool.
-        if let Some(ready) = &mut self.ready {
-            if self.permit.is_none() {
-                match ready.poll_acquire(cx) {
-                    Poll::Ready(Some(permit)) => self.permit = Some(permit),
-                    Poll::Ready(None) => {
-                        return Poll::Ready(Err(crate::PoolShutdown::new().into()))
-                    }
-                    Poll::Pending => return Poll::Pending,
-                }
-            }
-        }
-        Poll::Ready(Ok(()))
+        self.reservation.poll_reserve(cx)
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let reserved = if self.ready.is_some() {
-            Some(self.permit.take().expect("poll_ready must be called first"))
-        } else {
-            None
-        };
+        let reserved = self.reservation.take();
         let deadline = req.deadline();
         let job = Arc::clone(&self.job);
         let work: Work<J::Response> =

@@ -11,6 +11,7 @@ use palisade_core::observe::{Counter, Gauge, Histogram};
 use palisade_core::{BoxError, Deadline, DeadlineExceeded, Overloaded};
 use tokio::sync::{AcquireError, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::PollSemaphore;
 
 use crate::error::PoolShutdown;
 
@@ -88,6 +89,7 @@ pub(crate) struct Metrics {
     pub(crate) timed_out: Counter,
     pub(crate) orphaned: Counter,
     pub(crate) panicked: Counter,
+    #[cfg(feature = "process")]
     pub(crate) restarts: Counter,
     pub(crate) running: Gauge,
     pub(crate) queued: Gauge,
@@ -105,6 +107,7 @@ impl Metrics {
             timed_out: decision("timed_out"),
             orphaned: Counter::register("palisade_orphaned_total", policy, name, &[]),
             panicked: Counter::register("palisade_panics_total", policy, name, &[]),
+            #[cfg(feature = "process")]
             restarts: Counter::register("palisade_restarts_total", policy, name, &[]),
             running: Gauge::register("palisade_in_flight", policy, name, &[]),
             queued: Gauge::register("palisade_queued", policy, name, &[]),
@@ -380,3 +383,132 @@ pub(crate) fn finish_job(shared: &Shared, job: &JobState) {
     }
     shared.stop_running();
 }
+
+/// The slot a service reserves in `poll_ready` for its next `call` (`OnFull::Wait` only):
+/// tower's `ConcurrencyLimit` shape. A clone starts without one.
+pub(crate) struct Reservation {
+    // `None` outside `OnFull::Wait`: readiness is then immediate and admission happens
+    // in the response future.
+    ready: Option<PollSemaphore>,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Reservation {
+    pub(crate) fn new(shared: &Shared) -> Self {
+        let ready = match shared.on_full {
+            OnFull::Wait => Some(PollSemaphore::new(Arc::clone(&shared.slots))),
+            OnFull::Queue { .. } | OnFull::Reject => None,
+        };
+        Self {
+            ready,
+            permit: None,
+        }
+    }
+
+    /// Backpressure: waits for a free slot, so nothing queues inside the pool.
+    pub(crate) fn poll_reserve(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        if let Some(ready) = &mut self.ready {
+            if self.permit.is_none() {
+                match ready.poll_acquire(cx) {
+                    Poll::Ready(Some(permit)) => self.permit = Some(permit),
+                    Poll::Ready(None) => return Poll::Ready(Err(Box::new(PoolShutdown::new()))),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// The reserved slot for this call (`None` outside `OnFull::Wait`).
+    ///
+    /// # Panics
+    ///
+    /// In `OnFull::Wait`, if `poll_reserve` has not returned ready since the last call.
+    pub(crate) fn take(&mut self) -> Option<OwnedSemaphorePermit> {
+        self.ready
+            .as_ref()
+            .map(|_| self.permit.take().expect("poll_ready must be called first"))
+    }
+
+    pub(crate) fn is_reserved(&self) -> bool {
+        self.permit.is_some()
+    }
+}
+
+/// `on_full`, `queue`, `reject` and `name` for a pool builder with those two fields.
+macro_rules! admission_setters {
+    ($what:literal) => {
+        #[doc = concat!("Sets what a call does when every ", $what, " is busy (default [`OnFull::Wait`]).")]
+        pub fn on_full(mut self, on_full: OnFull) -> Self {
+            self.on_full = on_full;
+            self
+        }
+
+        /// Shorthand for `on_full(OnFull::Queue { max_queued, max_wait })`.
+        pub fn queue(self, max_queued: usize, max_wait: Duration) -> Self {
+            self.on_full(OnFull::Queue {
+                max_queued,
+                max_wait,
+            })
+        }
+
+        /// Shorthand for `on_full(OnFull::Reject)`.
+        pub fn reject(self) -> Self {
+            self.on_full(OnFull::Reject)
+        }
+
+        /// Names this pool in tracing events and metrics labels.
+        pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+            self.name = name.into();
+            self
+        }
+    };
+}
+
+pub(crate) use admission_setters;
+
+/// `service_fn`, `service_with_state`, `service` and `handle` for a thread pool type with
+/// a `shared` field.
+macro_rules! thread_pool_services {
+    () => {
+        /// A service running `f(request, cancel)` on the pool.
+        pub fn service_fn<F, Req, T, E>(&self, f: F) -> Offload<FnJob<F>>
+        where
+            F: Fn(Req, &CancelToken) -> Result<T, E> + Send + Sync + 'static,
+        {
+            Offload::new(FnJob::new(f), Arc::clone(&self.shared))
+        }
+
+        /// A service running `f(&mut state, request, cancel)` on the pool, each running
+        /// call with a state of its own, made by `init` when none is free (so at most one
+        /// per thread). See [`StatefulJob`].
+        pub fn service_with_state<I, F, S, Req, T, E>(
+            &self,
+            init: I,
+            f: F,
+        ) -> Offload<StatefulJob<I, F, S>>
+        where
+            I: Fn() -> S + Send + Sync + 'static,
+            F: Fn(&mut S, Req, &CancelToken) -> Result<T, E> + Send + Sync + 'static,
+        {
+            Offload::new(StatefulJob::new(init, f), Arc::clone(&self.shared))
+        }
+
+        /// A service running a [`Job`] of your own on the pool.
+        pub fn service<J, Req>(&self, job: J) -> Offload<J>
+        where
+            J: Job<Req>,
+        {
+            Offload::new(job, Arc::clone(&self.shared))
+        }
+
+        /// Live counts of this pool.
+        pub fn handle(&self) -> OffloadHandle {
+            OffloadHandle {
+                shared: Arc::clone(&self.shared),
+            }
+        }
+    };
+}
+
+pub(crate) use thread_pool_services;

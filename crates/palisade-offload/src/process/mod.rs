@@ -48,7 +48,10 @@
 //!     .workers(4)
 //!     .build()?;
 //! let mut svc = ServiceBuilder::new().service(pool.service());
-//! let answer = svc.ready().await?.call(b"render page 7".to_vec()).await?;
+//! let answer = ServiceExt::<Vec<u8>>::ready(&mut svc)
+//!     .await?
+//!     .call(b"render page 7".to_vec())
+//!     .await?;
 //! # let _ = answer;
 //! pool.shutdown().await;
 //! # Ok(()) }

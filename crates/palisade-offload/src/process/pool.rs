@@ -13,14 +13,12 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
 use palisade_core::{BoxError, Deadline, DeadlineExceeded, Elapsed, HasDeadline, WithDeadline};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
-use tokio_util::sync::PollSemaphore;
 use tower_service::Service;
 
 use super::protocol::{TAG_ERR, TAG_OK};
 use super::{WorkerCrashed, WorkerFailed};
-use crate::shared::{Admission, Executor, OnFull, Shared, TARGET};
+use crate::shared::{admission_setters, Admission, Executor, OnFull, Reservation, Shared, TARGET};
 use crate::{InvalidPool, OffloadHandle};
 
 /// How long a worker that closed its pipes gets to exit by itself before it is killed.
@@ -244,30 +242,7 @@ impl ProcessPoolBuilder {
         self
     }
 
-    /// Sets what a call does when every worker is busy (default [`OnFull::Wait`]).
-    pub fn on_full(mut self, on_full: OnFull) -> Self {
-        self.on_full = on_full;
-        self
-    }
-
-    /// Shorthand for `on_full(OnFull::Queue { max_queued, max_wait })`.
-    pub fn queue(self, max_queued: usize, max_wait: Duration) -> Self {
-        self.on_full(OnFull::Queue {
-            max_queued,
-            max_wait,
-        })
-    }
-
-    /// Shorthand for `on_full(OnFull::Reject)`.
-    pub fn reject(self) -> Self {
-        self.on_full(OnFull::Reject)
-    }
-
-    /// Names this pool in tracing events and metrics labels.
-    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
-        self.name = name.into();
-        self
-    }
+    admission_setters!("worker");
 
     /// Validates the configuration and builds the pool. No worker starts yet: each starts
     /// when a job first needs it.
@@ -520,21 +495,14 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The [`Service`] of a [`ProcessPool`]: bytes in, bytes out; see the [module docs](super).
 pub struct ProcessService {
     inner: Arc<Inner>,
-    // `OnFull::Wait` only: the worker slot reserved by `poll_ready` for the next `call`.
-    ready: Option<PollSemaphore>,
-    permit: Option<OwnedSemaphorePermit>,
+    reservation: Reservation,
 }
 
 impl ProcessService {
     fn new(inner: Arc<Inner>) -> Self {
-        let ready = match inner.shared.on_full {
-            OnFull::Wait => Some(PollSemaphore::new(Arc::clone(&inner.shared.slots))),
-            OnFull::Queue { .. } | OnFull::Reject => None,
-        };
         Self {
+            reservation: Reservation::new(&inner.shared),
             inner,
-            ready,
-            permit: None,
         }
     }
 }
@@ -550,7 +518,7 @@ impl fmt::Debug for ProcessService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ProcessService")
             .field("pool", &self.inner.shared.name)
-            .field("reserved", &self.permit.is_some())
+            .field("reserved", &self.reservation.is_reserved())
             .finish()
     }
 }
@@ -561,26 +529,11 @@ impl<R: Payload> Service<R> for ProcessService {
     type Future = ResponseFuture;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
-        if let Some(ready) = &mut self.ready {
-            if self.permit.is_none() {
-                match ready.poll_acquire(cx) {
-                    Poll::Ready(Some(permit)) => self.permit = Some(permit),
-                    Poll::Ready(None) => {
-                        return Poll::Ready(Err(crate::PoolShutdown::new().into()))
-                    }
-                    Poll::Pending => return Poll::Pending,
-                }
-            }
-        }
-        Poll::Ready(Ok(()))
+        self.reservation.poll_reserve(cx)
     }
 
     fn call(&mut self, req: R) -> ResponseFuture {
-        let reserved = if self.ready.is_some() {
-            Some(self.permit.take().expect("poll_ready must be called first"))
-        } else {
-            None
-        };
+        let reserved = self.reservation.take();
         let deadline = req.deadline();
         let payload = req.into_bytes();
         let inner = Arc::clone(&self.inner);

@@ -8,9 +8,7 @@ use tokio::time::{advance, Instant};
 use tokio_test::{assert_pending, assert_ready_ok, task};
 use tower::{Service, ServiceBuilder, ServiceExt};
 
-use crate::support::{until, Gate};
-
-type Req = WithDeadline<u32>;
+use crate::support::{gated_job, until, Gate, Req};
 
 /// A pool of `threads` whose job waits at `gate` (for requests > 0) and counts its runs.
 fn gated(
@@ -18,14 +16,7 @@ fn gated(
     gate: &Gate,
     runs: &Arc<AtomicUsize>,
 ) -> impl Service<Req, Response = u32, Error = BoxError, Future: Send> + Clone {
-    let (gate, runs) = (gate.clone(), Arc::clone(runs));
-    pool.service_fn(move |req: Req, _: &CancelToken| {
-        runs.fetch_add(1, Ordering::SeqCst);
-        if req.request > 0 {
-            gate.wait();
-        }
-        Ok::<_, std::io::Error>(req.request)
-    })
+    pool.service_fn(gated_job(gate, runs))
 }
 
 fn is<E: std::error::Error + 'static>(err: &BoxError) -> bool {
@@ -199,7 +190,7 @@ async fn callers_timed_out_above_leave_counted_orphans() {
     let svc = ServiceBuilder::new()
         .timeout(Duration::from_millis(10))
         .service(pool.service_fn(move |n: u32, cancel: &CancelToken| {
-            job_gate.wait_while(|| !cancel.is_cancelled() || n % 2 == 0);
+            job_gate.wait_while(|| !cancel.is_cancelled() || n.is_multiple_of(2));
             if cancel.is_cancelled() {
                 stopped.fetch_add(1, Ordering::SeqCst);
             }

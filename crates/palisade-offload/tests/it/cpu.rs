@@ -8,23 +8,14 @@ use tokio::time::Instant;
 use tokio_test::{assert_pending, assert_ready_ok, task};
 use tower::{Service, ServiceExt};
 
-use crate::support::{until, Gate};
-
-type Req = WithDeadline<u32>;
+use crate::support::{gated_job, until, Gate, Req};
 
 fn gated(
     pool: &CpuPool,
     gate: &Gate,
     runs: &Arc<AtomicUsize>,
 ) -> impl Service<Req, Response = u32, Error = BoxError, Future: Send> + Clone {
-    let (gate, runs) = (gate.clone(), Arc::clone(runs));
-    pool.service_fn(move |req: Req, _: &CancelToken| {
-        runs.fetch_add(1, Ordering::SeqCst);
-        if req.request > 0 {
-            gate.wait();
-        }
-        Ok::<_, std::io::Error>(req.request)
-    })
+    pool.service_fn(gated_job(gate, runs))
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]

@@ -4,6 +4,27 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use palisade_core::WithDeadline;
+use palisade_offload::CancelToken;
+
+/// The request of the gated jobs: a number, maybe with a deadline.
+pub(crate) type Req = WithDeadline<u32>;
+
+/// A job that counts its runs in `runs` and, for a request above 0, waits at `gate`.
+pub(crate) fn gated_job(
+    gate: &Gate,
+    runs: &Arc<AtomicUsize>,
+) -> impl Fn(Req, &CancelToken) -> Result<u32, std::io::Error> + Send + Sync + 'static {
+    let (gate, runs) = (gate.clone(), Arc::clone(runs));
+    move |req: Req, _: &CancelToken| {
+        runs.fetch_add(1, Ordering::SeqCst);
+        if req.request > 0 {
+            gate.wait();
+        }
+        Ok(req.request)
+    }
+}
+
 /// A gate pool jobs block on until the test opens it; counts the jobs that reached it.
 #[derive(Clone, Default)]
 pub(crate) struct Gate {

@@ -28,7 +28,7 @@
 //!     .build()?;
 //! let handle = pool.handle();
 //! let mut svc = ServiceBuilder::new()
-//!     .service(pool.service_fn(|id: u32, cancel: &CancelToken| {
+//!     .service(pool.service_fn(|id: u32, cancel: CancelToken| {
 //!         // A legacy synchronous client call; it may check `cancel` between steps.
 //!         if cancel.is_cancelled() {
 //!             return Err("caller left");

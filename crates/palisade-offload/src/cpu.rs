@@ -22,7 +22,7 @@
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), palisade_core::BoxError> {
 //! let pool = CpuPool::builder().threads(2).name("hash").build()?;
 //! let mut svc = ServiceBuilder::new()
-//!     .service(pool.service_fn(|data: Vec<u8>, _: &CancelToken| {
+//!     .service(pool.service_fn(|data: Vec<u8>, _: CancelToken| {
 //!         Ok::<_, std::convert::Infallible>(data.iter().map(|&b| u64::from(b)).sum::<u64>())
 //!     }));
 //! assert_eq!(svc.ready().await?.call(vec![1, 2, 3]).await?, 6);

@@ -40,7 +40,7 @@ impl<F> FnJob<F> {
 
 impl<F, Req, T, E> Job<Req> for FnJob<F>
 where
-    F: Fn(Req, &CancelToken) -> Result<T, E> + Send + Sync + 'static,
+    F: Fn(Req, CancelToken) -> Result<T, E> + Send + Sync + 'static,
     T: Send + 'static,
     E: Into<BoxError>,
 {
@@ -48,7 +48,7 @@ where
     type Error = E;
 
     fn run(&self, req: Req, cancel: &CancelToken) -> Result<T, E> {
-        (self.f)(req, cancel)
+        (self.f)(req, cancel.clone())
     }
 }
 
@@ -88,7 +88,7 @@ impl<I, F, S> StatefulJob<I, F, S> {
 impl<I, F, S, Req, T, E> Job<Req> for StatefulJob<I, F, S>
 where
     I: Fn() -> S + Send + Sync + 'static,
-    F: Fn(&mut S, Req, &CancelToken) -> Result<T, E> + Send + Sync + 'static,
+    F: Fn(&mut S, Req, CancelToken) -> Result<T, E> + Send + Sync + 'static,
     S: Send + 'static,
     T: Send + 'static,
     E: Into<BoxError>,
@@ -100,7 +100,9 @@ where
         // The lock is held only to take or return a state, never while the job runs.
         let taken = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let mut state = taken.unwrap_or_else(|| (self.init)());
-        match catch_unwind(AssertUnwindSafe(|| (self.f)(&mut state, req, cancel))) {
+        match catch_unwind(AssertUnwindSafe(|| {
+            (self.f)(&mut state, req, cancel.clone())
+        })) {
             Ok(out) => {
                 self.idle
                     .lock()

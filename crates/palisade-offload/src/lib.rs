@@ -33,7 +33,7 @@
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), palisade_core::BoxError> {
 //! let pool = BlockingPool::builder(2).queue(8, Duration::from_secs(1)).build()?;
 //! let mut svc = ServiceBuilder::new().service(pool.service_fn(
-//!     |req: WithDeadline<String>, _: &CancelToken| Ok::<_, std::io::Error>(req.request.len()),
+//!     |req: WithDeadline<String>, _: CancelToken| Ok::<_, std::io::Error>(req.request.len()),
 //! ));
 //! let req = WithDeadline::until("hello".to_owned(), Deadline::after(Duration::from_secs(1)));
 //! assert_eq!(svc.ready().await?.call(req).await?, 5);

@@ -474,7 +474,7 @@ macro_rules! thread_pool_services {
         /// A service running `f(request, cancel)` on the pool.
         pub fn service_fn<F, Req, T, E>(&self, f: F) -> Offload<FnJob<F>>
         where
-            F: Fn(Req, &CancelToken) -> Result<T, E> + Send + Sync + 'static,
+            F: Fn(Req, CancelToken) -> Result<T, E> + Send + Sync + 'static,
         {
             Offload::new(FnJob::new(f), Arc::clone(&self.shared))
         }
@@ -489,7 +489,7 @@ macro_rules! thread_pool_services {
         ) -> Offload<StatefulJob<I, F, S>>
         where
             I: Fn() -> S + Send + Sync + 'static,
-            F: Fn(&mut S, Req, &CancelToken) -> Result<T, E> + Send + Sync + 'static,
+            F: Fn(&mut S, Req, CancelToken) -> Result<T, E> + Send + Sync + 'static,
         {
             Offload::new(StatefulJob::new(init, f), Arc::clone(&self.shared))
         }

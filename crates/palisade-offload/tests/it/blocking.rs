@@ -27,7 +27,7 @@ fn is<E: std::error::Error + 'static>(err: &BoxError) -> bool {
 async fn runs_a_blocking_call_off_the_runtime_thread() {
     let pool = BlockingPool::builder(2).build().unwrap();
     let caller = std::thread::current().id();
-    let mut svc = pool.service_fn(move |n: u32, _: &CancelToken| {
+    let mut svc = pool.service_fn(move |n: u32, _: CancelToken| {
         assert_ne!(std::thread::current().id(), caller, "ran on the event loop");
         Ok::<_, std::io::Error>(n + 1)
     });
@@ -158,7 +158,7 @@ async fn call_dropped_while_queued_never_runs() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn panic_is_an_error_and_the_pool_keeps_serving() {
     let pool = BlockingPool::builder(1).build().unwrap();
-    let mut svc = pool.service_fn(|n: u32, _: &CancelToken| {
+    let mut svc = pool.service_fn(|n: u32, _: CancelToken| {
         if n == 0 {
             panic!("legacy library gave up on {n}");
         }
@@ -189,7 +189,7 @@ async fn callers_timed_out_above_leave_counted_orphans() {
     let stopped = Arc::clone(&stopped_early);
     let svc = ServiceBuilder::new()
         .timeout(Duration::from_millis(10))
-        .service(pool.service_fn(move |n: u32, cancel: &CancelToken| {
+        .service(pool.service_fn(move |n: u32, cancel: CancelToken| {
             job_gate.wait_while(|| !cancel.is_cancelled() || n.is_multiple_of(2));
             if cancel.is_cancelled() {
                 stopped.fetch_add(1, Ordering::SeqCst);
@@ -245,7 +245,7 @@ async fn poll_fn_ready<R, S: Service<R>>(svc: &mut S) -> Result<(), S::Error> {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn clone_does_not_inherit_a_reserved_thread() {
     let pool = BlockingPool::builder(1).build().unwrap();
-    let mut svc = pool.service_fn(|n: u32, _: &CancelToken| Ok::<_, std::io::Error>(n));
+    let mut svc = pool.service_fn(|n: u32, _: CancelToken| Ok::<_, std::io::Error>(n));
     poll_fn_ready::<u32, _>(&mut svc).await.unwrap();
     assert_eq!(pool.handle().available(), 0);
     let mut clone = svc.clone();
@@ -283,7 +283,7 @@ async fn state_is_reused_and_replaced_after_a_panic() {
             made2.fetch_add(1, Ordering::SeqCst);
             Vec::<u32>::new()
         },
-        |seen: &mut Vec<u32>, n: u32, _: &CancelToken| {
+        |seen: &mut Vec<u32>, n: u32, _: CancelToken| {
             if n == 0 {
                 panic!("corrupted");
             }
@@ -359,4 +359,23 @@ async fn stacks_under_a_deadline_layer_of_core_types() {
     assert!(!is::<Elapsed>(&err));
     gate.open();
     a.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn closures_may_fail_with_box_error() {
+    // The token is passed by value: no higher-ranked lifetime for the error type to trip on.
+    let pool = BlockingPool::builder(1).build().unwrap();
+    let plain = pool.service_fn(|n: u32, _: CancelToken| {
+        if n == 0 {
+            return Err::<u32, BoxError>("zero".into());
+        }
+        Ok(n)
+    });
+    assert_eq!(plain.clone().oneshot(2).await.unwrap(), 2);
+    assert_eq!(plain.oneshot(0).await.unwrap_err().to_string(), "zero");
+    let stateful = pool.service_with_state(
+        || 10u32,
+        |base: &mut u32, n: u32, _: CancelToken| Ok::<_, BoxError>(*base + n),
+    );
+    assert_eq!(stateful.oneshot(5).await.unwrap(), 15);
 }

@@ -21,7 +21,7 @@ fn gated(
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn runs_on_the_rayon_pool_not_the_event_loop() {
     let pool = CpuPool::builder().threads(2).name("hash").build().unwrap();
-    let mut svc = pool.service_fn(|n: u64, _: &CancelToken| {
+    let mut svc = pool.service_fn(|n: u64, _: CancelToken| {
         let name = std::thread::current().name().unwrap_or("").to_owned();
         Ok::<_, std::io::Error>((name, (0..n).sum::<u64>()))
     });
@@ -36,7 +36,7 @@ async fn jobs_run_in_parallel() {
     // Each job waits for the other at a barrier: both finish only if both run at once.
     let pool = CpuPool::builder().threads(2).build().unwrap();
     let barrier = Arc::new(Barrier::new(2));
-    let svc = pool.service_fn(move |n: u32, _: &CancelToken| {
+    let svc = pool.service_fn(move |n: u32, _: CancelToken| {
         barrier.wait();
         Ok::<_, std::io::Error>(n)
     });
@@ -130,7 +130,7 @@ async fn dropped_while_queued_never_runs() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn panic_is_an_error_and_the_pool_keeps_serving() {
     let pool = CpuPool::builder().threads(1).build().unwrap();
-    let mut svc = pool.service_fn(|n: u32, _: &CancelToken| {
+    let mut svc = pool.service_fn(|n: u32, _: CancelToken| {
         assert!(n != 0, "division by {n}");
         Ok::<_, std::io::Error>(100 / n)
     });

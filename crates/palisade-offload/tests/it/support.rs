@@ -14,9 +14,9 @@ pub(crate) type Req = WithDeadline<u32>;
 pub(crate) fn gated_job(
     gate: &Gate,
     runs: &Arc<AtomicUsize>,
-) -> impl Fn(Req, &CancelToken) -> Result<u32, std::io::Error> + Send + Sync + 'static {
+) -> impl Fn(Req, CancelToken) -> Result<u32, std::io::Error> + Send + Sync + 'static {
     let (gate, runs) = (gate.clone(), Arc::clone(runs));
-    move |req: Req, _: &CancelToken| {
+    move |req: Req, _: CancelToken| {
         runs.fetch_add(1, Ordering::SeqCst);
         if req.request > 0 {
             gate.wait();

@@ -16,6 +16,7 @@ mod breaker;
 mod deadline;
 mod fanout;
 mod limit;
+mod offload;
 mod rate;
 mod retry;
 
@@ -32,6 +33,7 @@ fn main() {
     deadline::benches(&mut c, &mut report);
     retry::benches(&mut c, &mut report);
     fanout::benches(&mut c, &mut report);
+    offload::benches();
 
     c.final_summary();
     report.finish();

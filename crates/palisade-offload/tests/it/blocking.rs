@@ -379,3 +379,16 @@ async fn closures_may_fail_with_box_error() {
     );
     assert_eq!(stateful.oneshot(5).await.unwrap(), 15);
 }
+
+fn named_job(n: u32, _: CancelToken) -> Result<u32, BoxError> {
+    Ok(n)
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn spawned_calls_with_box_error() {
+    let pool = BlockingPool::builder(1).build().unwrap();
+    let svc = pool.service_fn(named_job);
+    assert_eq!(tokio::spawn(svc.oneshot(3)).await.unwrap().unwrap(), 3);
+    let svc = pool.service_fn(|n: u32, _: CancelToken| Ok::<_, BoxError>(n));
+    assert_eq!(tokio::spawn(svc.oneshot(4)).await.unwrap().unwrap(), 4);
+}

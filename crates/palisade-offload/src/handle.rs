@@ -45,7 +45,8 @@ impl OffloadHandle {
         self.shared.orphans_running.load(Ordering::Relaxed)
     }
 
-    /// Jobs that ran to their end (with any result, panics included).
+    /// Jobs that ran to their end, with any result (panics and worker errors included;
+    /// not a process job whose worker was killed because its caller left).
     pub fn completed(&self) -> u64 {
         self.shared.completed.load(Ordering::Relaxed)
     }

@@ -103,8 +103,10 @@ pub(crate) fn dispatch<T: Send + 'static>(
         shared: Arc::clone(shared),
         job,
         permit: Some(permit),
+        ran: false,
     };
     shared.executor.execute(move || {
+        let mut guard = guard;
         let cancel = CancelToken {
             job: Arc::clone(&guard.job),
         };
@@ -116,6 +118,7 @@ pub(crate) fn dispatch<T: Send + 'static>(
                 Err(panicked.into())
             }
         };
+        guard.ran = true;
         // Free the thread's slot before answering, so a caller that sees the answer sees
         // the pool's counts already settled.
         drop(guard);
@@ -127,6 +130,7 @@ struct RunGuard {
     shared: Arc<Shared>,
     job: Arc<JobState>,
     permit: Option<OwnedSemaphorePermit>,
+    ran: bool,
 }
 
 impl Drop for RunGuard {
@@ -134,6 +138,6 @@ impl Drop for RunGuard {
         // The thread is free before the counts say so: whoever sees `running` drop sees
         // the slot available too.
         drop(self.permit.take());
-        finish_job(&self.shared, &self.job);
+        finish_job(&self.shared, &self.job, self.ran);
     }
 }

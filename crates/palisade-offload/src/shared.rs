@@ -181,9 +181,13 @@ impl Shared {
         self.metrics.running.increment(1.0);
     }
 
-    pub(crate) fn stop_running(&self) {
+    /// A job stopped running: it `completed` (with any result), or was dropped unrun or
+    /// killed mid-job.
+    pub(crate) fn stop_running(&self, completed: bool) {
         self.running.fetch_sub(1, Ordering::Relaxed);
-        self.completed.fetch_add(1, Ordering::Relaxed);
+        if completed {
+            self.completed.fetch_add(1, Ordering::Relaxed);
+        }
         self.metrics.running.decrement(1.0);
     }
 
@@ -376,12 +380,13 @@ pub(crate) fn count_orphan(shared: &Shared, job: &JobState) {
     }
 }
 
-/// Ends a job's accounting on the thread that ran it (or wherever it was dropped unrun).
-pub(crate) fn finish_job(shared: &Shared, job: &JobState) {
+/// Ends a job's accounting on the thread that ran it (`ran`), or wherever it was dropped
+/// unrun (the pool shut down first).
+pub(crate) fn finish_job(shared: &Shared, job: &JobState, ran: bool) {
     if job.finish() {
         shared.orphans_running.fetch_sub(1, Ordering::Relaxed);
     }
-    shared.stop_running();
+    shared.stop_running(ran);
 }
 
 /// The slot a service reserves in `poll_ready` for its next `call` (`OnFull::Wait` only):

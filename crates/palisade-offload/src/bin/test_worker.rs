@@ -13,6 +13,9 @@
 //! | `fail:TEXT` | an error answer `TEXT` |
 //! | `panic:TEXT` | panics with `TEXT` (caught: an error answer) |
 //! | `garbage` | writes a frame the protocol does not allow |
+//!
+//! Started with `--json` (feature `serde`), it serves JSON instead through
+//! [`worker::serve_json`]: `{"a": A, "b": B}` is answered with `{"sum": A + B}`.
 
 use std::io::Write;
 use std::time::Duration;
@@ -20,6 +23,16 @@ use std::time::Duration;
 use palisade_offload::process::worker;
 
 fn main() -> std::io::Result<()> {
+    #[cfg(feature = "serde")]
+    if std::env::args().nth(1).as_deref() == Some("--json") {
+        return worker::serve_json(|req: serde_json::Value| {
+            let (a, b) = (req["a"].as_i64(), req["b"].as_i64());
+            match (a, b) {
+                (Some(a), Some(b)) => Ok(serde_json::json!({ "sum": a + b })),
+                _ => Err("expected {\"a\": int, \"b\": int}".to_owned()),
+            }
+        });
+    }
     worker::serve(|request| {
         let text = String::from_utf8(request).map_err(|e| e.to_string())?;
         let (cmd, rest) = text.split_once(':').unwrap_or((text.as_str(), ""));

@@ -546,19 +546,27 @@ impl<R: Payload> Service<R> for ProcessService {
                 }
                 let shared = Arc::clone(&inner.shared);
                 shared.start_running();
-                let _running = Running(shared);
-                inner.run(payload, deadline).await
+                let mut running = Running {
+                    shared,
+                    completed: false,
+                };
+                let out = inner.run(payload, deadline).await;
+                running.completed = true;
+                out
             }),
         }
     }
 }
 
-/// Ends a process job's accounting however the job ends (dropped included).
-struct Running(Arc<Shared>);
+/// Ends a process job's accounting however the job ends (dropped mid-job included).
+struct Running {
+    shared: Arc<Shared>,
+    completed: bool,
+}
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.0.stop_running();
+        self.shared.stop_running(self.completed);
     }
 }
 

@@ -339,9 +339,9 @@ fn invalid_config_is_a_typed_error() {
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn stacks_under_a_deadline_layer_of_core_types() {
-    // A per-attempt timeout that fires while the call waits in the queue gives the
-    // caller `Elapsed`-style errors from above; our own rejection stays `Overloaded`.
+async fn queue_timeout_is_a_core_rejection() {
+    // The pool's own queue timeout is core's `Overloaded` (found by `find_rejection`, so
+    // server adapters answer 503), not a timeout of the call.
     let pool = BlockingPool::builder(1)
         .queue(1, Duration::from_millis(5))
         .build()

@@ -216,7 +216,11 @@ async fn caller_dropped_mid_job_kills_the_worker() {
     task.abort();
     let _ = task.await;
     assert_reaped(&[pid]).await;
-    assert_eq!((pool.handle().running(), pool.handle().restarts()), (0, 1));
+    let handle = pool.handle();
+    assert_eq!(
+        (handle.running(), handle.restarts(), handle.completed()),
+        (0, 1, 0)
+    );
     assert_eq!(call(&pool, "echo:ok").await.unwrap(), "ok");
     pool.shutdown().await;
 }
@@ -284,5 +288,19 @@ async fn readiness_waits_for_a_free_worker() {
         1,
         "never more workers than the bound"
     );
+    pool.shutdown().await;
+}
+
+#[cfg(feature = "serde")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_requests_and_answers() {
+    use palisade_offload::process::{from_payload, to_payload};
+    let pool = pool(1).arg("--json").build().unwrap();
+    let req = to_payload(&serde_json::json!({ "a": 40, "b": 2 })).unwrap();
+    let out = pool.service().oneshot(req).await.unwrap();
+    let answer: serde_json::Value = from_payload(&out).unwrap();
+    assert_eq!(answer["sum"], 42);
+    let err = pool.service().oneshot(b"{}".to_vec()).await.unwrap_err();
+    assert!(err.is::<WorkerFailed>(), "{err}");
     pool.shutdown().await;
 }

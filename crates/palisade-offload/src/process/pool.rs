@@ -235,8 +235,8 @@ impl ProcessPoolBuilder {
         self
     }
 
-    /// Largest answer frame accepted (default 8 MiB); a larger one is a protocol error
-    /// and the worker is replaced.
+    /// Largest frame either way (default 8 MiB): a larger request fails at once without
+    /// reaching a worker; a larger answer is a protocol error and the worker is replaced.
     pub fn max_frame(mut self, bytes: usize) -> Self {
         self.spec.max_frame = bytes;
         self
@@ -346,6 +346,17 @@ impl Inner {
         payload: Bytes,
         deadline: Option<Deadline>,
     ) -> Result<Bytes, BoxError> {
+        // The codec would refuse it mid-send, which would look like a dead worker.
+        if payload.len() > self.spec.max_frame {
+            return Err(Box::new(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "request of {} bytes exceeds the pool's max_frame of {}",
+                    payload.len(),
+                    self.spec.max_frame
+                ),
+            )));
+        }
         let limit = self.spec.job_timeout.map(Deadline::after);
         let mut last = None;
         for attempt in 0..2 {

@@ -304,3 +304,16 @@ async fn json_requests_and_answers() {
     assert!(err.is::<WorkerFailed>(), "{err}");
     pool.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_request_fails_without_touching_a_worker() {
+    let pool = pool(1).max_frame(16).build().unwrap();
+    let err = call(&pool, "echo:this request is longer than sixteen bytes")
+        .await
+        .unwrap_err();
+    let io = err.downcast_ref::<std::io::Error>().expect("an io error");
+    assert_eq!(io.kind(), std::io::ErrorKind::InvalidInput);
+    assert_eq!((pool.handle().restarts(), pool.worker_pids().len()), (0, 0));
+    assert_eq!(call(&pool, "echo:short").await.unwrap(), "short");
+    pool.shutdown().await;
+}

@@ -22,6 +22,14 @@
 //!   pool emits `tracing` events under `palisade::offload` and metrics (feature `metrics`)
 //!   labelled `policy` = `blocking_pool` / `cpu_pool` / `process_pool`.
 //!
+//! # Costs
+//!
+//! Offloading is not free like the other policies' happy paths: each call boxes its job,
+//! shares a small state with it (for the orphan count and the [`CancelToken`]) and gets
+//! its result through a oneshot channel, besides the executor's own task; a process job
+//! also copies its bytes through two pipes. Offload work that takes far longer than that
+//! (microseconds and up), not a few nanoseconds of arithmetic.
+//!
 //! # Example
 //!
 //! ```

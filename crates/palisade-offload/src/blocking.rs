@@ -40,9 +40,10 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The threads are tokio's: a pool larger than the runtime's `max_blocking_threads` (512 by
-//! default, shared with `tokio::fs` and every other `spawn_blocking`) would queue inside
-//! tokio, out of this pool's sight; keep it well below.
+//! The threads are tokio's, so a call must be polled inside a tokio runtime (or the pool
+//! given one with [`BlockingPoolBuilder::runtime`]). A pool larger than the runtime's
+//! `max_blocking_threads` (512 by default, shared with `tokio::fs` and every other
+//! `spawn_blocking`) would queue inside tokio, out of this pool's sight; keep it well below.
 //!
 //! # Differences from `spawn_blocking` in a `service_fn`
 //!

@@ -392,3 +392,47 @@ async fn spawned_calls_with_box_error() {
     let svc = pool.service_fn(|n: u32, _: CancelToken| Ok::<_, BoxError>(n));
     assert_eq!(tokio::spawn(svc.oneshot(4)).await.unwrap().unwrap(), 4);
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn stacked_under_palisade_deadline_layer() {
+    // DeadlineLayer sets the request's deadline; the pool caps its queue wait by it, and a
+    // call still running when it passes is counted as an orphan and told through its token.
+    let pool = BlockingPool::builder(1)
+        .queue(4, Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let gate = Gate::new();
+    let _open = gate.guard();
+    let job_gate = gate.clone();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let job_runs = Arc::clone(&runs);
+    let svc = ServiceBuilder::new()
+        .layer(palisade_deadline::DeadlineLayer::new(
+            Duration::from_millis(50),
+        ))
+        .service(pool.service_fn(move |req: Req, cancel: CancelToken| {
+            job_runs.fetch_add(1, Ordering::SeqCst);
+            job_gate.wait_while(|| !cancel.is_cancelled());
+            Ok::<_, std::io::Error>(req.request)
+        }));
+    let handle = pool.handle();
+
+    let start = Instant::now();
+    let a = tokio::spawn(svc.clone().oneshot(WithDeadline::new(1)));
+    until("a runs", || gate.arrived() == 1).await;
+    let b = tokio::spawn(svc.clone().oneshot(WithDeadline::new(2)));
+    until("b queued", || handle.queued() == 1).await;
+    advance(Duration::from_millis(50)).await;
+    for call in [a, b] {
+        let err = call.await.unwrap().unwrap_err();
+        assert!(
+            palisade_core::find_rejection(err.as_ref()).is_some(),
+            "{err}"
+        );
+    }
+    assert_eq!(start.elapsed(), Duration::from_millis(50));
+    // `a` ran and was orphaned; its token told it to stop. `b` never ran.
+    assert_eq!((handle.orphaned(), handle.queued()), (1, 0));
+    until("a stops", || handle.running() == 0).await;
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}

@@ -158,6 +158,21 @@ impl ProcessPool {
         }
     }
 
+    /// Starts idle workers until the pool has as many alive as its size, so the first
+    /// jobs do not wait for a process to start. Needs a tokio runtime (tokio reaps
+    /// children through it).
+    ///
+    /// # Errors
+    ///
+    /// The first worker that could not be started; those started before it stay.
+    pub fn prestart(&self) -> std::io::Result<()> {
+        while lock(&self.inner.live).len() < self.inner.shared.size {
+            let worker = self.inner.spawn()?;
+            self.inner.checkin(worker);
+        }
+        Ok(())
+    }
+
     /// Process ids of the workers alive now (idle or busy).
     pub fn worker_pids(&self) -> Vec<u32> {
         lock(&self.inner.live).iter().copied().collect()

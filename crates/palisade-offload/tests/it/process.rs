@@ -317,3 +317,16 @@ async fn oversized_request_fails_without_touching_a_worker() {
     assert_eq!(call(&pool, "echo:short").await.unwrap(), "short");
     pool.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prestarted_workers_serve_the_first_jobs() {
+    let pool = pool(2).build().unwrap();
+    pool.prestart().unwrap();
+    let started = pool.worker_pids();
+    assert_eq!(started.len(), 2);
+    let pid: u32 = call(&pool, "pid").await.unwrap().parse().unwrap();
+    assert!(started.contains(&pid), "a new worker was started");
+    assert_eq!(pool.worker_pids(), started);
+    pool.shutdown().await;
+    assert_reaped(&started).await;
+}

@@ -22,9 +22,9 @@
 //!   orphans.
 //!
 //! The pool is bounded like the thread pools ([`OnFull`](crate::OnFull)); workers are
-//! started when first needed (or up front with
-//! [`ProcessPool::prestart`]) and reused. A worker's error answer (its handler returned an
-//! error or panicked) is [`WorkerFailed`]: the worker stays, the job is not retried.
+//! started when first needed (or up front with [`ProcessPool::prestart`]) and reused. A
+//! worker's error answer (its handler returned an error or panicked) is [`WorkerFailed`]:
+//! the worker stays, the job is not retried.
 //!
 //! Requests are [`Payload`]s: `Bytes`, `Vec<u8>`, `String`, or any of those in a
 //! [`WithDeadline`](palisade_core::WithDeadline). With feature `serde`, [`to_payload`] /

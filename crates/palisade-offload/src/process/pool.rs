@@ -346,7 +346,9 @@ impl Inner {
         lock(&self.idle).push(worker);
     }
 
-    /// Counts a worker that is gone and will be replaced by the next job that needs one.
+    /// Counts a worker that is gone (or going) and will be replaced by the next job that
+    /// needs one. Called before any await on the way out, so a caller dropped meanwhile
+    /// cannot leave the worker counted as alive.
     fn replaced(&self, pid: u32, why: &'static str, status: Option<ExitStatus>) {
         lock(&self.live).remove(&pid);
         self.shared.restarts.fetch_add(1, Ordering::Relaxed);
@@ -394,8 +396,8 @@ impl Inner {
                     deadline: by_deadline,
                 }) => {
                     let mut worker = busy.worker.take().expect("checked out");
-                    let _ = worker.child.kill().await;
                     self.replaced(worker.pid, "job past its deadline: worker killed", None);
+                    let _ = worker.child.kill().await;
                     return Err(if by_deadline {
                         Box::new(DeadlineExceeded::new())
                     } else {
@@ -404,13 +406,21 @@ impl Inner {
                 }
                 Err(Failure::Protocol(why)) => {
                     let mut worker = busy.worker.take().expect("checked out");
-                    let _ = worker.child.kill().await;
                     self.replaced(worker.pid, "protocol error: worker killed", None);
+                    let _ = worker.child.kill().await;
                     return Err(why.into());
                 }
                 Err(Failure::Died) => {
                     let mut worker = busy.worker.take().expect("checked out");
+                    // Reaped inside a guard: a caller dropped meanwhile still has the dead
+                    // worker counted, and its `Child` killed and left to tokio's reaper.
+                    let mut dying = Dying {
+                        inner: Arc::clone(&self),
+                        pid: worker.pid,
+                        counted: false,
+                    };
                     let status = reap(&mut worker.child).await;
+                    dying.counted = true;
                     self.replaced(worker.pid, "worker died mid-job", status);
                     last = status;
                     if attempt == 0 {
@@ -439,6 +449,21 @@ impl Drop for Busy {
             let _ = worker.child.start_kill();
             self.inner
                 .replaced(worker.pid, "caller dropped mid-job: worker killed", None);
+        }
+    }
+}
+
+/// A dead worker being reaped; dropped before it is counted, it counts it.
+struct Dying {
+    inner: Arc<Inner>,
+    pid: u32,
+    counted: bool,
+}
+
+impl Drop for Dying {
+    fn drop(&mut self) {
+        if !self.counted {
+            self.inner.replaced(self.pid, "worker died mid-job", None);
         }
     }
 }

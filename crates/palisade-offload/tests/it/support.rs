@@ -78,7 +78,8 @@ pub(crate) async fn until(what: &str, cond: impl Fn() -> bool) {
             return;
         }
         tokio::task::yield_now().await;
-        std::hint::spin_loop();
+        // Let the OS run the pool thread we wait for (tests run in parallel on few cores).
+        std::thread::yield_now();
     }
     panic!("timed out waiting until {what}");
 }

@@ -17,6 +17,7 @@ mod coalesce;
 mod deadline;
 mod fanout;
 mod limit;
+mod offload;
 mod rate;
 mod retry;
 
@@ -34,6 +35,7 @@ fn main() {
     retry::benches(&mut c, &mut report);
     fanout::benches(&mut c, &mut report);
     coalesce::benches(&mut c, &mut report);
+    offload::benches();
 
     c.final_summary();
     report.finish();

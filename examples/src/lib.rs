@@ -4,6 +4,11 @@
 //!   scenario. 1,000 "embedding" calls against an upstream that answers 429 when more than
 //!   20 calls are in flight, unbounded vs limited to 10 by a shared
 //!   [`ConcurrencyLimitLayer`](palisade_limit::ConcurrencyLimitLayer).
+//! - `gateway` (`cargo run -p palisade-examples --bin gateway`): the seeds' gateway. 8
+//!   concurrent requests, each a legacy blocking call on a
+//!   [`BlockingPool`](palisade_offload::BlockingPool) and a CPU-heavy computation on a
+//!   [`CpuPool`](palisade_offload::CpuPool), with a printed timeline and a 1 ms ticker on the
+//!   one event-loop thread.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

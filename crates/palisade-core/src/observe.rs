@@ -14,6 +14,7 @@
 //! | `palisade::deadline` | deadlines: expiries, clamped inbound deadlines |
 //! | `palisade::retry` | retries: attempts, budget exhaustion |
 //! | `palisade::fanout` | hedges and scatter-gather |
+//! | `palisade::offload` | offload pools: rejections, panics, orphaned calls, worker restarts |
 //!
 //! `tracing` caches per call site whether anyone listens, so with no subscriber an event
 //! costs a relaxed load and a branch, and never allocates.
@@ -36,6 +37,9 @@
 //! | `palisade_state` | gauge | | breaker state: 0 closed, 1 open, 2 half-open, 3 forced open, 4 disabled, 5 metrics-only |
 //! | `palisade_transitions_total` | counter | `from`, `to` | breaker transitions |
 //! | `palisade_attempts_total` | counter | `kind` | retries and hedges: first / retry / hedge |
+//! | `palisade_orphaned_total` | counter | | offload: calls whose caller left while the job ran on |
+//! | `palisade_panics_total` | counter | | offload: jobs that panicked |
+//! | `palisade_restarts_total` | counter | | offload: worker processes replaced after dying or being killed |
 //!
 //! # Example
 //!

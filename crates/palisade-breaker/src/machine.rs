@@ -23,6 +23,8 @@
 
 use std::time::Duration;
 
+use palisade_core::rand::SeededRng;
+
 use crate::config::{FailureModel, Settings};
 use crate::window::{Consecutive, CountWindow, TimeWindow, WindowStats};
 
@@ -126,7 +128,7 @@ pub(crate) struct Machine {
     // Consecutive trips (for the growing open duration) and when Closed was last entered.
     trips: u32,
     closed_since: Duration,
-    rng: u64,
+    rng: SeededRng,
 }
 
 impl Machine {
@@ -140,7 +142,7 @@ impl Machine {
             } => Window::Time(TimeWindow::new(buckets, bucket_width)),
             FailureModel::Consecutive { .. } => Window::Consecutive(Consecutive::default()),
         };
-        let rng = settings.seed | 1;
+        let rng = SeededRng::new(settings.seed);
         Self {
             settings,
             state: State::Closed,
@@ -418,13 +420,9 @@ impl Machine {
         }
     }
 
-    /// xorshift64*: a uniform value in `[0, 1)` for jitter.
+    /// A uniform value in `[0, 1)` for jitter, from core's seedable source.
     fn next_unit(&mut self) -> f64 {
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        let x = self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D);
-        (x >> 11) as f64 / (1u64 << 53) as f64
+        self.rng.next_f64()
     }
 }
 

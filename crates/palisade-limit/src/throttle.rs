@@ -47,6 +47,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use palisade_core::rand::SeededRng;
 use palisade_core::{BoxError, Classify, ErrorsAsFailures, Overloaded};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
@@ -90,8 +91,8 @@ struct Shared<C> {
     bucket_nanos: u64,
     buckets: [Bucket; BUCKETS],
     k: f64,
-    /// SplitMix64 state: a lock-free, seedable source of uniform numbers.
-    rng: AtomicU64,
+    /// Core's seedable, lock-free source of uniform numbers.
+    rng: SeededRng,
     classify: C,
 }
 
@@ -140,11 +141,7 @@ impl<C> Shared<C> {
 
     /// A uniform number in [0, 1).
     fn uniform(&self) -> f64 {
-        let mut z = self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^= z >> 31;
-        (z >> 11) as f64 / (1u64 << 53) as f64
+        self.rng.next_f64()
     }
 }
 
@@ -247,7 +244,7 @@ impl<C> ThrottleBuilder<C> {
                 bucket_nanos,
                 buckets: Default::default(),
                 k: self.k,
-                rng: AtomicU64::new(self.seed),
+                rng: SeededRng::new(self.seed),
                 classify: self.classify,
             }),
         })

@@ -13,7 +13,7 @@
 //!   starts at `base`; the schedule wanders instead of doubling, which spreads retries of
 //!   many clients apart better.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use palisade_core::rand::SeededRng;
 use std::time::Duration;
 
 /// The shape of the schedule.
@@ -130,9 +130,9 @@ pub struct Jitter {
 enum JitterKind {
     Random,
     None,
-    /// A splitmix64 sequence in one atomic: shared by every clone, deterministic given the
-    /// order of draws.
-    Seeded(AtomicU64),
+    /// Core's seedable source: shared by every clone, deterministic given the order of
+    /// draws.
+    Seeded(SeededRng),
 }
 
 impl Default for Jitter {
@@ -160,7 +160,7 @@ impl Jitter {
     /// A reproducible pseudo-random sequence from `seed`.
     pub const fn seeded(seed: u64) -> Self {
         Self {
-            kind: JitterKind::Seeded(AtomicU64::new(seed)),
+            kind: JitterKind::Seeded(SeededRng::new(seed)),
         }
     }
 
@@ -169,15 +169,7 @@ impl Jitter {
         match &self.kind {
             JitterKind::Random => rand::random::<f64>(),
             JitterKind::None => 1.0,
-            JitterKind::Seeded(state) => {
-                let x = state.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-                let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                z ^= z >> 31;
-                // The top 53 bits as a fraction in [0, 1).
-                (z >> 11) as f64 / (1u64 << 53) as f64
-            }
+            JitterKind::Seeded(rng) => rng.next_f64(),
         }
     }
 }

@@ -15,6 +15,8 @@
 
 use std::time::Duration;
 
+use palisade_core::rand::SeededRng;
+
 /// One aggregated observation: what a window of calls saw.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sample {
@@ -192,7 +194,7 @@ pub struct Vegas {
     probe_multiplier: usize,
     probe_count: usize,
     probe_jitter: f64,
-    rng: u64,
+    rng: SeededRng,
 }
 
 impl Default for Vegas {
@@ -213,7 +215,7 @@ impl Vegas {
             probe_multiplier: 30,
             probe_count: 0,
             probe_jitter: 0.5,
-            rng: 0x9E37_79B9_7F4A_7C15,
+            rng: SeededRng::new(0x9E37_79B9_7F4A_7C15),
         };
         v.reset_probe_jitter();
         v
@@ -236,17 +238,14 @@ impl Vegas {
     /// Seeds the jitter of the probe interval (for reproducible runs).
     #[must_use]
     pub fn seed(mut self, seed: u64) -> Self {
-        self.rng = seed | 1;
+        self.rng = SeededRng::new(seed);
         self.reset_probe_jitter();
         self
     }
 
     fn reset_probe_jitter(&mut self) {
-        // xorshift64: jitter in [0.5, 1.0), as Netflix's ThreadLocalRandom does.
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        self.probe_jitter = 0.5 + (self.rng >> 11) as f64 / (1u64 << 53) as f64 / 2.0;
+        // Jitter in [0.5, 1.0), as Netflix's ThreadLocalRandom does.
+        self.probe_jitter = 0.5 + self.rng.next_f64() / 2.0;
     }
 
     fn limit(&self) -> usize {

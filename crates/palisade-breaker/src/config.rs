@@ -136,66 +136,60 @@ impl Settings {
     pub(crate) fn validate(&self) -> Result<(), InvalidBreaker> {
         let rate_ok = |r: f64| r > 0.0 && r <= 1.0;
         match self.model {
-            FailureModel::Count { size: 0 } => {
-                return Err(InvalidBreaker("window size must be > 0"))
-            }
+            FailureModel::Count { size: 0 } => return Err(InvalidBreaker::ZeroWindow),
             FailureModel::Count { size } if size > MAX_WINDOW => {
-                return Err(InvalidBreaker("window size must be at most 2^20 outcomes"))
+                return Err(InvalidBreaker::WindowTooLarge)
             }
             FailureModel::Count { size } if (size as u64) < self.minimum_calls => {
-                return Err(InvalidBreaker(
-                    "a count window smaller than minimum_calls never trips",
-                ))
+                return Err(InvalidBreaker::WindowBelowMinimumCalls)
             }
             FailureModel::Time { buckets, .. } if buckets > MAX_BUCKETS => {
-                return Err(InvalidBreaker("a time window has at most 2^16 buckets"))
+                return Err(InvalidBreaker::TooManyBuckets)
             }
             FailureModel::Time {
                 buckets,
                 bucket_width,
             } if buckets == 0 || bucket_width.is_zero() => {
-                return Err(InvalidBreaker(
-                    "time window needs > 0 buckets of non-zero width",
-                ))
+                return Err(InvalidBreaker::EmptyTimeWindow)
             }
             FailureModel::Consecutive { failures: 0 } => {
-                return Err(InvalidBreaker("consecutive failures must be > 0"))
+                return Err(InvalidBreaker::ZeroConsecutiveFailures)
             }
             _ => {}
         }
         if !rate_ok(self.failure_rate) {
-            return Err(InvalidBreaker("failure rate threshold must be in (0, 1]"));
+            return Err(InvalidBreaker::FailureRate);
         }
         if let Some((_, rate)) = self.slow_call {
             if !rate_ok(rate) {
-                return Err(InvalidBreaker("slow-call rate threshold must be in (0, 1]"));
+                return Err(InvalidBreaker::SlowCallRate);
             }
         }
         if self.minimum_calls == 0 {
-            return Err(InvalidBreaker("minimum_calls must be > 0"));
+            return Err(InvalidBreaker::ZeroMinimumCalls);
         }
         if self.permitted_probes == 0 {
-            return Err(InvalidBreaker("permitted_probes must be > 0"));
+            return Err(InvalidBreaker::ZeroProbes);
         }
         if self.open_duration.is_zero() {
-            return Err(InvalidBreaker("open duration must be > 0"));
+            return Err(InvalidBreaker::ZeroOpenDuration);
         }
         if let Some(b) = self.backoff {
             if b.max.is_zero() {
-                return Err(InvalidBreaker("backoff max must be > 0"));
+                return Err(InvalidBreaker::ZeroBackoffMax);
             }
             if !(b.multiplier >= 1.0 && b.multiplier.is_finite()) {
-                return Err(InvalidBreaker("backoff multiplier must be finite and >= 1"));
+                return Err(InvalidBreaker::BackoffMultiplier);
             }
             if !(0.0..=1.0).contains(&b.jitter) {
-                return Err(InvalidBreaker("backoff jitter must be in [0, 1]"));
+                return Err(InvalidBreaker::BackoffJitter);
             }
             if b.max < self.open_duration {
-                return Err(InvalidBreaker("backoff max must be >= the open duration"));
+                return Err(InvalidBreaker::BackoffMaxBelowOpenDuration);
             }
         }
         if self.max_half_open.is_some_and(|d| d.is_zero()) {
-            return Err(InvalidBreaker("max half-open time must be > 0"));
+            return Err(InvalidBreaker::ZeroMaxHalfOpen);
         }
         Ok(())
     }
@@ -203,11 +197,71 @@ impl Settings {
 
 /// An invalid breaker configuration, reported by `build()`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InvalidBreaker(pub(crate) &'static str);
+#[non_exhaustive]
+pub enum InvalidBreaker {
+    /// The count window holds no outcome.
+    ZeroWindow,
+    /// The count window is over 2^20 outcomes (it is allocated up front).
+    WindowTooLarge,
+    /// The count window is smaller than `minimum_calls`, so the breaker could never trip.
+    WindowBelowMinimumCalls,
+    /// The time window has over 2^16 buckets (they are allocated up front).
+    TooManyBuckets,
+    /// The time window has no bucket, or buckets of zero width.
+    EmptyTimeWindow,
+    /// The consecutive-failures model trips after 0 failures.
+    ZeroConsecutiveFailures,
+    /// The failure-rate threshold is outside (0, 1] (or NaN).
+    FailureRate,
+    /// The slow-call-rate threshold is outside (0, 1] (or NaN).
+    SlowCallRate,
+    /// `minimum_calls` is 0.
+    ZeroMinimumCalls,
+    /// `permitted_probes` is 0: the breaker could never close again.
+    ZeroProbes,
+    /// The open duration is 0.
+    ZeroOpenDuration,
+    /// The open-duration backoff's maximum is 0.
+    ZeroBackoffMax,
+    /// The open-duration backoff's multiplier is below 1, or not finite.
+    BackoffMultiplier,
+    /// The open-duration backoff's jitter is outside [0, 1] (or NaN).
+    BackoffJitter,
+    /// The open-duration backoff's maximum is below the open duration.
+    BackoffMaxBelowOpenDuration,
+    /// The maximum half-open time is 0.
+    ZeroMaxHalfOpen,
+    /// A per-key breaker's idle timeout is 0.
+    ZeroIdleTimeout,
+    /// A per-key breaker's `max_keys` is 0.
+    ZeroMaxKeys,
+}
 
 impl fmt::Display for InvalidBreaker {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid circuit breaker configuration: {}", self.0)
+        let why = match self {
+            Self::ZeroWindow => "window size must be > 0",
+            Self::WindowTooLarge => "window size must be at most 2^20 outcomes",
+            Self::WindowBelowMinimumCalls => {
+                "a count window smaller than minimum_calls never trips"
+            }
+            Self::TooManyBuckets => "a time window has at most 2^16 buckets",
+            Self::EmptyTimeWindow => "time window needs > 0 buckets of non-zero width",
+            Self::ZeroConsecutiveFailures => "consecutive failures must be > 0",
+            Self::FailureRate => "failure rate threshold must be in (0, 1]",
+            Self::SlowCallRate => "slow-call rate threshold must be in (0, 1]",
+            Self::ZeroMinimumCalls => "minimum_calls must be > 0",
+            Self::ZeroProbes => "permitted_probes must be > 0",
+            Self::ZeroOpenDuration => "open duration must be > 0",
+            Self::ZeroBackoffMax => "backoff max must be > 0",
+            Self::BackoffMultiplier => "backoff multiplier must be finite and >= 1",
+            Self::BackoffJitter => "backoff jitter must be in [0, 1]",
+            Self::BackoffMaxBelowOpenDuration => "backoff max must be >= the open duration",
+            Self::ZeroMaxHalfOpen => "max half-open time must be > 0",
+            Self::ZeroIdleTimeout => "idle_timeout must be > 0",
+            Self::ZeroMaxKeys => "max_keys must be > 0",
+        };
+        write!(f, "invalid circuit breaker configuration: {why}")
     }
 }
 

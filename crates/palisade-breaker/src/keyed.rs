@@ -67,14 +67,14 @@ impl<K: Hash + Eq> Registry<K> {
 }
 
 /// Builds [`KeyedCircuitBreaker`] services; from
-/// [`Builder::build_keyed`](crate::Builder::build_keyed).
+/// [`CircuitBreakerBuilder::build_keyed`](crate::CircuitBreakerBuilder::build_keyed).
 pub struct KeyedCircuitBreakerLayer<K, F, C> {
     registry: Arc<Registry<K>>,
     key: F,
     classify: C,
 }
 
-/// A breaker per key of the request; see [`Builder::build_keyed`](crate::Builder::build_keyed).
+/// A breaker per key of the request; see [`CircuitBreakerBuilder::build_keyed`](crate::CircuitBreakerBuilder::build_keyed).
 ///
 /// An open breaker fails in `call` (the not-ready mode does not apply: readiness cannot
 /// depend on a request not seen yet).
@@ -101,10 +101,10 @@ impl<K, F, C> KeyedCircuitBreakerLayer<K, F, C> {
         idle_timeout: Duration,
     ) -> Result<Self, InvalidBreaker> {
         if idle_timeout.is_zero() {
-            return Err(InvalidBreaker("idle_timeout must be > 0"));
+            return Err(InvalidBreaker::ZeroIdleTimeout);
         }
         if max_keys == 0 {
-            return Err(InvalidBreaker("max_keys must be > 0"));
+            return Err(InvalidBreaker::ZeroMaxKeys);
         }
         Ok(Self {
             registry: Arc::new(Registry {

@@ -1,4 +1,4 @@
-//! [`CircuitBreakerLayer`] and its [`Builder`].
+//! [`CircuitBreakerLayer`] and its [`CircuitBreakerBuilder`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +23,7 @@ pub struct CircuitBreakerLayer<C = ErrorsAsFailures> {
 
 /// Configures a [`CircuitBreakerLayer`]; start with [`CircuitBreakerLayer::builder`].
 #[derive(Debug, Clone)]
-pub struct Builder<C = ErrorsAsFailures> {
+pub struct CircuitBreakerBuilder<C = ErrorsAsFailures> {
     template: Template,
     classify: C,
 }
@@ -34,8 +34,8 @@ impl CircuitBreakerLayer {
     /// A builder with the defaults: a count window of the last 100 calls, trip at a failure
     /// rate of 0.5 with at least 10 calls, no slow-call rule, open for 30 s, one probe, at
     /// most 60 s in half-open, every `Err` a failure.
-    pub fn builder() -> Builder {
-        Builder {
+    pub fn builder() -> CircuitBreakerBuilder {
+        CircuitBreakerBuilder {
             template: Template {
                 settings: Settings::default(),
                 name: Arc::from(""),
@@ -63,9 +63,9 @@ impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
     }
 }
 
-// === impl Builder ===
+// === impl CircuitBreakerBuilder ===
 
-impl<C> Builder<C> {
+impl<C> CircuitBreakerBuilder<C> {
     /// The failure model (default: a count window of 100).
     #[must_use]
     pub fn failure_model(mut self, model: FailureModel) -> Self {
@@ -138,8 +138,8 @@ impl<C> Builder<C> {
 
     /// The instance name used in tracing events and metric labels.
     #[must_use]
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.template.name = Arc::from(name.into());
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.template.name = name.into();
         self
     }
 
@@ -161,8 +161,8 @@ impl<C> Builder<C> {
     /// `palisade_core::classify::HttpClassifier` with the `http` feature of palisade-core).
     /// Ignored outcomes count as neither success nor failure.
     #[must_use]
-    pub fn classify<C2>(self, classify: C2) -> Builder<C2> {
-        Builder {
+    pub fn classify<C2>(self, classify: C2) -> CircuitBreakerBuilder<C2> {
+        CircuitBreakerBuilder {
             template: self.template,
             classify,
         }
@@ -191,7 +191,7 @@ impl<C> Builder<C> {
     /// [`KeyedHandle`](crate::KeyedHandle) gives each key's state.
     ///
     /// # Errors
-    /// As [`Builder::build`], and if `max_keys` or `idle_timeout` is 0.
+    /// As [`CircuitBreakerBuilder::build`], and if `max_keys` or `idle_timeout` is 0.
     pub fn build_keyed<K, F>(
         self,
         key: F,

@@ -26,10 +26,10 @@
 //! - **Half-open**: exactly `permitted_probes` calls pass per half-open phase, whatever the
 //!   concurrency; a maximum time after which unfinished probes count as a failure.
 //! - **Readiness**: by default the service is ready and fails in `call` when open;
-//!   [`Builder::not_ready_when_open`] reports not-ready instead, so a balancer routes around it.
+//!   [`CircuitBreakerBuilder::not_ready_when_open`] reports not-ready instead, so a balancer routes around it.
 //! - **Manual states** through a [`BreakerHandle`]: forced open, disabled, metrics-only,
 //!   reset; plus the live [`State`] and [`BreakerStats`], and a transition callback.
-//! - **Per key** ([`Builder::build_keyed`]): a breaker per host, method..., at most
+//! - **Per key** ([`CircuitBreakerBuilder::build_keyed`]): a breaker per host, method..., at most
 //!   `max_keys` of them, idle ones evicted first.
 //! - **Observability**: transitions emit `tracing` events on target `palisade::breaker`
 //!   and the `palisade_state` / `palisade_transitions_total` / `palisade_decisions_total`
@@ -104,7 +104,7 @@ mod window;
 pub use crate::config::{FailureModel, InvalidBreaker, OpenBackoff};
 pub use crate::handle::{BreakerHandle, BreakerStats};
 pub use crate::keyed::{KeyedCircuitBreaker, KeyedCircuitBreakerLayer, KeyedHandle};
-pub use crate::layer::{Builder, CircuitBreakerLayer};
+pub use crate::layer::{CircuitBreakerBuilder, CircuitBreakerLayer};
 pub use crate::machine::{State, Transition};
 pub use crate::service::CircuitBreaker;
 pub use crate::window::WindowStats;

@@ -14,25 +14,30 @@
 //! So under saturation, critical requests keep the capacity and sheddable ones absorb the
 //! rejections (Google SRE's criticality levels).
 //!
-//! A request's criticality comes from a closure over the request; for `http::Request`,
-//! [`from_extension`] reads a [`Criticality`] put in its extensions (e.g. by an auth layer)
-//! and [`from_header`] parses a header such as `x-criticality: sheddable`.
+//! A request's criticality comes from a closure over the request; for `http::Request`
+//! (feature `http`), `from_extension` reads a [`Criticality`] put in its extensions (e.g.
+//! by an auth layer) and `from_header` parses a header such as `x-criticality: sheddable`.
 //!
 //! # Example
 //!
 //! ```
-//! use palisade_limit::criticality::{from_header, Criticality, CriticalityLimitLayer};
+//! use palisade_core::WithDeadline;
+//! use palisade_limit::criticality::{Criticality, CriticalityLimitLayer};
 //! use std::time::Duration;
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), palisade_core::BoxError> {
-//! let layer = CriticalityLimitLayer::builder(64, 256, Duration::from_millis(100))
-//!     .build(from_header(http::HeaderName::from_static("x-criticality")))?;
+//! // (With feature `http`, `from_header(name)` reads it from a header instead.)
+//! let by_user = |req: &WithDeadline<&'static str>| {
+//!     if req.request.starts_with("user:") { Criticality::Critical } else { Criticality::Sheddable }
+//! };
+//! let layer = CriticalityLimitLayer::builder(64, 256, Duration::from_millis(100)).build(by_user)?;
+//! let handle = layer.handle();
 //! let svc = ServiceBuilder::new()
 //!     .layer(layer)
-//!     .service(service_fn(|_req: http::Request<()>| async { Ok::<_, std::io::Error>("ok") }));
-//! let req = http::Request::builder().header("x-criticality", "critical").body(())?;
-//! assert_eq!(svc.oneshot(req).await?, "ok");
+//!     .service(service_fn(|req: WithDeadline<&'static str>| async move { Ok::<_, std::io::Error>(req.request) }));
+//! assert_eq!(svc.oneshot(WithDeadline::new("user:42")).await?, "user:42");
+//! assert_eq!(handle.in_flight(), 0);
 //! # Ok(()) }
 //! ```
 
@@ -46,6 +51,7 @@ use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use palisade_core::admission::Admission;
+use palisade_core::observe::Counter;
 use palisade_core::{BoxError, Deadline, HasDeadline, Overloaded};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
@@ -81,6 +87,7 @@ impl Criticality {
     }
 }
 
+#[cfg(feature = "http")]
 /// Reads a [`Criticality`] from an `http::Request`'s extensions ([`Criticality::Default`]
 /// when absent).
 pub fn from_extension<B>() -> impl Fn(&http::Request<B>) -> Criticality + Clone {
@@ -92,6 +99,7 @@ pub fn from_extension<B>() -> impl Fn(&http::Request<B>) -> Criticality + Clone 
     }
 }
 
+#[cfg(feature = "http")]
 /// Reads a [`Criticality`] from a header; absent or malformed values are
 /// [`Criticality::Default`] (a caller cannot make itself critical by sending garbage).
 pub fn from_header<B>(name: http::HeaderName) -> impl Fn(&http::Request<B>) -> Criticality + Clone {
@@ -159,8 +167,14 @@ struct State {
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
+    limit: usize,
     max_queued: usize,
     max_wait: Duration,
+    name: Arc<str>,
+    admitted: Counter,
+    queued: Counter,
+    shed: Counter,
+    evicted: Counter,
 }
 
 impl Shared {
@@ -212,12 +226,13 @@ impl<F> fmt::Debug for CriticalityLimitLayer<F> {
 }
 
 /// Builds a [`CriticalityLimitLayer`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 #[must_use]
 pub struct CriticalityLimitBuilder {
     limit: usize,
     max_queued: usize,
     max_wait: Duration,
+    name: Arc<str>,
 }
 
 impl CriticalityLimitLayer<()> {
@@ -227,11 +242,55 @@ impl CriticalityLimitLayer<()> {
             limit,
             max_queued,
             max_wait,
+            name: Arc::from(""),
         }
     }
 }
 
+impl<F> CriticalityLimitLayer<F> {
+    /// A handle on the limit's live state.
+    pub fn handle(&self) -> CriticalityHandle {
+        CriticalityHandle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+/// Live state of one criticality limit: from [`CriticalityLimitLayer::handle`].
+#[derive(Debug, Clone)]
+pub struct CriticalityHandle {
+    shared: Arc<Shared>,
+}
+
+impl CriticalityHandle {
+    /// The limit.
+    pub fn limit(&self) -> usize {
+        self.shared.limit
+    }
+
+    /// Permits held now.
+    pub fn in_flight(&self) -> usize {
+        self.shared.limit - self.shared.lock().available
+    }
+
+    /// Requests waiting now, all classes.
+    pub fn queued(&self) -> usize {
+        self.shared.lock().queued
+    }
+
+    /// Requests of `class` waiting now.
+    pub fn queued_by(&self, class: Criticality) -> usize {
+        self.shared.lock().queues[class as usize].len()
+    }
+}
+
 impl CriticalityLimitBuilder {
+    /// Names the limit in tracing events and metrics.
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = name.into();
+        self
+    }
+
     /// Builds the layer, reading each request's criticality with `criticality`.
     ///
     /// # Errors
@@ -257,12 +316,28 @@ impl CriticalityLimitBuilder {
                     queues: Default::default(),
                     queued: 0,
                 }),
+                limit: self.limit,
                 max_queued: self.max_queued,
                 max_wait: self.max_wait,
+                admitted: decision(&self.name, "admitted"),
+                queued: decision(&self.name, "queued"),
+                shed: decision(&self.name, "rejected"),
+                evicted: decision(&self.name, "evicted"),
+                name: self.name,
             }),
             criticality,
         })
     }
+}
+
+/// A `palisade_decisions_total` counter of this limit.
+fn decision(name: &str, decision: &'static str) -> Counter {
+    Counter::register(
+        "palisade_decisions_total",
+        "criticality_limit",
+        name,
+        &[("decision", decision)],
+    )
 }
 
 impl<S, F: Clone> Layer<S> for CriticalityLimitLayer<F> {
@@ -320,11 +395,14 @@ where
         if s.available > 0 {
             s.available -= 1;
             drop(s);
+            self.shared.admitted.increment(1);
             let permit = Permit(Arc::clone(&self.shared));
             return ResponseFuture::running(self.inner.call(req), permit);
         }
         let wait = Deadline::cap(req.deadline(), self.shared.max_wait);
         if wait.is_zero() {
+            drop(s);
+            self.shared.shed.increment(1);
             return ResponseFuture::rejected();
         }
         if s.queued >= self.shared.max_queued {
@@ -335,13 +413,17 @@ where
             match victim {
                 Some(v) => {
                     s.queued -= 1;
+                    self.shared.evicted.increment(1);
+                    tracing::debug!(target: "palisade::limit", name = %self.shared.name, ?class, "saturated: evicted a lower-criticality waiter");
                     if let Some(waker) = v.finish(EVICTED) {
                         // Waking only schedules the task; it cannot re-enter this lock.
                         waker.wake();
                     }
                 }
                 None => {
-                    tracing::debug!(target: "palisade::limit", ?class, "saturated: shed");
+                    drop(s);
+                    self.shared.shed.increment(1);
+                    tracing::debug!(target: "palisade::limit", name = %self.shared.name, ?class, "saturated: shed");
                     return ResponseFuture::rejected();
                 }
             }
@@ -353,6 +435,7 @@ where
         s.queues[class as usize].push_back(Arc::clone(&waiter));
         s.queued += 1;
         drop(s);
+        self.shared.queued.increment(1);
         // Waiting never pins: the ready inner service stays here for the next call, and
         // the request waits with an unready clone, readied once granted.
         let admit = ClassWait {

@@ -86,17 +86,29 @@ struct Bucket {
     accepts: AtomicU64,
 }
 
-struct Shared<C> {
+/// The sliding window of counts and `K`: everything the handle reads.
+struct Window {
     epoch: Instant,
     bucket_nanos: u64,
     buckets: [Bucket; BUCKETS],
     k: f64,
+}
+
+struct Shared<C> {
+    window: Arc<Window>,
     /// Core's seedable, lock-free source of uniform numbers.
     rng: SeededRng,
     classify: C,
 }
 
 impl<C> Shared<C> {
+    /// A uniform number in [0, 1).
+    fn uniform(&self) -> f64 {
+        self.rng.next_f64()
+    }
+}
+
+impl Window {
     fn interval(&self, now: Instant) -> u64 {
         u64::try_from(now.saturating_duration_since(self.epoch).as_nanos()).unwrap_or(u64::MAX)
             / self.bucket_nanos
@@ -138,11 +150,6 @@ impl<C> Shared<C> {
         let (requests, accepts) = self.totals(now);
         (self.k.mul_add(-(accepts as f64), requests as f64) / (requests as f64 + 1.0)).max(0.0)
     }
-
-    /// A uniform number in [0, 1).
-    fn uniform(&self) -> f64 {
-        self.rng.next_f64()
-    }
 }
 
 /// Client-side adaptive throttling; see the [module docs](self).
@@ -161,8 +168,41 @@ impl<C> Clone for ThrottleLayer<C> {
 impl<C> fmt::Debug for ThrottleLayer<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ThrottleLayer")
-            .field("k", &self.shared.k)
+            .field("k", &self.shared.window.k)
             .finish()
+    }
+}
+
+/// Live state of one throttle, shared with its layer: from [`ThrottleLayer::handle`].
+#[derive(Clone)]
+pub struct ThrottleHandle {
+    window: Arc<Window>,
+}
+
+impl fmt::Debug for ThrottleHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (requests, accepts) = self.window.totals(Instant::now());
+        f.debug_struct("ThrottleHandle")
+            .field("requests", &requests)
+            .field("accepts", &accepts)
+            .finish()
+    }
+}
+
+impl ThrottleHandle {
+    /// The probability a request made now is rejected locally.
+    pub fn reject_probability(&self) -> f64 {
+        self.window.probability(Instant::now())
+    }
+
+    /// Requests counted in the window now (finished sent ones and local rejections).
+    pub fn requests(&self) -> u64 {
+        self.window.totals(Instant::now()).0
+    }
+
+    /// Accepts counted in the window now.
+    pub fn accepts(&self) -> u64 {
+        self.window.totals(Instant::now()).1
     }
 }
 
@@ -191,7 +231,14 @@ impl ThrottleLayer {
 impl<C> ThrottleLayer<C> {
     /// The probability a request made now is rejected locally.
     pub fn reject_probability(&self) -> f64 {
-        self.shared.probability(Instant::now())
+        self.shared.window.probability(Instant::now())
+    }
+
+    /// A handle on the throttle's live state.
+    pub fn handle(&self) -> ThrottleHandle {
+        ThrottleHandle {
+            window: Arc::clone(&self.shared.window),
+        }
     }
 }
 
@@ -240,10 +287,12 @@ impl<C> ThrottleBuilder<C> {
             u64::try_from(self.window.as_nanos() / BUCKETS as u128).unwrap_or(u64::MAX);
         Ok(ThrottleLayer {
             shared: Arc::new(Shared {
-                epoch: Instant::now(),
-                bucket_nanos,
-                buckets: Default::default(),
-                k: self.k,
+                window: Arc::new(Window {
+                    epoch: Instant::now(),
+                    bucket_nanos,
+                    buckets: Default::default(),
+                    k: self.k,
+                }),
                 rng: SeededRng::new(self.seed),
                 classify: self.classify,
             }),
@@ -305,10 +354,14 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let now = Instant::now();
-        let p = self.shared.probability(now);
+        let p = self.shared.window.probability(now);
         if p > 0.0 && self.shared.uniform() < p {
             // A local rejection is finished at once, and counts as a request (SRE book).
-            self.shared.bucket(now).requests.fetch_add(1, Relaxed);
+            self.shared
+                .window
+                .bucket(now)
+                .requests
+                .fetch_add(1, Relaxed);
             tracing::trace!(target: "palisade::limit", p, "throttled locally");
             return ResponseFuture {
                 inner: None,
@@ -362,7 +415,7 @@ where
         // rejection from a layer below never reached the backend: not counted either.
         let outcome = palisade_core::classify::outcome(&this.shared.classify, &out);
         if !outcome.is_local() {
-            let bucket = this.shared.bucket(Instant::now());
+            let bucket = this.shared.window.bucket(Instant::now());
             bucket.requests.fetch_add(1, Relaxed);
             if !outcome.is_overloaded() {
                 bucket.accepts.fetch_add(1, Relaxed);

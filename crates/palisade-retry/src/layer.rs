@@ -20,7 +20,7 @@ pub struct RetryBuilder<P = Idempotent, C = ErrorsAsFailures> {
     budget: RetryBudget,
     max_retry_after: Duration,
     min_remaining: Duration,
-    name: String,
+    name: Arc<str>,
     policy: P,
     classify: C,
 }
@@ -34,7 +34,7 @@ impl RetryBuilder {
             budget: RetryBudget::default(),
             max_retry_after: Duration::from_secs(30),
             min_remaining: Duration::ZERO,
-            name: String::new(),
+            name: Arc::from(""),
             policy: Idempotent,
             classify: ErrorsAsFailures,
         }
@@ -93,7 +93,7 @@ impl<P, C> RetryBuilder<P, C> {
 
     /// The instance name used in metrics labels.
     #[must_use]
-    pub fn name(mut self, name: impl Into<String>) -> Self {
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.name = name.into();
         self
     }

@@ -93,7 +93,7 @@ pub struct HedgeBuilder<P = Idempotent, C = ErrorsAsFailures> {
     max_extra: u32,
     budget: Option<(f64, u32)>,
     min_remaining: Option<Duration>,
-    name: String,
+    name: Arc<str>,
     policy: P,
     classify: C,
 }
@@ -105,7 +105,7 @@ impl HedgeBuilder {
             max_extra: 1,
             budget: Some((0.1, 10)),
             min_remaining: None,
-            name: String::new(),
+            name: Arc::from(""),
             policy: Idempotent,
             classify: ErrorsAsFailures,
         }
@@ -147,7 +147,7 @@ impl<P, C> HedgeBuilder<P, C> {
 
     /// The instance name used in metrics labels.
     #[must_use]
-    pub fn name(mut self, name: impl Into<String>) -> Self {
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
         self.name = name.into();
         self
     }

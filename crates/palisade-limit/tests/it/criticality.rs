@@ -3,9 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_core::{BoxError, Overloaded, WithDeadline};
-use palisade_limit::criticality::{
-    from_header, Criticality, CriticalityLimitLayer, InvalidCriticalityLimit,
-};
+use palisade_limit::criticality::{Criticality, CriticalityLimitLayer};
 use tokio::time;
 use tokio_test::{assert_pending, assert_ready_err, assert_ready_ok, task};
 use tower::{service_fn, Layer, ServiceExt};
@@ -173,9 +171,12 @@ async fn waits_at_most_max_wait() {
     assert!(assert_ready_err!(waiter.poll()).is::<Overloaded>());
 }
 
+#[cfg(feature = "http")]
 #[test]
 fn header_parsing_and_config() {
-    let f = from_header::<()>(http::HeaderName::from_static("x-criticality"));
+    let f = palisade_limit::criticality::from_header::<()>(http::HeaderName::from_static(
+        "x-criticality",
+    ));
     let req = |v: &'static str| {
         http::Request::builder()
             .header("x-criticality", v)
@@ -189,6 +190,6 @@ fn header_parsing_and_config() {
     assert!(matches!(
         CriticalityLimitLayer::builder(0, 1, Duration::from_secs(1))
             .build(|_: &()| Criticality::Default),
-        Err(InvalidCriticalityLimit::ZeroLimit)
+        Err(palisade_limit::criticality::InvalidCriticalityLimit::ZeroLimit)
     ));
 }

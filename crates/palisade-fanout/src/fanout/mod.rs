@@ -62,4 +62,4 @@ mod service;
 pub use self::compose::{Reduce, Then};
 pub use self::gathered::{Branch, Completion, Gathered, Mode};
 pub use self::scatter::{Broadcast, Scatter, Split};
-pub use self::service::{FanOut, FanOutLayer};
+pub use self::service::{FanOut, FanOutLayer, DEFAULT_WIDTH};

@@ -23,16 +23,22 @@ pub struct FanOut<T, C = ErrorsAsFailures> {
     classify: C,
 }
 
+/// The default width of a fan-out: at most 32 branches in flight at once per request.
+/// Wide enough for a search over shards or a page of lookups; a bound, because unbounded
+/// fan-out is what the project exists to stop. Set [`FanOut::width`] for more.
+pub const DEFAULT_WIDTH: NonZeroUsize = NonZeroUsize::new(32).expect("32 is not zero");
+
 // === impl FanOut ===
 
 impl<T> FanOut<T> {
     /// A fan-out over `scatter` ([`Broadcast`](super::Broadcast), [`Split`] or your own),
-    /// in [`Mode::All`], unbounded width, no timeout of its own.
+    /// in [`Mode::All`], at most [`DEFAULT_WIDTH`] branches in flight, no timeout of its
+    /// own.
     pub const fn new(scatter: T) -> Self {
         Self {
             scatter,
             mode: Mode::All,
-            width: NonZeroUsize::MAX,
+            width: DEFAULT_WIDTH,
             timeout: None,
             classify: ErrorsAsFailures,
         }
@@ -54,8 +60,8 @@ impl<T, C> FanOut<T, C> {
         self
     }
 
-    /// At most `width` branches in flight at once (default unbounded); the others start
-    /// in order as slots free.
+    /// At most `width` branches in flight at once (default [`DEFAULT_WIDTH`]: unbounded
+    /// fan-out is what melts a dependency); the others start in order as slots free.
     #[must_use]
     pub const fn width(mut self, width: NonZeroUsize) -> Self {
         self.width = width;
@@ -181,7 +187,7 @@ impl<F> FanOutLayer<F> {
         Self {
             split,
             mode: Mode::All,
-            width: NonZeroUsize::MAX,
+            width: DEFAULT_WIDTH,
             timeout: None,
         }
     }

@@ -69,6 +69,20 @@ async fn a_thousand_branches_with_width_ten_never_exceed_ten() {
     assert_eq!(started, (0..1000).collect::<Vec<_>>());
 }
 
+/// Unbounded fan-out is what melts a dependency: without a width, at most the default
+/// (32) branches are in flight.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_default_width_is_bounded() {
+    let backend = Backend::new(|_, i| (ms(5), Ok(i)));
+    let fan = FanOut::split(backend.clone(), |n: u64| 0..n);
+    let gathered = fan.oneshot(200).await.unwrap();
+    assert_eq!(gathered.successes().count(), 200);
+    assert_eq!(
+        backend.stats.max_in_flight.load(Ordering::SeqCst),
+        palisade_fanout::fanout::DEFAULT_WIDTH.get()
+    );
+}
+
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn quorum_returns_as_soon_as_k_succeed() {
     let backend = Backend::new(|_, i| (ms(10 * (i + 1)), Ok(i)));

@@ -100,6 +100,11 @@ impl Core {
         }
     }
 
+    /// The state as last published (no lock; time-driven changes not applied yet).
+    pub(crate) fn published_state(&self) -> State {
+        Machine::unpack(self.mirror.load(Ordering::Acquire)).0
+    }
+
     /// Time since this breaker was built, on tokio's clock.
     pub(crate) fn now(&self) -> Duration {
         Instant::now().saturating_duration_since(self.origin)

@@ -1,11 +1,12 @@
 //! Per-key breakers: one breaker per key (host, authority, method...), bounded in number.
 
-use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex};
+use std::num::NonZeroUsize;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use palisade_core::keyed::{Eviction, KeyedStore, StoreEntry};
 use palisade_core::{BoxError, Classify};
 use tokio::time::Instant;
 use tower_layer::Layer;
@@ -15,55 +16,64 @@ use crate::config::InvalidBreaker;
 use crate::core::{Core, Guard, Template};
 use crate::future::ResponseFuture;
 use crate::handle::BreakerHandle;
+use crate::machine::State;
 
 struct Entry {
     core: Arc<Core>,
-    last_used: Duration,
+    /// Nanoseconds since the registry's origin.
+    last_used: u64,
+    idle_timeout: u64,
+}
+
+impl StoreEntry for Entry {
+    /// State-aware: a closed breaker idle for `idle_timeout` goes freely (it holds no news
+    /// about its dependency), so an open or half-open breaker is never evicted while an
+    /// idle closed one exists; beyond those, the least recently used goes first.
+    fn eviction(&self, now: u64) -> Eviction {
+        let idle = now.saturating_sub(self.last_used) >= self.idle_timeout;
+        match self.core.published_state() {
+            State::Closed | State::Disabled | State::MetricsOnly if idle => Eviction::Idle,
+            _ => Eviction::Rank(self.last_used),
+        }
+    }
 }
 
 /// The breakers of a keyed layer, shared by every service it builds.
 struct Registry<K> {
     template: Template,
-    map: Mutex<HashMap<K, Entry>>,
-    max_keys: usize,
-    idle_timeout: Duration,
+    store: KeyedStore<K, Entry>,
+    idle_timeout: u64,
     origin: Instant,
 }
 
 impl<K: Hash + Eq> Registry<K> {
-    /// The breaker of `key`, created on first use. Creating one at the cap evicts the idle
-    /// ones first, then the least recently used (an O(keys) scan, on new keys only).
+    /// The breaker of `key`, created on first use; at the cap, room is made by core's
+    /// keyed store (idle closed breakers first, open ones last).
     fn get(&self, key: K) -> Arc<Core> {
-        let now = Instant::now().saturating_duration_since(self.origin);
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(e) = map.get_mut(&key) {
-            e.last_used = now;
-            return e.core.clone();
-        }
-        if map.len() >= self.max_keys {
-            let idle = self.idle_timeout;
-            map.retain(|_, e| now.saturating_sub(e.last_used) < idle);
-            if map.len() >= self.max_keys {
-                // Nothing idle: evict the least recently used.
-                let lru = map
-                    .iter()
-                    .min_by_key(|(_, e)| e.last_used)
-                    .map(|(k, _)| k as *const K);
-                if let Some(k) = lru {
-                    map.retain(|key, _| !std::ptr::eq(key, k));
-                }
+        let now = nanos(Instant::now().saturating_duration_since(self.origin));
+        let got = self.store.update(key, now, |entry| match entry {
+            Some(e) => {
+                e.last_used = now;
+                (e.core.clone(), None)
             }
-        }
-        let core = Arc::new(Core::new(&self.template));
-        map.insert(
-            key,
-            Entry {
-                core: core.clone(),
-                last_used: now,
-            },
-        );
-        core
+            None => {
+                let core = Arc::new(Core::new(&self.template));
+                let entry = Entry {
+                    core: core.clone(),
+                    last_used: now,
+                    idle_timeout: self.idle_timeout,
+                };
+                (core, Some(entry))
+            }
+        });
+        // Breakers are never pinned, so there is always room; should that change, an
+        // unkept breaker still protects this call.
+        got.unwrap_or_else(|_| Arc::new(Core::new(&self.template)))
     }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// Builds [`KeyedCircuitBreaker`] services; from
@@ -103,15 +113,14 @@ impl<K, F, C> KeyedCircuitBreakerLayer<K, F, C> {
         if idle_timeout.is_zero() {
             return Err(InvalidBreaker::ZeroIdleTimeout);
         }
-        if max_keys == 0 {
+        let Some(max_keys) = NonZeroUsize::new(max_keys) else {
             return Err(InvalidBreaker::ZeroMaxKeys);
-        }
+        };
         Ok(Self {
             registry: Arc::new(Registry {
                 template,
-                map: Mutex::new(HashMap::new()),
-                max_keys,
-                idle_timeout,
+                store: KeyedStore::new(max_keys),
+                idle_timeout: nanos(idle_timeout),
                 origin: Instant::now(),
             }),
             key,
@@ -224,17 +233,14 @@ where
 impl<K: Hash + Eq> KeyedHandle<K> {
     /// The breaker of `key`, if one is kept.
     pub fn get(&self, key: &K) -> Option<BreakerHandle> {
-        let map = self.registry.map.lock().unwrap_or_else(|e| e.into_inner());
-        map.get(key).map(|e| BreakerHandle::new(e.core.clone()))
+        self.registry
+            .store
+            .get(key, |e| BreakerHandle::new(e.core.clone()))
     }
 
     /// How many per-key breakers are kept.
     pub fn len(&self) -> usize {
-        self.registry
-            .map
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.registry.store.len()
     }
 
     /// Whether no breaker is kept.

@@ -17,6 +17,8 @@
 //! - [`replay`]: the one "may this request be repeated, and how is it copied" policy
 //!   and the carrier of later attempts, shared by retries and hedges (streaming bodies
 //!   with feature `http`).
+//! - [`keyed`]: the one keyed store (exact cap on live keys, state-aware eviction) behind
+//!   keyed rate limits, per-key breakers and keyed concurrency limits.
 //! - [`rand`]: one small seedable, lock-free random source for jitter, sampling and fault
 //!   injection, so runs are reproducible.
 //! - [`time`]: saturating `Instant + Duration` and float-to-duration conversions, so no
@@ -59,6 +61,7 @@ pub mod deadline;
 pub mod error;
 #[cfg(feature = "http")]
 pub mod header;
+pub mod keyed;
 pub mod observe;
 pub mod rand;
 pub mod replay;

@@ -42,16 +42,15 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
 use std::fmt;
-use std::hash::{BuildHasher, Hash};
+use std::hash::Hash;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use governor::Quota;
+use palisade_core::keyed::{Eviction, KeyedStore, StoreEntry};
 use palisade_core::{BoxError, HasDeadline, RateLimited};
 use tower_layer::Layer;
 use tower_service::Service;
@@ -69,39 +68,36 @@ const DEFAULT_MAX_KEYS: usize = 100_000;
 pub struct KeyedLimiter<K> {
     gcra: Gcra,
     clock: TokioClock,
-    hasher: RandomState,
-    shards: Box<[Mutex<Shard<K>>]>,
-    shard_cap: usize,
+    // key -> theoretical arrival time, in core's one keyed store.
+    store: KeyedStore<K, Tat>,
     global: Option<Limiter>,
     decisions: Decisions,
 }
 
-struct Shard<K> {
-    // key -> theoretical arrival time (nanoseconds on `clock`)
-    tats: HashMap<K, u64>,
+/// A key's theoretical arrival time (nanoseconds on the limiter's clock).
+#[derive(Debug, Clone, Copy)]
+struct Tat(u64);
+
+impl StoreEntry for Tat {
+    /// A bucket full again (TAT passed) is idle: forgetting it changes no decision. Others
+    /// go closest-to-full first if room is needed (lenient: that key gets its burst back).
+    fn eviction(&self, now: u64) -> Eviction {
+        if self.0 <= now {
+            Eviction::Idle
+        } else {
+            Eviction::Rank(self.0)
+        }
+    }
 }
 
 impl<K: Hash + Eq> KeyedLimiter<K> {
-    /// A keyed limiter for `quota` per key, holding at most about `max_keys` live keys
-    /// (rounded up to a multiple of the shard count).
+    /// A keyed limiter for `quota` per key, holding at most `max_keys` live keys.
     #[must_use]
     pub fn new(quota: Quota, max_keys: NonZeroUsize) -> Self {
-        // Small caps use one shard so the cap stays exact; large ones spread contention.
-        let shard_count = if max_keys.get() >= 4096 { 16 } else { 1 };
-        let shard_cap = max_keys.get().div_ceil(shard_count);
-        let shards = (0..shard_count)
-            .map(|_| {
-                Mutex::new(Shard {
-                    tats: HashMap::new(),
-                })
-            })
-            .collect();
         Self {
             gcra: Gcra::new(quota),
             clock: TokioClock::new(),
-            hasher: RandomState::new(),
-            shards,
-            shard_cap,
+            store: KeyedStore::new(max_keys),
             global: None,
             decisions: Decisions::register("keyed_rate_limit"),
         }
@@ -110,14 +106,6 @@ impl<K: Hash + Eq> KeyedLimiter<K> {
     fn with_global(mut self, global: Quota) -> Self {
         self.global = Some(Limiter::for_policy(global, "keyed_rate_limit_global"));
         self
-    }
-
-    fn shard(&self, key: &K) -> MutexGuard<'_, Shard<K>> {
-        let index = (self.hasher.hash_one(key) as usize) % self.shards.len();
-        // The critical sections below cannot panic half-way, so a poisoned shard is intact.
-        self.shards[index]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Takes `cost` cells from `key`'s bucket (and the global one, if any), reserving a
@@ -129,108 +117,72 @@ impl<K: Hash + Eq> KeyedLimiter<K> {
     fn decide(&self, key: K, cost: u32, max_wait: Duration) -> Acquire {
         let max_wait_ns = duration_to_nanos(max_wait);
         let now = self.clock.now_nanos();
-        let mut shard = self.shard(&key);
-        let tat = shard.tats.get(&key).copied().unwrap_or(0);
-        let (new_tat, key_wait) = match self.gcra.decide(tat, now, cost, max_wait_ns) {
-            Decision::Admit { tat, wait } => (tat, wait),
-            Decision::Deny { retry_after } => {
-                return Acquire::Rejected(RateLimited::with_retry_after(Duration::from_nanos(
-                    retry_after,
-                )))
-            }
-            Decision::TooCostly => return Acquire::Rejected(RateLimited::new()),
-        };
-        // The key admits; the global bucket must too before the key is charged (the shard
-        // lock is held, so no other request of this shard slips in between).
-        let global_wait = match &self.global {
-            None => Duration::ZERO,
-            Some(global) => match global.acquire(cost, max_wait) {
-                Acquire::Now => Duration::ZERO,
-                Acquire::After(wait) => wait,
-                rejected @ Acquire::Rejected(_) => return rejected,
-            },
-        };
-        if new_tat != tat || cost > 0 {
-            shard.insert(key, new_tat, now, self.shard_cap);
-        }
-        let wait = Duration::from_nanos(key_wait).max(global_wait);
-        if wait.is_zero() {
-            Acquire::Now
-        } else {
-            Acquire::After(wait)
-        }
+        // Decided under the key's shard lock, so no other request of this key slips in
+        // between the key's decision, the global one and the key's charge.
+        let decided = self.store.update(key, now, |entry| {
+            let tat = entry.as_ref().map_or(0, |t| t.0);
+            let (new_tat, key_wait) = match self.gcra.decide(tat, now, cost, max_wait_ns) {
+                Decision::Admit { tat, wait } => (tat, wait),
+                Decision::Deny { retry_after } => {
+                    let wait = Duration::from_nanos(retry_after);
+                    return (Acquire::Rejected(RateLimited::with_retry_after(wait)), None);
+                }
+                Decision::TooCostly => return (Acquire::Rejected(RateLimited::new()), None),
+            };
+            // The key admits; the global bucket must too before the key is charged.
+            let global_wait = match &self.global {
+                None => Duration::ZERO,
+                Some(global) => match global.acquire(cost, max_wait) {
+                    Acquire::Now => Duration::ZERO,
+                    Acquire::After(wait) => wait,
+                    rejected @ Acquire::Rejected(_) => return (rejected, None),
+                },
+            };
+            let charged = (new_tat != tat || cost > 0).then_some(Tat(new_tat));
+            let charged = match entry {
+                Some(slot) => {
+                    if let Some(t) = charged {
+                        *slot = t;
+                    }
+                    None
+                }
+                None => charged,
+            };
+            let wait = Duration::from_nanos(key_wait).max(global_wait);
+            let acquire = if wait.is_zero() {
+                Acquire::Now
+            } else {
+                Acquire::After(wait)
+            };
+            (acquire, charged)
+        });
+        // A rate store never pins an entry, so there is always room for a new key.
+        decided.unwrap_or_else(|_| Acquire::Rejected(RateLimited::new()))
     }
 
     /// Live keys held right now.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).tats.len())
-            .sum()
+        self.store.len()
     }
 
     /// Whether no key is held.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.store.is_empty()
     }
 
     /// Entries the maps have room for (their allocated size), to check memory stays
     /// bounded.
     #[must_use]
     pub fn capacity(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| {
-                s.lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .tats
-                    .capacity()
-            })
-            .sum()
+        self.store.capacity()
     }
 
-    /// The most live keys this limiter holds.
+    /// The most live keys this limiter holds (exactly the configured cap).
     #[must_use]
     pub fn max_keys(&self) -> usize {
-        self.shard_cap * self.shards.len()
-    }
-}
-
-impl<K: Hash + Eq> Shard<K> {
-    fn insert(&mut self, key: K, tat: u64, now: u64, cap: usize) {
-        if let Some(slot) = self.tats.get_mut(&key) {
-            *slot = tat;
-            return;
-        }
-        if self.tats.len() >= cap {
-            self.sweep(now, cap);
-        }
-        self.tats.insert(key, tat);
-    }
-
-    /// Frees room: drops every idle key (bucket full again: no decision changes), then,
-    /// if that freed less than an eighth of the cap, the keys closest to idle.
-    fn sweep(&mut self, now: u64, cap: usize) {
-        self.tats.retain(|_, tat| *tat > now);
-        let target = cap - (cap / 8).max(1);
-        if self.tats.len() > target {
-            // The k-th smallest TAT splits "closest to idle" from the rest. This Vec is
-            // the only allocation, once per sweep, so amortized over cap/8 inserts.
-            let mut tats: Vec<u64> = self.tats.values().copied().collect();
-            let excess = self.tats.len() - target;
-            let (_, &mut threshold, _) = tats.select_nth_unstable(excess - 1);
-            let mut to_drop = excess;
-            self.tats.retain(|_, tat| {
-                if to_drop > 0 && *tat <= threshold {
-                    to_drop -= 1;
-                    false
-                } else {
-                    true
-                }
-            });
-        }
+        self.store.max_keys()
     }
 }
 
@@ -238,8 +190,7 @@ impl<K> fmt::Debug for KeyedLimiter<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedLimiter")
             .field("gcra", &self.gcra)
-            .field("shards", &self.shards.len())
-            .field("shard_cap", &self.shard_cap)
+            .field("store", &self.store)
             .field("global", &self.global)
             .finish_non_exhaustive()
     }
@@ -456,28 +407,30 @@ mod tests {
 
     #[test]
     fn sweep_drops_idle_first_then_closest_to_idle() {
-        let mut shard = Shard {
-            tats: HashMap::new(),
+        let put = |store: &KeyedStore<u32, Tat>, k: u32, tat: u64, now: u64| {
+            store.update(k, now, |_| ((), Some(Tat(tat)))).unwrap();
         };
         // cap 16, now 100: keys 0..8 idle (tat <= 100), keys 8..16 live with rising tats.
+        let store = KeyedStore::new(NonZeroUsize::new(16).unwrap());
         for k in 0..8u32 {
-            shard.tats.insert(k, 50);
+            put(&store, k, 50, 0);
         }
         for k in 8..16u32 {
-            shard.tats.insert(k, 1_000 + u64::from(k));
+            put(&store, k, 1_000 + u64::from(k), 0);
         }
-        shard.insert(99, 5_000, 100, 16);
-        assert_eq!(shard.tats.len(), 9);
-        assert!((0..8).all(|k| !shard.tats.contains_key(&k)));
+        put(&store, 99, 5_000, 100);
+        assert_eq!(store.len(), 9);
+        assert!((0..8).all(|k| store.get(&k, |_| ()).is_none()));
 
         // All live: the sweep drops the one closest to idle (cap 8 -> target 7).
-        let mut shard = Shard {
-            tats: (0..8u32).map(|k| (k, 1_000 + u64::from(k))).collect(),
-        };
-        shard.insert(99, 5_000, 100, 8);
-        assert_eq!(shard.tats.len(), 8);
-        assert!(!shard.tats.contains_key(&0));
-        assert!(shard.tats.contains_key(&1) && shard.tats.contains_key(&99));
+        let store = KeyedStore::new(NonZeroUsize::new(8).unwrap());
+        for k in 0..8u32 {
+            put(&store, k, 1_000 + u64::from(k), 0);
+        }
+        put(&store, 99, 5_000, 100);
+        assert_eq!(store.len(), 8);
+        assert!(store.get(&0, |_| ()).is_none());
+        assert!(store.get(&1, |_| ()).is_some() && store.get(&99, |_| ()).is_some());
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_breaker::{CircuitBreakerLayer, FailureModel, State};
-use tower::{Layer, ServiceExt};
+use tower::{Layer, Service, ServiceExt};
 
 use crate::support::{inner, Do};
 
@@ -51,4 +51,40 @@ async fn keys_are_isolated_and_idle_keys_evicted() {
     assert!(call(&mut svc, 4, Do::Ok).await.is_ok());
     assert_eq!(handle.len(), 1);
     assert!(handle.get(&4).is_some());
+}
+
+/// Eviction is state-aware: an open breaker is kept while an idle closed one can go, even
+/// when the open one is the least recently used (forgetting it would let traffic through
+/// to the dependency it protects).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn open_breakers_outlive_idle_closed_ones() {
+    let layer = CircuitBreakerLayer::builder()
+        .failure_model(FailureModel::consecutive(1))
+        .open_duration(Duration::from_secs(3600))
+        .build_keyed(|(key, _): &(u32, Do)| *key, 2, Duration::from_secs(60))
+        .unwrap();
+    let handle = layer.handle();
+    let base = inner(Arc::new(AtomicUsize::new(0)));
+    let mut svc = layer.layer(tower::service_fn(move |(_, d): (u32, Do)| {
+        base.clone().oneshot(d)
+    }));
+    assert!(svc
+        .ready()
+        .await
+        .unwrap()
+        .call((1, Do::Fail))
+        .await
+        .is_err());
+    assert_eq!(handle.get(&1).unwrap().state(), State::Open);
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(svc.ready().await.unwrap().call((2, Do::Ok)).await.is_ok());
+    // Both idle now; key 1 is the least recently used, and open.
+    tokio::time::advance(Duration::from_secs(120)).await;
+    assert!(svc.ready().await.unwrap().call((3, Do::Ok)).await.is_ok());
+    assert!(
+        handle.get(&2).is_none(),
+        "the idle closed breaker made room"
+    );
+    assert_eq!(handle.get(&1).map(|h| h.state()), Some(State::Open));
+    assert_eq!(handle.len(), 2);
 }

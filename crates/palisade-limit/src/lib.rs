@@ -7,6 +7,8 @@
 //!
 //! - [`adaptive`]: the same limit, resized by a feedback loop (AIMD, Vegas, Gradient2) from
 //!   each call's round-trip time and overload signals.
+//! - [`keyed`]: per-key (per-tenant) limits, N in flight per key plus an optional global
+//!   limit, in core's memory-capped keyed store.
 //! - [`criticality`]: under saturation, lower-criticality requests wait behind and are shed
 //!   before higher ones; work-conserving.
 //! - [`throttle`]: client-side adaptive throttling (Google SRE): shed locally what an
@@ -36,6 +38,7 @@
 pub mod adaptive;
 pub mod concurrency;
 pub mod criticality;
+pub mod keyed;
 pub mod throttle;
 
 pub use concurrency::{

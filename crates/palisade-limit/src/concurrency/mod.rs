@@ -51,7 +51,7 @@ mod future_impl;
 mod layer;
 mod semaphore;
 mod service;
-mod shared;
+pub(crate) mod shared;
 
 pub use self::layer::{
     ConcurrencyLimitBuilder, ConcurrencyLimitLayer, InvalidConcurrencyLimit, OnFull,

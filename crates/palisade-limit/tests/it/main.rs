@@ -3,4 +3,5 @@
 mod adaptive;
 mod concurrency;
 mod criticality;
+mod keyed;
 mod throttle;

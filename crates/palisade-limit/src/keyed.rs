@@ -1,0 +1,529 @@
+//! Per-key (per-tenant) concurrency limits: at most N calls in flight per key, plus an
+//! optional global limit, with bounded memory.
+//!
+//! [`KeyedConcurrencyLimitLayer`] keeps one limit per key extracted from the request (a
+//! tenant, a user, a route) in core's [`KeyedStore`](palisade_core::keyed::KeyedStore):
+//! at most `max_keys` live keys, and a key is only forgotten while it has no call in flight
+//! and none waiting (a forgotten key is a fresh, empty limit, so nothing changes). A new key
+//! arriving when every live key is busy is shed. This is tenant fairness for in-flight
+//! work: one tenant's burst fills its own N, not everyone's capacity.
+//!
+//! Because the key is only known from the request, the decision is made in `call`, and the
+//! modes are the request-aware ones:
+//! - **reject** (the default): over the key's (or the global) limit, fail at once with
+//!   [`Overloaded`];
+//! - **queue**: wait FIFO per key, at most `max_queued` waiters per key and at most
+//!   `max_wait` (never past the request's [`Deadline`](palisade_core::Deadline)), then
+//!   the global limit within the same budget. A waiting request holds nothing of the layer
+//!   below (core's [`Admission`]).
+//!
+//! # Example
+//!
+//! ```
+//! use palisade_core::WithDeadline;
+//! use palisade_limit::keyed::KeyedConcurrencyLimitLayer;
+//! use std::time::Duration;
+//! use tower::{service_fn, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), palisade_core::BoxError> {
+//! // At most 4 calls per tenant and 64 in all; a tenant's extra calls wait up to 50 ms.
+//! let layer = KeyedConcurrencyLimitLayer::builder(4, |req: &WithDeadline<(u32, &'static str)>| req.request.0)
+//!     .global(64)
+//!     .queue(16, Duration::from_millis(50))
+//!     .build()?;
+//! let handle = layer.handle();
+//! let svc = ServiceBuilder::new()
+//!     .layer(layer)
+//!     .service(service_fn(|req: WithDeadline<(u32, &'static str)>| async move {
+//!         Ok::<_, std::io::Error>(req.request.1.len())
+//!     }));
+//! assert_eq!(svc.oneshot(WithDeadline::new((7, "embed"))).await?, 5);
+//! assert_eq!(handle.in_flight(&7), Some(0));
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+use std::num::NonZeroUsize;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use palisade_core::admission::Admission;
+use palisade_core::keyed::{Eviction, KeyedStore, StoreEntry};
+use palisade_core::{BoxError, Deadline, HasDeadline, Overloaded};
+use pin_project_lite::pin_project;
+use tokio::time::Instant;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use crate::concurrency::shared::{Permit, QueueSlot, Shared};
+use crate::InvalidConcurrencyLimit;
+
+const DEFAULT_MAX_KEYS: usize = 100_000;
+
+/// The permits one call holds: its key's, and the global one if there is a global limit.
+type Permits = (Permit, Option<Permit>);
+
+/// A wait for permits (queue mode).
+type Wait = Pin<Box<dyn Future<Output = Result<Permits, Overloaded>> + Send + Sync>>;
+
+/// What to do over a key's (or the global) limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Reject,
+    Queue {
+        max_queued: usize,
+        max_wait: Duration,
+    },
+}
+
+/// One key's limit in the store.
+struct Entry {
+    shared: Arc<Shared>,
+}
+
+impl StoreEntry for Entry {
+    /// An empty limit is the same as a fresh one: idle. A key with a call in flight or a
+    /// waiter is pinned: forgetting it would let a second limit for the key start beside it.
+    fn eviction(&self, _now: u64) -> Eviction {
+        if self.shared.in_flight() == 0 && self.shared.queued_now() == 0 {
+            Eviction::Idle
+        } else {
+            Eviction::Pinned
+        }
+    }
+}
+
+/// What every service of one layer value shares.
+struct Keyed<K> {
+    store: KeyedStore<K, Entry>,
+    per_key: usize,
+    global: Option<Arc<Shared>>,
+    mode: Mode,
+    name: Arc<str>,
+}
+
+/// Applies per-key concurrency limits; see the [module docs](self).
+pub struct KeyedConcurrencyLimitLayer<K, F> {
+    keyed: Arc<Keyed<K>>,
+    key: F,
+}
+
+/// Builds a [`KeyedConcurrencyLimitLayer`].
+#[must_use]
+pub struct KeyedConcurrencyLimitBuilder<F> {
+    per_key: usize,
+    key: F,
+    global: Option<usize>,
+    max_keys: NonZeroUsize,
+    mode: Mode,
+    name: Arc<str>,
+}
+
+impl<F> fmt::Debug for KeyedConcurrencyLimitBuilder<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedConcurrencyLimitBuilder")
+            .field("per_key", &self.per_key)
+            .field("global", &self.global)
+            .field("max_keys", &self.max_keys)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl KeyedConcurrencyLimitLayer ===
+
+impl KeyedConcurrencyLimitLayer<(), ()> {
+    /// At most `per_key` calls in flight for each key `key(&request)`; rejecting over it,
+    /// no global limit, at most 100,000 live keys.
+    pub fn builder<F>(per_key: usize, key: F) -> KeyedConcurrencyLimitBuilder<F> {
+        KeyedConcurrencyLimitBuilder {
+            per_key,
+            key,
+            global: None,
+            max_keys: NonZeroUsize::new(DEFAULT_MAX_KEYS).unwrap_or(NonZeroUsize::MIN),
+            mode: Mode::Reject,
+            name: Arc::from(""),
+        }
+    }
+}
+
+impl<K, F> KeyedConcurrencyLimitLayer<K, F> {
+    /// A handle on the live keys.
+    pub fn handle(&self) -> KeyedLimitHandle<K> {
+        KeyedLimitHandle {
+            keyed: Arc::clone(&self.keyed),
+        }
+    }
+}
+
+impl<K, F: Clone> Clone for KeyedConcurrencyLimitLayer<K, F> {
+    fn clone(&self) -> Self {
+        Self {
+            keyed: Arc::clone(&self.keyed),
+            key: self.key.clone(),
+        }
+    }
+}
+
+impl<K, F> fmt::Debug for KeyedConcurrencyLimitLayer<K, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedConcurrencyLimitLayer")
+            .field("per_key", &self.keyed.per_key)
+            .field("mode", &self.keyed.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, K, F: Clone> Layer<S> for KeyedConcurrencyLimitLayer<K, F> {
+    type Service = KeyedConcurrencyLimit<S, K, F>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        KeyedConcurrencyLimit {
+            inner,
+            keyed: Arc::clone(&self.keyed),
+            key: self.key.clone(),
+        }
+    }
+}
+
+// === impl KeyedConcurrencyLimitBuilder ===
+
+impl<F> KeyedConcurrencyLimitBuilder<F> {
+    /// Also at most `limit` calls in flight over all keys together.
+    pub fn global(mut self, limit: usize) -> Self {
+        self.global = Some(limit);
+        self
+    }
+
+    /// At most `max_keys` live keys (default 100,000).
+    pub fn max_keys(mut self, max_keys: NonZeroUsize) -> Self {
+        self.max_keys = max_keys;
+        self
+    }
+
+    /// Over a limit, reject at once with [`Overloaded`] (the default).
+    pub fn reject(mut self) -> Self {
+        self.mode = Mode::Reject;
+        self
+    }
+
+    /// Over a limit, wait FIFO: at most `max_queued` waiters per key, each at most
+    /// `max_wait` in all, and never past the request's deadline.
+    pub fn queue(mut self, max_queued: usize, max_wait: Duration) -> Self {
+        self.mode = Mode::Queue {
+            max_queued,
+            max_wait,
+        };
+        self
+    }
+
+    /// Names the limit in tracing events and metrics (every key shares the name).
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Validates and builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidConcurrencyLimit`] for a per-key or global limit of 0 (or too large), or a
+    /// queue of 0 places or 0 wait.
+    pub fn build<K>(self) -> Result<KeyedConcurrencyLimitLayer<K, F>, InvalidConcurrencyLimit> {
+        InvalidConcurrencyLimit::check_limit(self.per_key)?;
+        if let Some(global) = self.global {
+            InvalidConcurrencyLimit::check_limit(global)?;
+        }
+        match self.mode {
+            Mode::Queue { max_queued: 0, .. } => return Err(InvalidConcurrencyLimit::ZeroQueue),
+            Mode::Queue { max_wait, .. } if max_wait.is_zero() => {
+                return Err(InvalidConcurrencyLimit::ZeroWait)
+            }
+            _ => {}
+        }
+        let global = self
+            .global
+            .map(|limit| Arc::new(Shared::new(limit, Arc::clone(&self.name))));
+        Ok(KeyedConcurrencyLimitLayer {
+            keyed: Arc::new(Keyed {
+                store: KeyedStore::new(self.max_keys),
+                per_key: self.per_key,
+                global,
+                mode: self.mode,
+                name: self.name,
+            }),
+            key: self.key,
+        })
+    }
+}
+
+/// A service under per-key concurrency limits; built by [`KeyedConcurrencyLimitLayer`].
+pub struct KeyedConcurrencyLimit<S, K, F> {
+    inner: S,
+    keyed: Arc<Keyed<K>>,
+    key: F,
+}
+
+impl<S, K, F> KeyedConcurrencyLimit<S, K, F> {
+    palisade_core::inner_accessors!(S);
+}
+
+impl<S: Clone, K, F: Clone> Clone for KeyedConcurrencyLimit<S, K, F> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            keyed: Arc::clone(&self.keyed),
+            key: self.key.clone(),
+        }
+    }
+}
+
+impl<S: fmt::Debug, K, F> fmt::Debug for KeyedConcurrencyLimit<S, K, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedConcurrencyLimit")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How a call's key decided, under the store's lock.
+enum KeyDecision {
+    Permit(Permit),
+    Wait(Arc<Shared>, QueueSlot),
+    Full,
+}
+
+impl<K: Hash + Eq> Keyed<K> {
+    /// Takes a permit of `key`'s limit, or a place in its queue, under the key's shard lock
+    /// (so eviction, which takes the same lock, never forgets a key that is in use).
+    fn decide_key(&self, key: K) -> KeyDecision {
+        let per_key = self.per_key;
+        let decided = self.store.update(key, 0, |entry| {
+            let (shared, insert) = match entry {
+                Some(e) => (Arc::clone(&e.shared), None),
+                None => {
+                    let shared = Arc::new(Shared::new(per_key, Arc::clone(&self.name)));
+                    let entry = Entry {
+                        shared: Arc::clone(&shared),
+                    };
+                    (shared, Some(entry))
+                }
+            };
+            let decision = match shared.try_acquire() {
+                Some(permit) => KeyDecision::Permit(permit),
+                None => match self.mode {
+                    Mode::Reject => KeyDecision::Full,
+                    Mode::Queue { max_queued, .. } => match shared.enqueue(Some(max_queued)) {
+                        Some(slot) => KeyDecision::Wait(Arc::clone(&shared), slot),
+                        None => KeyDecision::Full,
+                    },
+                },
+            };
+            (decision, insert)
+        });
+        // Every live key busy: a new key is shed.
+        decided.unwrap_or(KeyDecision::Full)
+    }
+}
+
+impl<S, K, F, Req> Service<Req> for KeyedConcurrencyLimit<S, K, F>
+where
+    S: Service<Req> + Clone,
+    S::Error: Into<BoxError>,
+    K: Hash + Eq,
+    F: Fn(&Req) -> K,
+    Req: HasDeadline,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = future::ResponseFuture<S, Req>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // The key is only known from the request: the decision is made in `call`.
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let keyed = &self.keyed;
+        let deadline = req.deadline();
+        let reject = || {
+            tracing::debug!(target: "palisade::limit", name = %keyed.name, "keyed concurrency limit full: rejected");
+            future::ResponseFuture::rejected()
+        };
+        // The whole wait's budget, fixed now: the key's queue, then the global limit.
+        let until = match keyed.mode {
+            Mode::Queue { max_wait, .. } => {
+                let wait = Deadline::cap(deadline, max_wait);
+                Some(palisade_core::time::from_now(wait))
+            }
+            Mode::Reject => None,
+        };
+        let key_wait = match keyed.decide_key((self.key)(&req)) {
+            KeyDecision::Full => return reject(),
+            KeyDecision::Permit(permit) => Ok(permit),
+            KeyDecision::Wait(shared, slot) => Err((shared, slot)),
+        };
+        // Admitted by its key at once: the global limit, at once too if it can.
+        let key_permit = match key_wait {
+            Ok(permit) => {
+                let global = match &keyed.global {
+                    None => None,
+                    Some(global) => match global.try_acquire() {
+                        Some(p) => Some(p),
+                        None if until.is_none() => return reject(),
+                        None => {
+                            let wait = global_wait(Arc::clone(global), until, Some(permit));
+                            return future::ResponseFuture::waiting(wait, self.inner.clone(), req);
+                        }
+                    },
+                };
+                return future::ResponseFuture::called(self.inner.call(req), (permit, global));
+            }
+            Err(waiting) => waiting,
+        };
+        // Waiting never pins: the request waits with an unready clone of the inner service.
+        let (shared, slot) = key_permit;
+        let global = keyed.global.clone();
+        let at = until.unwrap_or_else(Instant::now);
+        let wait: Wait = Box::pin(async move {
+            let left = at.saturating_duration_since(Instant::now());
+            let permit = Shared::acquire(slot, Some(left))
+                .await
+                .ok_or_else(Overloaded::new);
+            drop(shared);
+            let permit = permit?;
+            match global {
+                None => Ok((permit, None)),
+                Some(global) => global_wait(global, Some(at), Some(permit)).await,
+            }
+        });
+        future::ResponseFuture::waiting(wait, self.inner.clone(), req)
+    }
+}
+
+/// Waits for a global permit until `until`, keeping the key's permit.
+fn global_wait(global: Arc<Shared>, until: Option<Instant>, key: Option<Permit>) -> Wait {
+    Box::pin(async move {
+        let key = key.expect("the key's permit is taken first");
+        if let Some(p) = global.try_acquire() {
+            return Ok((key, Some(p)));
+        }
+        let Some(slot) = global.enqueue(None) else {
+            return Err(Overloaded::new());
+        };
+        let left = until.map(|at| at.saturating_duration_since(Instant::now()));
+        match Shared::acquire(slot, left).await {
+            Some(p) => Ok((key, Some(p))),
+            None => Err(Overloaded::new()),
+        }
+    })
+}
+
+/// Live state of a keyed limit: from [`KeyedConcurrencyLimitLayer::handle`].
+pub struct KeyedLimitHandle<K> {
+    keyed: Arc<Keyed<K>>,
+}
+
+impl<K> Clone for KeyedLimitHandle<K> {
+    fn clone(&self) -> Self {
+        Self {
+            keyed: Arc::clone(&self.keyed),
+        }
+    }
+}
+
+impl<K> fmt::Debug for KeyedLimitHandle<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyedLimitHandle").finish_non_exhaustive()
+    }
+}
+
+impl<K: Hash + Eq> KeyedLimitHandle<K> {
+    /// Calls in flight for `key`, if the key is live.
+    pub fn in_flight(&self, key: &K) -> Option<usize> {
+        self.keyed.store.get(key, |e| e.shared.in_flight())
+    }
+
+    /// Calls waiting for `key`, if the key is live.
+    pub fn queued(&self, key: &K) -> Option<usize> {
+        self.keyed.store.get(key, |e| e.shared.queued_now())
+    }
+
+    /// Calls in flight over all keys (the global limit's count), if there is one.
+    pub fn global_in_flight(&self) -> Option<usize> {
+        self.keyed.global.as_ref().map(|g| g.in_flight())
+    }
+
+    /// Live keys now.
+    pub fn keys(&self) -> usize {
+        self.keyed.store.len()
+    }
+
+    /// Entries the store has room for (its allocated size), to check memory stays bounded.
+    pub fn capacity(&self) -> usize {
+        self.keyed.store.capacity()
+    }
+}
+
+/// Response future of [`KeyedConcurrencyLimit`].
+pub mod future {
+    use super::*;
+
+    pin_project! {
+        /// Response future of [`KeyedConcurrencyLimit`](super::KeyedConcurrencyLimit): holds
+        /// the call's permits (its key's and the global one), so completing, failing or
+        /// dropping it releases them; a waiting request holds an unready clone of the
+        /// inner service (core's [`Admission`]).
+        pub struct ResponseFuture<S, Req>
+        where
+            S: Service<Req>,
+        {
+            #[pin]
+            inner: Admission<S, Req, Wait, Permits, Overloaded>,
+        }
+    }
+
+    impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
+        pub(super) fn called(fut: S::Future, permits: Permits) -> Self {
+            Self {
+                inner: Admission::called(fut, permits),
+            }
+        }
+
+        pub(super) fn waiting(wait: Wait, svc: S, req: Req) -> Self {
+            Self {
+                inner: Admission::waiting(wait, svc, req),
+            }
+        }
+
+        pub(super) fn rejected() -> Self {
+            Self {
+                inner: Admission::rejected(Overloaded::new()),
+            }
+        }
+    }
+
+    impl<S, Req> Future for ResponseFuture<S, Req>
+    where
+        S: Service<Req>,
+        S::Error: Into<BoxError>,
+    {
+        type Output = Result<S::Response, BoxError>;
+
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            self.project().inner.poll(cx)
+        }
+    }
+
+    impl<S: Service<Req>, Req> fmt::Debug for ResponseFuture<S, Req> {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.debug_struct("ResponseFuture")
+                .field("inner", &self.inner)
+                .finish()
+        }
+    }
+}

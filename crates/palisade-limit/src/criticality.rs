@@ -158,6 +158,10 @@ impl Waiter {
 
 #[derive(Debug)]
 struct State {
+    /// The limit now (resizable: an adaptive limit drives it).
+    limit: usize,
+    /// Permits to retire as they come back, after a shrink below what is in flight.
+    debt: usize,
     available: usize,
     /// Waiters by criticality (index = `Criticality as usize`), oldest first.
     queues: [VecDeque<Arc<Waiter>>; 3],
@@ -167,7 +171,6 @@ struct State {
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
-    limit: usize,
     max_queued: usize,
     max_wait: Duration,
     name: Arc<str>,
@@ -182,21 +185,58 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Returns a permit: to the best waiter, or to the pool.
+    /// Returns a permit: to retire it (a shrink's debt), to the best waiter, or to the pool.
     fn release(&self) {
         let mut s = self.lock();
+        if s.debt > 0 {
+            s.debt -= 1;
+            return;
+        }
+        Self::grant(&mut s);
+    }
+
+    /// Hands one permit to the best waiter, or to the pool. Called with the lock held; the
+    /// waiter's task is only scheduled (waking cannot re-enter this lock).
+    fn grant(s: &mut std::sync::MutexGuard<'_, State>) {
         for q in s.queues.iter_mut().rev() {
             if let Some(w) = q.pop_front() {
                 s.queued -= 1;
-                let waker = w.finish(GRANTED);
-                drop(s);
-                if let Some(waker) = waker {
+                if let Some(waker) = w.finish(GRANTED) {
                     waker.wake();
                 }
                 return;
             }
         }
         s.available += 1;
+    }
+
+    /// Resizes the limit: growing pays debt off first, then grants waiters best class
+    /// first; shrinking retires free permits, then books the rest as debt paid on return
+    /// (calls in flight are never revoked).
+    fn set_limit(&self, new: usize) -> Result<(), InvalidCriticalityLimit> {
+        if new == 0 {
+            return Err(InvalidCriticalityLimit::ZeroLimit);
+        }
+        let mut s = self.lock();
+        let old = s.limit;
+        s.limit = new;
+        if new > old {
+            let mut grow = new - old;
+            let paid = s.debt.min(grow);
+            s.debt -= paid;
+            grow -= paid;
+            for _ in 0..grow {
+                Self::grant(&mut s);
+            }
+        } else {
+            let shrink = old - new;
+            let freed = s.available.min(shrink);
+            s.available -= freed;
+            s.debt += shrink - freed;
+        }
+        drop(s);
+        tracing::debug!(target: "palisade::limit", name = %self.name, old, new, "criticality limit resized");
+        Ok(())
     }
 }
 
@@ -263,14 +303,24 @@ pub struct CriticalityHandle {
 }
 
 impl CriticalityHandle {
-    /// The limit.
+    /// The limit now.
     pub fn limit(&self) -> usize {
-        self.shared.limit
+        self.shared.lock().limit
+    }
+
+    /// Changes the limit at run time; shrinking never revokes calls in flight.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidCriticalityLimit::ZeroLimit`] for 0.
+    pub fn set_limit(&self, limit: usize) -> Result<(), InvalidCriticalityLimit> {
+        self.shared.set_limit(limit)
     }
 
     /// Permits held now.
     pub fn in_flight(&self) -> usize {
-        self.shared.limit - self.shared.lock().available
+        let s = self.shared.lock();
+        (s.limit + s.debt).saturating_sub(s.available)
     }
 
     /// Requests waiting now, all classes.
@@ -312,11 +362,12 @@ impl CriticalityLimitBuilder {
         Ok(CriticalityLimitLayer {
             shared: Arc::new(Shared {
                 state: Mutex::new(State {
+                    limit: self.limit,
+                    debt: 0,
                     available: self.limit,
                     queues: Default::default(),
                     queued: 0,
                 }),
-                limit: self.limit,
                 max_queued: self.max_queued,
                 max_wait: self.max_wait,
                 admitted: decision(&self.name, "admitted"),
@@ -523,6 +574,11 @@ impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
         Self {
             inner: Admission::rejected(Overloaded::new()),
         }
+    }
+
+    /// Whether the call got a permit (as opposed to being shed or timing out waiting).
+    pub(crate) fn admitted(&self) -> bool {
+        self.inner.is_admitted()
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use palisade_core::{BoxError, Classify, ErrorsAsFailures, HasDeadline};
+use palisade_core::{BoxError, Classify, ErrorsAsFailures};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower_layer::Layer;
@@ -13,17 +13,68 @@ use tower_service::Service;
 
 use super::algorithm::{Algorithm, InvalidAlgorithm};
 use super::window::Window;
-use crate::concurrency::future::ResponseFuture as LimitFuture;
-use crate::concurrency::{
-    ConcurrencyLimit, ConcurrencyLimitLayer, InvalidConcurrencyLimit, OnFull,
-};
+use crate::concurrency::{ConcurrencyLimitLayer, InvalidConcurrencyLimit, OnFull};
+use crate::criticality::{CriticalityHandle, CriticalityLimitLayer, InvalidCriticalityLimit};
 use crate::LimitHandle;
+
+/// A limit's response future that knows whether its call was admitted (so its outcome is
+/// evidence about the dependency) or shed by the limit itself. Implemented by the response
+/// futures of [`ConcurrencyLimit`](crate::ConcurrencyLimit) and
+/// [`CriticalityLimit`](crate::criticality::CriticalityLimit), the limits an adaptive
+/// limit can drive.
+pub trait Admitted {
+    /// Whether the call got a permit.
+    fn is_admitted(&self) -> bool;
+}
+
+impl<S: Service<Req>, Req> Admitted for crate::concurrency::future::ResponseFuture<S, Req> {
+    fn is_admitted(&self) -> bool {
+        self.admitted()
+    }
+}
+
+impl<S: Service<Req>, Req> Admitted for crate::criticality::ResponseFuture<S, Req> {
+    fn is_admitted(&self) -> bool {
+        self.admitted()
+    }
+}
+
+/// The limit the feedback loop resizes: a FIFO concurrency limit, or one whose queue
+/// serves by criticality.
+enum Resize {
+    Fifo(LimitHandle),
+    ByClass(CriticalityHandle),
+}
+
+impl Resize {
+    fn limit(&self) -> usize {
+        match self {
+            Self::Fifo(h) => h.limit(),
+            Self::ByClass(h) => h.limit(),
+        }
+    }
+
+    fn set_limit(&self, limit: usize) {
+        // Both refuse only 0, which the caller never asks for.
+        let _ = match self {
+            Self::Fifo(h) => h.set_limit(limit).is_ok(),
+            Self::ByClass(h) => h.set_limit(limit).is_ok(),
+        };
+    }
+
+    fn in_flight(&self) -> usize {
+        match self {
+            Self::Fifo(h) => h.in_flight(),
+            Self::ByClass(h) => h.in_flight(),
+        }
+    }
+}
 
 /// The feedback loop one adaptive limit shares across services and clones.
 struct Shared<C> {
     window: Window,
     algorithm: Mutex<Box<dyn Algorithm>>,
-    handle: LimitHandle,
+    handle: Resize,
     classify: C,
 }
 
@@ -49,19 +100,21 @@ impl<C> Shared<C> {
         let new = algorithm.update(&sample).max(1);
         drop(algorithm);
         if new != self.handle.limit() {
-            let _ = self.handle.set_limit(new);
+            self.handle.set_limit(new);
             tracing::debug!(target: "palisade::limit", ?sample, new, "adaptive limit updated");
         }
     }
 }
 
-/// An adaptive concurrency limit; see the [module docs](super).
-pub struct AdaptiveLimitLayer<C = ErrorsAsFailures> {
-    limit: ConcurrencyLimitLayer,
+/// An adaptive concurrency limit; see the [module docs](super). `L` is the limit it
+/// drives: a [`ConcurrencyLimitLayer`] (FIFO), or a [`CriticalityLimitLayer`] from
+/// [`AdaptiveLimitBuilder::build_with_criticality`].
+pub struct AdaptiveLimitLayer<C = ErrorsAsFailures, L = ConcurrencyLimitLayer> {
+    limit: L,
     shared: Arc<Shared<C>>,
 }
 
-impl<C> Clone for AdaptiveLimitLayer<C> {
+impl<C, L: Clone> Clone for AdaptiveLimitLayer<C, L> {
     fn clone(&self) -> Self {
         Self {
             limit: self.limit.clone(),
@@ -70,7 +123,7 @@ impl<C> Clone for AdaptiveLimitLayer<C> {
     }
 }
 
-impl<C> fmt::Debug for AdaptiveLimitLayer<C> {
+impl<C, L: fmt::Debug> fmt::Debug for AdaptiveLimitLayer<C, L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdaptiveLimitLayer")
             .field("limit", &self.limit)
@@ -109,6 +162,8 @@ pub enum InvalidAdaptiveLimit {
     Limit(InvalidConcurrencyLimit),
     /// The algorithm's settings.
     Algorithm(InvalidAlgorithm),
+    /// The criticality queue's configuration.
+    Criticality(InvalidCriticalityLimit),
 }
 
 impl fmt::Display for InvalidAdaptiveLimit {
@@ -116,6 +171,7 @@ impl fmt::Display for InvalidAdaptiveLimit {
         match self {
             Self::Limit(e) => e.fmt(f),
             Self::Algorithm(e) => e.fmt(f),
+            Self::Criticality(e) => e.fmt(f),
         }
     }
 }
@@ -148,8 +204,15 @@ impl<C> AdaptiveLimitLayer<C> {
     }
 }
 
-impl<S, C> Layer<S> for AdaptiveLimitLayer<C> {
-    type Service = AdaptiveLimit<S, C>;
+impl<C, F> AdaptiveLimitLayer<C, CriticalityLimitLayer<F>> {
+    /// The criticality limit's handle: live limit, in-flight and queued counts by class.
+    pub fn handle(&self) -> CriticalityHandle {
+        self.limit.handle()
+    }
+}
+
+impl<S, C, L: Layer<S>> Layer<S> for AdaptiveLimitLayer<C, L> {
+    type Service = AdaptiveLimit<L::Service, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
         AdaptiveLimit {
@@ -234,7 +297,49 @@ impl<C> AdaptiveLimitBuilder<C> {
             .name(self.name)
             .build()
             .map_err(InvalidAdaptiveLimit::Limit)?;
-        let handle = limit.handle();
+        let handle = Resize::Fifo(limit.handle());
+        Ok(AdaptiveLimitLayer {
+            limit,
+            shared: Arc::new(Shared {
+                window: Window::new(self.min_window, self.min_samples, self.rtt_floor),
+                algorithm: Mutex::new(self.algorithm),
+                handle,
+                classify: self.classify,
+            }),
+        })
+    }
+
+    /// Builds an adaptive limit whose queue serves by criticality: critical before default
+    /// before sheddable, a full queue evicting the newest lower-class waiter, each wait at
+    /// most `max_wait` and never past the request's deadline (see
+    /// [`criticality`](crate::criticality)). As the algorithm shrinks the limit, fewer
+    /// permits free up, so the sheddable requests are the ones that wait and are shed.
+    /// `on_full` does not apply (the criticality queue is the behaviour when full).
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Self::build), and [`InvalidAdaptiveLimit::Criticality`] for a zero
+    /// queue or wait.
+    pub fn build_with_criticality<F>(
+        self,
+        criticality: F,
+        max_queued: usize,
+        max_wait: Duration,
+    ) -> Result<AdaptiveLimitLayer<C, CriticalityLimitLayer<F>>, InvalidAdaptiveLimit> {
+        self.algorithm
+            .validate()
+            .map_err(InvalidAdaptiveLimit::Algorithm)?;
+        if self.min_samples == 0 {
+            return Err(InvalidAdaptiveLimit::Algorithm(InvalidAlgorithm::Zero(
+                "window's minimum samples",
+            )));
+        }
+        let limit =
+            CriticalityLimitLayer::builder(self.algorithm.initial_limit(), max_queued, max_wait)
+                .name(self.name)
+                .build(criticality)
+                .map_err(InvalidAdaptiveLimit::Criticality)?;
+        let handle = Resize::ByClass(limit.handle());
         Ok(AdaptiveLimitLayer {
             limit,
             shared: Arc::new(Shared {
@@ -247,13 +352,15 @@ impl<C> AdaptiveLimitBuilder<C> {
     }
 }
 
-/// An adaptive concurrency limit around `S`; built by [`AdaptiveLimitLayer`].
-pub struct AdaptiveLimit<S, C = ErrorsAsFailures> {
-    inner: ConcurrencyLimit<S>,
+/// An adaptive concurrency limit; built by [`AdaptiveLimitLayer`]. `L` is the limit
+/// service it resizes ([`ConcurrencyLimit`](crate::ConcurrencyLimit) or
+/// [`CriticalityLimit`](crate::criticality::CriticalityLimit)) around the inner service.
+pub struct AdaptiveLimit<L, C = ErrorsAsFailures> {
+    inner: L,
     shared: Arc<Shared<C>>,
 }
 
-impl<S: Clone, C> Clone for AdaptiveLimit<S, C> {
+impl<L: Clone, C> Clone for AdaptiveLimit<L, C> {
     fn clone(&self) -> Self {
         // The inner limit's Clone resets any reservation.
         Self {
@@ -263,7 +370,7 @@ impl<S: Clone, C> Clone for AdaptiveLimit<S, C> {
     }
 }
 
-impl<S: fmt::Debug, C> fmt::Debug for AdaptiveLimit<S, C> {
+impl<L: fmt::Debug, C> fmt::Debug for AdaptiveLimit<L, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdaptiveLimit")
             .field("inner", &self.inner)
@@ -271,33 +378,21 @@ impl<S: fmt::Debug, C> fmt::Debug for AdaptiveLimit<S, C> {
     }
 }
 
-impl<S, C> AdaptiveLimit<S, C> {
-    /// A reference to the inner service.
-    pub fn get_ref(&self) -> &S {
-        self.inner.get_ref()
-    }
-
-    /// A mutable reference to the inner service.
-    pub fn get_mut(&mut self) -> &mut S {
-        self.inner.get_mut()
-    }
-
-    /// The inner service.
-    pub fn into_inner(self) -> S {
-        self.inner.into_inner()
-    }
+impl<L, C> AdaptiveLimit<L, C> {
+    // The inner service is the limit it resizes (whose own `get_ref` reaches the service
+    // below it).
+    palisade_core::inner_accessors!(L);
 }
 
-impl<S, C, Req> Service<Req> for AdaptiveLimit<S, C>
+impl<L, C, Req> Service<Req> for AdaptiveLimit<L, C>
 where
-    S: Service<Req> + Clone,
-    S::Error: Into<BoxError>,
-    Req: HasDeadline,
-    C: Classify<S::Response, BoxError> + Send + Sync + 'static,
+    L: Service<Req, Error = BoxError>,
+    L::Future: Admitted,
+    C: Classify<L::Response, BoxError> + Send + Sync + 'static,
 {
-    type Response = S::Response;
+    type Response = L::Response;
     type Error = BoxError;
-    type Future = ResponseFuture<S, Req, C>;
+    type Future = ResponseFuture<L::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -322,25 +417,21 @@ pin_project! {
     /// in queue mode would count the wait in our own queue) to completion. A call that
     /// completes in the poll that admits it reads no clock: its RTT is taken as zero, under
     /// any RTT floor, so it is not a sample (unless it was a drop).
-    pub struct ResponseFuture<S, Req, C>
-    where
-        S: Service<Req>,
-    {
+    pub struct ResponseFuture<F, C> {
         #[pin]
-        inner: LimitFuture<S, Req>,
+        inner: F,
         start: Option<Instant>,
         in_flight: usize,
         shared: Arc<Shared<C>>,
     }
 }
 
-impl<S, Req, C> Future for ResponseFuture<S, Req, C>
+impl<F, T, C> Future for ResponseFuture<F, C>
 where
-    S: Service<Req>,
-    S::Error: Into<BoxError>,
-    C: Classify<S::Response, BoxError>,
+    F: Future<Output = Result<T, BoxError>> + Admitted,
+    C: Classify<T, BoxError>,
 {
-    type Output = Result<S::Response, BoxError>;
+    type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
@@ -348,14 +439,14 @@ where
             Poll::Ready(out) => out,
             Poll::Pending => {
                 // Admitted and now waiting on the dependency: its RTT starts here.
-                if this.start.is_none() && this.inner.as_ref().get_ref().admitted() {
+                if this.start.is_none() && this.inner.as_ref().get_ref().is_admitted() {
                     *this.start = Some(Instant::now());
                 }
                 return Poll::Pending;
             }
         };
         // Only admitted calls are samples: a local shed says nothing about the dependency.
-        if this.inner.as_ref().get_ref().admitted() {
+        if this.inner.as_ref().get_ref().is_admitted() {
             // Local rejections from layers below (a rate limit, a breaker) say nothing
             // about the dependency either: `health()` ignores them.
             let outcome = palisade_core::classify::outcome(&this.shared.classify, &out);
@@ -375,10 +466,7 @@ where
     }
 }
 
-impl<S, Req, C> fmt::Debug for ResponseFuture<S, Req, C>
-where
-    S: Service<Req>,
-{
+impl<F: fmt::Debug, C> fmt::Debug for ResponseFuture<F, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseFuture")
             .field("inner", &self.inner)

@@ -138,3 +138,107 @@ fn happy_path_allocates_nothing() {
     });
     assert_eq!(info.count_total, 0);
 }
+
+/// An adaptive limit whose queue serves by criticality, under 4× overload of a dependency
+/// that sheds (fast `Overloaded` from the dependency) above its capacity: the limit adapts
+/// to the capacity, critical calls are never shed locally, sheddable ones absorb the
+/// sheds.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn adaptive_with_criticality_sheds_sheddable_first_under_overload() {
+    use palisade_core::{Origin, WithDeadline};
+    use palisade_limit::adaptive::{AdaptiveLimitLayer, Aimd};
+    use palisade_limit::criticality::Criticality;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tower::{ServiceBuilder, ServiceExt};
+
+    const CAPACITY: usize = 20;
+    type Req = WithDeadline<Criticality>;
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    // A named async fn, not a closure returning `BoxError`: closures of that shape hit
+    // rustc's "implementation of `From` is not general enough" inside `tokio::spawn`.
+    async fn serve(in_flight: Arc<AtomicUsize>) -> Result<(), palisade_core::BoxError> {
+        let n = in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        let result = if n > CAPACITY {
+            // The dependency's own "too busy": evidence, not a local shed.
+            let busy = palisade_core::Overloaded::new().with_origin(Origin::Dependency);
+            Err(busy.into())
+        } else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Ok(())
+        };
+        in_flight.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+    let upstream = {
+        let in_flight = Arc::clone(&in_flight);
+        tower::service_fn(move |_req: Req| serve(Arc::clone(&in_flight)))
+    };
+    let layer = AdaptiveLimitLayer::builder(Aimd::new(10, 1, 200))
+        .window(Duration::from_millis(20), 5)
+        .build_with_criticality(|r: &Req| r.request, 40, Duration::from_millis(200))
+        .unwrap();
+    let handle = layer.handle();
+    let svc = ServiceBuilder::new().layer(layer).service(upstream);
+
+    // 80 closed-loop clients (4x capacity): 1/5 critical, 1/5 default, 3/5 sheddable.
+    let stop = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut clients = Vec::new();
+    for i in 0..80 {
+        let class = match i % 5 {
+            0 => Criticality::Critical,
+            1 => Criticality::Default,
+            _ => Criticality::Sheddable,
+        };
+        let svc = svc.clone();
+        clients.push(tokio::spawn(async move {
+            let (mut ok, mut shed, mut upstream_busy) = (0u32, 0u32, 0u32);
+            while tokio::time::Instant::now() < stop {
+                match svc.clone().oneshot(WithDeadline::new(class)).await {
+                    Ok(()) => ok += 1,
+                    Err(e) => {
+                        let local =
+                            palisade_core::find_rejection(e.as_ref()).is_some_and(|r| r.is_local());
+                        if local {
+                            shed += 1;
+                        } else {
+                            upstream_busy += 1;
+                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
+            }
+            (class, ok, shed, upstream_busy)
+        }));
+    }
+    let mut by_class = std::collections::HashMap::new();
+    for c in clients {
+        let (class, ok, shed, busy) = c.await.unwrap();
+        let e = by_class.entry(class).or_insert((0u32, 0u32, 0u32));
+        e.0 += ok;
+        e.1 += shed;
+        e.2 += busy;
+    }
+    let critical = by_class[&Criticality::Critical];
+    let sheddable = by_class[&Criticality::Sheddable];
+    println!(
+        "critical {critical:?}, default {:?}, sheddable {sheddable:?}, limit {}",
+        by_class[&Criticality::Default],
+        handle.limit()
+    );
+    assert_eq!(critical.1, 0, "a critical call was shed locally");
+    assert!(
+        critical.0 > 1000,
+        "critical calls were served: {critical:?}"
+    );
+    assert!(
+        sheddable.1 > 100,
+        "sheddable calls absorbed the sheds: {sheddable:?}"
+    );
+    assert!(
+        handle.limit() <= 2 * CAPACITY,
+        "the limit adapted to the capacity: {}",
+        handle.limit()
+    );
+    assert_eq!(handle.in_flight(), 0);
+}

@@ -5,31 +5,45 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use palisade_core::{BoxError, CircuitOpen, Classify, OutcomeKind};
+use palisade_core::record::{Recorder, Recording};
+use palisade_core::{BoxError, CircuitOpen, Classify, Outcome, OutcomeKind};
 use pin_project_lite::pin_project;
 
 use crate::core::Guard;
 
 pin_project! {
     /// The response future of [`CircuitBreaker`](crate::CircuitBreaker): the inner call
-    /// whose outcome is recorded when it completes, or an immediate [`CircuitOpen`].
+    /// whose outcome is recorded when it completes (core's [`Recording`]), or an immediate
+    /// [`CircuitOpen`].
     ///
     /// Dropping it before completion records nothing (a half-open probe slot is handed back).
     #[derive(Debug)]
     pub struct ResponseFuture<F, C> {
         #[pin]
-        kind: Kind<F>,
-        guard: Option<Guard>,
-        classify: Option<C>,
+        kind: Kind<F, C>,
     }
 }
 
 pin_project! {
     #[project = KindProj]
     #[derive(Debug)]
-    enum Kind<F> {
-        Called { #[pin] fut: F },
+    enum Kind<F, C> {
+        Called { #[pin] fut: Recording<F, C, Guard> },
         Rejected { retry_after: Option<Duration> },
+    }
+}
+
+/// A finished call's outcome goes to the breaker. Local rejections from layers below (a
+/// limit's shed, a rate limit, an expired deadline) are ignored: they are the client
+/// protecting itself, not news about the dependency.
+impl Recorder for Guard {
+    fn record(self, outcome: &Outcome) {
+        let failed = match outcome.health() {
+            OutcomeKind::Success => Some(false),
+            OutcomeKind::Failure => Some(true),
+            OutcomeKind::Ignored => None,
+        };
+        self.finish(failed);
     }
 }
 
@@ -38,17 +52,15 @@ pin_project! {
 impl<F, C> ResponseFuture<F, C> {
     pub(crate) fn called(fut: F, guard: Guard, classify: C) -> Self {
         Self {
-            kind: Kind::Called { fut },
-            guard: Some(guard),
-            classify: Some(classify),
+            kind: Kind::Called {
+                fut: Recording::new(fut, classify, guard),
+            },
         }
     }
 
     pub(crate) fn rejected(retry_after: Option<Duration>) -> Self {
         Self {
             kind: Kind::Rejected { retry_after },
-            guard: None,
-            classify: None,
         }
     }
 }
@@ -62,8 +74,7 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        match this.kind.project() {
+        match self.project().kind.project() {
             KindProj::Rejected { retry_after } => {
                 let err = match *retry_after {
                     Some(d) => CircuitOpen::with_retry_after(d),
@@ -71,23 +82,7 @@ where
                 };
                 Poll::Ready(Err(err.into()))
             }
-            KindProj::Called { fut } => {
-                let result = std::task::ready!(fut.poll(cx)).map_err(Into::into);
-                // Classify once, record once; the guard is consumed so Drop does nothing.
-                if let (Some(guard), Some(classify)) = (this.guard.take(), this.classify.take()) {
-                    // Local rejections from layers below (a limit's shed, a rate
-                    // limit, an expired deadline) are ignored: they are the client
-                    // protecting itself, not news about the dependency.
-                    let outcome = palisade_core::classify::outcome(&classify, &result);
-                    let failed = match outcome.health() {
-                        OutcomeKind::Success => Some(false),
-                        OutcomeKind::Failure => Some(true),
-                        OutcomeKind::Ignored => None,
-                    };
-                    guard.finish(failed);
-                }
-                Poll::Ready(result)
-            }
+            KindProj::Called { fut } => fut.poll(cx),
         }
     }
 }

@@ -14,6 +14,7 @@
 //!   a request ([`HasDeadline`]).
 //! - [`admission`]: the one "wait for admission, then call" future of every layer that
 //!   makes requests wait, which never pins the capacity of the layer below while it waits.
+//! - [`record`]: the one "classify the result on completion and record it" future.
 //! - [`replay`]: the one "may this request be repeated, and how is it copied" policy
 //!   and the carrier of later attempts, shared by retries and hedges (streaming bodies
 //!   with feature `http`).
@@ -64,6 +65,7 @@ pub mod header;
 pub mod keyed;
 pub mod observe;
 pub mod rand;
+pub mod record;
 pub mod replay;
 #[cfg(feature = "http")]
 pub mod response;

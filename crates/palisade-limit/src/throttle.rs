@@ -44,11 +44,12 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::rand::SeededRng;
-use palisade_core::{BoxError, Classify, ErrorsAsFailures, Overloaded};
+use palisade_core::record::{Recorder, Recording};
+use palisade_core::{BoxError, Classify, ErrorsAsFailures, Outcome, Overloaded};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower_layer::Layer;
@@ -363,26 +364,56 @@ where
                 .requests
                 .fetch_add(1, Relaxed);
             tracing::trace!(target: "palisade::limit", p, "throttled locally");
-            return ResponseFuture {
-                inner: None,
-                shared: Arc::clone(&self.shared),
-            };
+            return ResponseFuture { inner: None };
         }
+        let call = self.inner.call(req);
+        let counted = Count(Arc::clone(&self.shared.window));
         ResponseFuture {
-            inner: Some(self.inner.call(req)),
-            shared: Arc::clone(&self.shared),
+            inner: Some(Recording::new(
+                call,
+                SharedClassify(Arc::clone(&self.shared)),
+                counted,
+            )),
+        }
+    }
+}
+
+/// The classifier, reached through the shared state (so a throttle needs no `C: Clone`).
+struct SharedClassify<C>(Arc<Shared<C>>);
+
+impl<T, C: Classify<T, BoxError>> Classify<T, BoxError> for SharedClassify<C> {
+    fn classify(&self, result: &Result<T, BoxError>) -> Outcome {
+        self.0.classify.classify(result)
+    }
+}
+
+/// Counts a sent request when it finishes, as a request and maybe an accept: one still in
+/// flight is neither (counting it as a request at `call` would read every in-flight call
+/// as a rejection), and one whose future is dropped (a hedge loser, an outer timeout, a
+/// caller gone) is never counted at all (this recorder is dropped unconsumed). A local
+/// rejection from a layer below never reached the backend: not counted either.
+struct Count(Arc<Window>);
+
+impl Recorder for Count {
+    fn record(self, outcome: &Outcome) {
+        if outcome.is_local() {
+            return;
+        }
+        let bucket = self.0.bucket(Instant::now());
+        bucket.requests.fetch_add(1, Relaxed);
+        if !outcome.is_overloaded() {
+            bucket.accepts.fetch_add(1, Relaxed);
         }
     }
 }
 
 pin_project! {
     /// Response future of [`Throttle`]: counts an accept when the backend did not reject the
-    /// call as overloaded.
+    /// call as overloaded (core's [`Recording`]), or a local rejection.
     pub struct ResponseFuture<F, C> {
         // `None`: rejected locally.
         #[pin]
-        inner: Option<F>,
-        shared: Arc<Shared<C>>,
+        inner: Option<Recording<F, SharedClassify<C>, Count>>,
     }
 }
 
@@ -403,24 +434,9 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let Some(inner) = this.inner.as_pin_mut() else {
-            return Poll::Ready(Err(Overloaded::new().into()));
-        };
-        let out = ready!(inner.poll(cx)).map_err(Into::into);
-        // A sent request is counted when it finishes, as a request and maybe an accept:
-        // one still in flight is neither (counting it as a request at `call` would read
-        // every in-flight call as a rejection), and one whose future is dropped (a hedge
-        // loser, an outer timeout, a caller gone) is never counted at all. A local
-        // rejection from a layer below never reached the backend: not counted either.
-        let outcome = palisade_core::classify::outcome(&this.shared.classify, &out);
-        if !outcome.is_local() {
-            let bucket = this.shared.window.bucket(Instant::now());
-            bucket.requests.fetch_add(1, Relaxed);
-            if !outcome.is_overloaded() {
-                bucket.accepts.fetch_add(1, Relaxed);
-            }
+        match self.project().inner.as_pin_mut() {
+            Some(call) => call.poll(cx),
+            None => Poll::Ready(Err(Overloaded::new().into())),
         }
-        Poll::Ready(out)
     }
 }

@@ -3,7 +3,6 @@
 //! upstream of `palisade_benches::sim` (capacity 100, then 50, then 200), beside a static
 //! limit set 4× too high and tower-resilience's AIMD and Vegas.
 
-use std::future::{ready, Ready};
 use std::hint::black_box;
 use std::time::Duration;
 
@@ -13,22 +12,17 @@ use palisade_benches::{contender, Report};
 use palisade_core::BoxError;
 use palisade_limit::adaptive::{AdaptiveLimitLayer, Aimd, Algorithm, Gradient2, Vegas};
 use palisade_limit::ConcurrencyLimitLayer;
-use tower::{service_fn, Layer};
+use tower::Layer;
 use tower_service::Service;
 
 const GROUP: &str = "limit-adaptive";
 
-fn bare(
-) -> impl Service<u64, Response = u64, Error = BoxError, Future = Ready<Result<u64, BoxError>>> + Clone
-{
-    service_fn(|r: u64| ready(Ok::<_, BoxError>(r)))
+fn bare() -> palisade_benches::Echo<BoxError> {
+    palisade_benches::echo()
 }
 
 fn overhead(c: &mut Criterion, report: &mut Report) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let rt = palisade_benches::runtime();
     let _enter = rt.enter();
     // Limits far above what one caller uses: the happy path, never waiting.
     contender(c, report, GROUP, "bare", false, bare(), || black_box(7));

@@ -7,7 +7,6 @@
 //! tower-resilience's breaker takes an uncontended `tokio::sync::Mutex`, which completes
 //! on the first poll, so it can be driven the same way.
 
-use std::future::{ready, Ready};
 use std::hint::black_box;
 
 use criterion::Criterion;
@@ -18,10 +17,8 @@ use tower::limit::ConcurrencyLimitLayer;
 use tower_layer::Layer;
 use tower_service::Service;
 
-type Echo = fn(u64) -> Ready<Result<u64, BoxError>>;
-
-fn bare() -> tower::util::ServiceFn<Echo> {
-    tower::service_fn((|x: u64| ready(Ok(x))) as Echo)
+fn bare() -> palisade_benches::Echo<BoxError> {
+    palisade_benches::echo()
 }
 
 fn bench_one<S>(

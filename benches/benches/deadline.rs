@@ -26,10 +26,7 @@ fn bare(
 
 pub(crate) fn benches(c: &mut Criterion, report: &mut Report) {
     // Every contender reads tokio time; give them all the same runtime context.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let rt = palisade_benches::runtime();
     let _enter = rt.enter();
 
     contender(c, report, GROUP, "bare", false, bare(), || {

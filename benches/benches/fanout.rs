@@ -11,7 +11,6 @@
 //!   5% budget). Deterministic: same seed, paused clock.
 
 use std::convert::Infallible;
-use std::future::{ready, Ready};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,10 +24,10 @@ use tower::{Layer, Service, ServiceExt};
 
 const GROUP: &str = "fanout-hedge";
 
-type Echo = tower::util::ServiceFn<fn(u64) -> Ready<Result<u64, Infallible>>>;
+type Echo = palisade_benches::Echo<Infallible>;
 
 fn echo() -> Echo {
-    tower::service_fn(|r| ready(Ok(r)))
+    palisade_benches::echo()
 }
 
 #[derive(Clone)]
@@ -54,10 +53,7 @@ pub(crate) fn benches(c: &mut Criterion, report: &mut Report) {
 /// Whether the command line's filter (if any) selects `name`.
 fn overhead(c: &mut Criterion, report: &mut Report) {
     // A runtime context for tokio time (not paused: the hedges never wait here).
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let rt = palisade_benches::runtime();
     let _enter = rt.enter();
     let mut group = c.benchmark_group(GROUP);
 

@@ -2,31 +2,24 @@
 //! service is ready and answers at once), side by side with tower's `ConcurrencyLimit`,
 //! tower-resilience's bulkhead and the bare service.
 
-use std::future::{ready, Ready};
 use std::hint::black_box;
 
 use criterion::Criterion;
 use palisade_benches::{contender, Report};
 use palisade_core::BoxError;
 use palisade_limit::ConcurrencyLimitLayer;
-use tower::{service_fn, Layer};
-use tower_service::Service;
+use tower::Layer;
 
 const GROUP: &str = "limit-concurrency";
 const LIMIT: usize = 1024;
 
-fn bare(
-) -> impl Service<u64, Response = u64, Error = BoxError, Future = Ready<Result<u64, BoxError>>> + Clone
-{
-    service_fn(|r: u64| ready(Ok::<_, BoxError>(r)))
+fn bare() -> palisade_benches::Echo<BoxError> {
+    palisade_benches::echo()
 }
 
 pub(crate) fn benches(c: &mut Criterion, report: &mut Report) {
     // tower-resilience reads tokio time; give every contender the same runtime context.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let rt = palisade_benches::runtime();
     let _enter = rt.enter();
 
     contender(c, report, GROUP, "bare", false, bare(), || black_box(7));

@@ -158,10 +158,7 @@ fn responsiveness() {
     let rounds = calibrate();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     // One event loop: everything the handler does inline blocks the ticker.
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let rt = palisade_benches::runtime();
     let pool = CpuPool::builder()
         .threads(cores)
         .name("bench-cpu")

@@ -43,10 +43,7 @@ pub(crate) fn benches(c: &mut Criterion, report: &mut Report) {
 
 fn keyless(c: &mut Criterion, report: &mut Report) {
     const GROUP: &str = "rate-keyless";
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .unwrap();
+    let rt = palisade_benches::runtime();
     let _context = rt.enter();
     let mut group = c.benchmark_group(GROUP);
 

@@ -20,10 +20,10 @@ use tower::{Layer, Service};
 
 const GROUP: &str = "retry-none";
 
-type Echo = tower::util::ServiceFn<fn(u64) -> Ready<Result<u64, Infallible>>>;
+type Echo = palisade_benches::Echo<Infallible>;
 
 fn echo() -> Echo {
-    tower::service_fn(|r| ready(Ok(r)))
+    palisade_benches::echo()
 }
 
 /// tower's retry needs a hand-written policy: retry errors, up to 3 attempts.
@@ -74,10 +74,7 @@ fn contender<S>(
 
 pub(crate) fn benches(c: &mut Criterion, report: &mut Report) {
     // A runtime context for tokio time (not paused: nothing waits here).
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("runtime");
+    let rt = palisade_benches::runtime();
     let _enter = rt.enter();
     let mut group = c.benchmark_group(GROUP);
 

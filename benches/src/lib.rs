@@ -78,6 +78,27 @@ pub fn count_allocations(calls: u64, mut f: impl FnMut()) -> f64 {
     ALLOCATIONS.load(Ordering::SeqCst) as f64 / calls as f64
 }
 
+/// The inner service of the per-call groups: answers its `u64` at once, with error `E`.
+pub type Echo<E> = tower::util::ServiceFn<fn(u64) -> std::future::Ready<Result<u64, E>>>;
+
+/// An [`Echo`] service.
+pub fn echo<E>() -> Echo<E> {
+    tower::service_fn(ready_ok::<E> as fn(u64) -> std::future::Ready<Result<u64, E>>)
+}
+
+fn ready_ok<E>(r: u64) -> std::future::Ready<Result<u64, E>> {
+    std::future::ready(Ok(r))
+}
+
+/// The current-thread runtime (time enabled) a group's contenders share, so every one of
+/// them (tower-resilience's included, which reads tokio time) runs in the same context.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a current-thread runtime")
+}
+
 /// Polls a future once with a no-op waker, expecting it to be ready.
 ///
 /// # Panics

@@ -277,13 +277,8 @@ impl<C> AdaptiveLimitBuilder<C> {
         self
     }
 
-    /// Validates and builds the layer.
-    ///
-    /// # Errors
-    ///
-    /// [`InvalidAdaptiveLimit`] for an invalid queue configuration, an algorithm whose
-    /// settings cannot work ([`Algorithm::validate`]), or a window of 0 samples.
-    pub fn build(self) -> Result<AdaptiveLimitLayer<C>, InvalidAdaptiveLimit> {
+    /// The algorithm's settings and the window, checked by both builds.
+    fn validate(&self) -> Result<(), InvalidAdaptiveLimit> {
         self.algorithm
             .validate()
             .map_err(InvalidAdaptiveLimit::Algorithm)?;
@@ -292,6 +287,17 @@ impl<C> AdaptiveLimitBuilder<C> {
                 "window's minimum samples",
             )));
         }
+        Ok(())
+    }
+
+    /// Validates and builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidAdaptiveLimit`] for an invalid queue configuration, an algorithm whose
+    /// settings cannot work ([`Algorithm::validate`]), or a window of 0 samples.
+    pub fn build(self) -> Result<AdaptiveLimitLayer<C>, InvalidAdaptiveLimit> {
+        self.validate()?;
         let limit = ConcurrencyLimitLayer::builder(self.algorithm.initial_limit())
             .on_full(self.on_full)
             .name(self.name)
@@ -326,14 +332,7 @@ impl<C> AdaptiveLimitBuilder<C> {
         max_queued: usize,
         max_wait: Duration,
     ) -> Result<AdaptiveLimitLayer<C, CriticalityLimitLayer<F>>, InvalidAdaptiveLimit> {
-        self.algorithm
-            .validate()
-            .map_err(InvalidAdaptiveLimit::Algorithm)?;
-        if self.min_samples == 0 {
-            return Err(InvalidAdaptiveLimit::Algorithm(InvalidAlgorithm::Zero(
-                "window's minimum samples",
-            )));
-        }
+        self.validate()?;
         let limit =
             CriticalityLimitLayer::builder(self.algorithm.initial_limit(), max_queued, max_wait)
                 .name(self.name)

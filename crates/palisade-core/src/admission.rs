@@ -50,6 +50,45 @@ use tower_service::Service;
 
 use crate::BoxError;
 
+/// What a call does when a bounded resource (a concurrency limit, a thread pool, a worker
+/// pool) has no room: the one choice every bounded policy offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnFull {
+    /// Backpressure: `poll_ready` waits for room, first come first served, so the caller
+    /// holds its request and nothing queues inside the policy.
+    #[default]
+    Wait,
+    /// Wait in a bounded queue: `poll_ready` is ready; at most `max_queued` calls wait, each
+    /// for at most `max_wait` and never past its request's [`Deadline`](crate::Deadline),
+    /// then fail with [`Overloaded`](crate::Overloaded). A full queue fails at once.
+    Queue {
+        /// Most calls that may wait at once; one more fails at once.
+        max_queued: usize,
+        /// Longest a call waits.
+        max_wait: std::time::Duration,
+    },
+    /// Load shedding: a call that finds no room fails at once with
+    /// [`Overloaded`](crate::Overloaded).
+    Reject,
+}
+
+impl OnFull {
+    /// Whether a queue of this configuration can work: `Err("queue")` for 0 places,
+    /// `Err("wait")` for a zero wait (both should be [`OnFull::Reject`]). Builders turn this
+    /// into their own typed error.
+    ///
+    /// # Errors
+    ///
+    /// Which part of the queue cannot work.
+    pub fn check_queue(self) -> Result<(), &'static str> {
+        match self {
+            OnFull::Queue { max_queued: 0, .. } => Err("queue"),
+            OnFull::Queue { max_wait, .. } if max_wait.is_zero() => Err("wait"),
+            _ => Ok(()),
+        }
+    }
+}
+
 pin_project! {
     /// A call that may wait for admission first; see the [module docs](self).
     ///

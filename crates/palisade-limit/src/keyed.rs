@@ -2,7 +2,7 @@
 //! optional global limit, with bounded memory.
 //!
 //! [`KeyedConcurrencyLimitLayer`] keeps one limit per key extracted from the request (a
-//! tenant, a user, a route) in core's [`KeyedStore`](palisade_core::keyed::KeyedStore):
+//! tenant, a user, a route) in core's [`KeyedStore`]:
 //! at most `max_keys` live keys, and a key is only forgotten while it has no call in flight
 //! and none waiting (a forgotten key is a fresh, empty limit, so nothing changes). A new key
 //! arriving when every live key is busy is shed. This is tenant fairness for in-flight
@@ -13,7 +13,7 @@
 //! - **reject** (the default): over the key's (or the global) limit, fail at once with
 //!   [`Overloaded`];
 //! - **queue**: wait FIFO per key, at most `max_queued` waiters per key and at most
-//!   `max_wait` (never past the request's [`Deadline`](palisade_core::Deadline)), then
+//!   `max_wait` (never past the request's [`Deadline`]), then
 //!   the global limit within the same budget. A waiting request holds nothing of the layer
 //!   below (core's [`Admission`]).
 //!

@@ -113,7 +113,7 @@ impl CpuPoolBuilder {
     /// [`InvalidPool`] for zero threads, a queue of zero places or zero wait, or a rayon
     /// pool that could not start its threads.
     pub fn build(self) -> Result<CpuPool, InvalidPool> {
-        self.on_full.check()?;
+        crate::shared::check(self.on_full)?;
         let (size, pool) = match self.threads {
             Threads::Global => (rayon::current_num_threads(), None),
             Threads::Supplied(pool) => (pool.current_num_threads(), Some(pool)),

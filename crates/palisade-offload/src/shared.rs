@@ -5,7 +5,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use palisade_core::observe::{Counter, Gauge, Histogram};
 use palisade_core::{BoxError, Deadline, DeadlineExceeded, Overloaded};
@@ -17,37 +16,16 @@ use crate::error::PoolShutdown;
 
 pub(crate) const TARGET: &str = "palisade::offload";
 
-/// What a call does when every thread (or worker) of the pool is busy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnFull {
-    /// Backpressure: `poll_ready` waits for a free thread, first come first served, so the
-    /// caller holds its request and nothing queues inside the pool.
-    #[default]
-    Wait,
-    /// Wait in a bounded queue: `poll_ready` is always ready; at most `max_queued` calls
-    /// wait, each for at most `max_wait` and never past its request's
-    /// [`Deadline`](palisade_core::Deadline), then fail with
-    /// [`Overloaded`](palisade_core::Overloaded). A full queue fails at once.
-    Queue {
-        /// Most calls that may wait at once; one more fails at once.
-        max_queued: usize,
-        /// Longest a call waits for a thread.
-        max_wait: Duration,
-    },
-    /// Load shedding: a call that finds every thread busy fails at once with
-    /// [`Overloaded`](palisade_core::Overloaded).
-    Reject,
-}
+/// What a call does when every thread (or worker) of the pool is busy: core's one
+/// bounded-resource choice ([`OnFull::Wait`] holds callers in `poll_ready`).
+pub use palisade_core::admission::OnFull;
 
-impl OnFull {
-    pub(crate) fn check(self) -> Result<(), crate::InvalidPool> {
-        match self {
-            OnFull::Queue { max_queued: 0, .. } => Err(crate::InvalidPool::ZeroQueue),
-            OnFull::Queue { max_wait, .. } if max_wait.is_zero() => {
-                Err(crate::InvalidPool::ZeroWait)
-            }
-            _ => Ok(()),
-        }
+/// A pool's queue configuration, checked at build time.
+pub(crate) fn check(on_full: OnFull) -> Result<(), crate::InvalidPool> {
+    match on_full.check_queue() {
+        Err("queue") => Err(crate::InvalidPool::ZeroQueue),
+        Err(_) => Err(crate::InvalidPool::ZeroWait),
+        Ok(()) => Ok(()),
     }
 }
 
@@ -149,7 +127,7 @@ impl Shared {
         if size > Semaphore::MAX_PERMITS {
             return Err(crate::InvalidPool::TooManyThreads(size));
         }
-        on_full.check()?;
+        check(on_full)?;
         Ok(Self {
             slots: Arc::new(Semaphore::new(size)),
             size,

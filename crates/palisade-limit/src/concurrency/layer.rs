@@ -8,23 +8,9 @@ use super::semaphore::FastSemaphore;
 use super::service::ConcurrencyLimit;
 use super::shared::{LimitHandle, Shared};
 
-/// What a call does when the limit is full. See the [module docs](super).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum OnFull {
-    /// Backpressure: `poll_ready` waits for a permit, first come first served.
-    #[default]
-    Wait,
-    /// Wait in a bounded queue: at most `max_queued` waiters, each for at most `max_wait`
-    /// (and never past its request's deadline), then [`Overloaded`](palisade_core::Overloaded).
-    Queue {
-        /// Most calls that may wait at once; one more fails at once.
-        max_queued: usize,
-        /// Longest a call waits for a permit.
-        max_wait: Duration,
-    },
-    /// Load shedding: fail at once with [`Overloaded`](palisade_core::Overloaded).
-    Reject,
-}
+/// What a call does when the limit is full (core's one bounded-resource choice). See the
+/// [module docs](super).
+pub use palisade_core::admission::OnFull;
 
 /// Invalid configuration of a concurrency limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,10 +39,10 @@ impl InvalidConcurrencyLimit {
 
     fn check(limit: usize, on_full: OnFull) -> Result<(), Self> {
         Self::check_limit(limit)?;
-        match on_full {
-            OnFull::Queue { max_queued: 0, .. } => Err(Self::ZeroQueue),
-            OnFull::Queue { max_wait, .. } if max_wait.is_zero() => Err(Self::ZeroWait),
-            _ => Ok(()),
+        match on_full.check_queue() {
+            Err("queue") => Err(Self::ZeroQueue),
+            Err(_) => Err(Self::ZeroWait),
+            Ok(()) => Ok(()),
         }
     }
 }

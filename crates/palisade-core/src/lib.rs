@@ -55,6 +55,8 @@ pub mod error;
 #[cfg(feature = "http")]
 pub mod header;
 pub mod observe;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(feature = "http")]
 pub mod response;
 pub mod time;

@@ -49,9 +49,9 @@
 
 mod future_impl;
 mod layer;
-mod semaphore;
+pub(crate) mod semaphore;
 mod service;
-mod shared;
+pub(crate) mod shared;
 
 pub use self::layer::{
     ConcurrencyLimitBuilder, ConcurrencyLimitLayer, InvalidConcurrencyLimit, OnFull,

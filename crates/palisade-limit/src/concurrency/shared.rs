@@ -187,7 +187,12 @@ impl Shared {
         }
     }
 
-    fn in_flight(&self) -> usize {
+    /// Calls waiting for a permit now.
+    pub(crate) fn queued_now(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
         let limit = self.limit.load(Ordering::Acquire);
         let debt = self.debt.load(Ordering::Acquire);
         (limit + debt).saturating_sub(self.semaphore.available())

@@ -1,0 +1,486 @@
+//! The state one fleet limit shares across its layer, services and leases: the local limit
+//! in front, the registry of leases this layer holds, counters, and the channel to the one
+//! renewal task.
+
+use std::collections::hash_map::RandomState;
+use std::collections::HashSet;
+use std::fmt;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use palisade_core::observe::Counter;
+use palisade_core::{Deadline, Overloaded};
+use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
+
+use super::layer::FailurePolicy;
+use super::store::{Grant, LeaseStore};
+use crate::concurrency::shared::{Permit, Shared as Local};
+
+/// A validated configuration (see the builder for each field's meaning).
+#[derive(Clone, Debug)]
+pub(crate) struct Config {
+    pub(crate) key: String,
+    pub(crate) limit: usize,
+    pub(crate) local_limit: usize,
+    pub(crate) queue: Option<(usize, Duration)>,
+    pub(crate) ttl: Duration,
+    pub(crate) renew_every: Duration,
+    pub(crate) failure: FailurePolicy,
+    pub(crate) fail_open_limit: usize,
+    pub(crate) backoff: (Duration, Duration),
+    pub(crate) name: Arc<str>,
+}
+
+/// Counters shared with the renewal task (which holds no `Fleet`, so that dropping the
+/// last layer, service and lease ends it).
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    fleet_held: AtomicU64,
+    renewals: AtomicU64,
+    reregistered: AtomicU64,
+    expirations: AtomicU64,
+    errors: AtomicU64,
+    failed_open: AtomicU64,
+    releases: AtomicU64,
+}
+
+/// Lease ids this layer holds now: what the renewal task renews.
+type Registry = Mutex<HashSet<Arc<str>>>;
+
+enum Msg {
+    Release(Arc<str>),
+}
+
+pub(crate) struct Fleet {
+    store: LeaseStore,
+    pub(crate) config: Config,
+    local: Arc<Local>,
+    registry: Arc<Registry>,
+    stats: Arc<Stats>,
+    /// Woken each time a release of ours lands in Redis: our own waiters try again at once
+    /// instead of at the end of their backoff.
+    released: Arc<Notify>,
+    task: OnceLock<mpsc::UnboundedSender<Msg>>,
+    id_base: u64,
+    next_id: AtomicU64,
+    admitted: Counter,
+    rejected: Counter,
+    timed_out: Counter,
+    failed_open: Counter,
+}
+
+impl Fleet {
+    pub(crate) fn new(store: LeaseStore, config: Config) -> Arc<Self> {
+        let name = &config.name;
+        let counter = |decision| {
+            Counter::register(
+                "palisade_decisions_total",
+                "fleet_limit",
+                name,
+                &[("decision", decision)],
+            )
+        };
+        Arc::new(Self {
+            local: Arc::new(Local::new(config.local_limit, Arc::clone(name))),
+            registry: Arc::default(),
+            stats: Arc::default(),
+            released: Arc::default(),
+            task: OnceLock::new(),
+            id_base: RandomState::new().build_hasher().finish(),
+            next_id: AtomicU64::new(0),
+            admitted: counter("admitted"),
+            rejected: counter("rejected"),
+            timed_out: counter("timed_out"),
+            failed_open: counter("failed_open"),
+            store,
+            config,
+        })
+    }
+
+    /// The renewal task's channel, spawning the task on first use. Called from inside the
+    /// admission future, so a Tokio runtime is running.
+    fn sender(&self) -> &mpsc::UnboundedSender<Msg> {
+        self.task.get_or_init(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let task = Renewer {
+                store: self.store.clone(),
+                key: self.config.key.clone(),
+                limit: self.config.limit as u64,
+                ttl: self.config.ttl,
+                every: self.config.renew_every,
+                registry: Arc::clone(&self.registry),
+                stats: Arc::clone(&self.stats),
+                released: Arc::clone(&self.released),
+                name: Arc::clone(&self.config.name),
+            };
+            tokio::spawn(task.run(rx));
+            tx
+        })
+    }
+
+    fn lease_id(&self) -> Arc<str> {
+        let n = self.next_id.fetch_add(1, Ordering::Relaxed);
+        Arc::from(format!("{:016x}-{n}", self.id_base))
+    }
+
+    /// Decides one call: a local permit first (queueing for it if configured), then a lease
+    /// from Redis, retried with jittered backoff while the limit is full and time is left.
+    pub(crate) async fn admit(
+        self: Arc<Self>,
+        deadline: Option<Deadline>,
+    ) -> Result<Lease, Overloaded> {
+        let wait = match self.config.queue {
+            Some((_, max_wait)) => Deadline::cap(deadline, max_wait),
+            None => Duration::ZERO,
+        };
+        let until = palisade_core::time::from_now(wait);
+        let permit = match self.local.try_acquire() {
+            Some(permit) => permit,
+            None => self.local_wait(wait).await?,
+        };
+        let tx = self.sender().clone();
+        let id = self.lease_id();
+        let mut backoff = Backoff::new(
+            self.config.backoff,
+            self.id_base ^ u64::from(id.len() as u32),
+        );
+        loop {
+            // Registered before asking, so a release of ours landing meanwhile still wakes us.
+            let notified = self.released.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let attempt = self
+                .store
+                .try_acquire(
+                    &self.config.key,
+                    self.config.limit as u64,
+                    self.config.ttl,
+                    &id,
+                )
+                .await;
+            match attempt {
+                Ok(Grant::Granted { held }) => {
+                    self.stats.fleet_held.store(held, Ordering::Relaxed);
+                    self.admitted.increment(1);
+                    return Ok(self.lease(id, permit, tx));
+                }
+                Ok(Grant::Full { held }) => {
+                    self.stats.fleet_held.store(held, Ordering::Relaxed);
+                }
+                Err(error) => {
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(target: "palisade::limit", name = %self.config.name, %error, policy = ?self.config.failure, "fleet limit: redis lease store failed");
+                    if self.config.failure == FailurePolicy::Open
+                        && self.local.in_flight() <= self.config.fail_open_limit
+                    {
+                        // Held under an id Redis may or may not have: the renewal task
+                        // renews it, or registers it once Redis is back and has room.
+                        self.stats.failed_open.fetch_add(1, Ordering::Relaxed);
+                        self.failed_open.increment(1);
+                        return Ok(self.lease(id, permit, tx));
+                    }
+                    // The timed-out script may have run: hand the id back in the background.
+                    let _ = tx.send(Msg::Release(Arc::clone(&id)));
+                    if self.config.failure == FailurePolicy::Closed {
+                        return Err(self.reject());
+                    }
+                }
+            }
+            let now = Instant::now();
+            if now >= until {
+                return Err(if wait.is_zero() {
+                    self.reject()
+                } else {
+                    self.time_out()
+                });
+            }
+            // Not a fixed-interval poll: a jittered, growing pause, cut short when a
+            // release of ours lands (that slot is most likely free for us).
+            let pause = backoff.next().min(until - now);
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = notified => {}
+            }
+        }
+    }
+
+    async fn local_wait(&self, wait: Duration) -> Result<Permit, Overloaded> {
+        let Some((max_queued, _)) = self.config.queue else {
+            return Err(self.reject());
+        };
+        if wait.is_zero() {
+            return Err(self.reject());
+        }
+        let Some(slot) = self.local.enqueue(Some(max_queued)) else {
+            return Err(self.reject());
+        };
+        match Local::acquire(slot, Some(wait)).await {
+            Some(permit) => Ok(permit),
+            None => Err(self.time_out()),
+        }
+    }
+
+    fn lease(&self, id: Arc<str>, permit: Permit, tx: mpsc::UnboundedSender<Msg>) -> Lease {
+        self.registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(Arc::clone(&id));
+        Lease {
+            id,
+            registry: Arc::clone(&self.registry),
+            tx,
+            _permit: permit,
+        }
+    }
+
+    fn reject(&self) -> Overloaded {
+        self.rejected.increment(1);
+        tracing::debug!(target: "palisade::limit", name = %self.config.name, "fleet limit full: rejected");
+        Overloaded::new()
+    }
+
+    fn time_out(&self) -> Overloaded {
+        self.timed_out.increment(1);
+        tracing::debug!(target: "palisade::limit", name = %self.config.name, "fleet limit wait exceeded: rejected");
+        Overloaded::new()
+    }
+}
+
+impl fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Fleet")
+            .field("store", &self.store)
+            .field("config", &self.config)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One admitted call's hold on the limit: a lease id and a local permit. Dropping it (on
+/// completion, error, or drop of the response future) releases both: the permit at once,
+/// the lease by handing its id to the renewal task, which releases it in Redis. If even
+/// that fails (the runtime is shutting down, Redis is unreachable), the lease's TTL
+/// reclaims it.
+pub(crate) struct Lease {
+    id: Arc<str>,
+    registry: Arc<Registry>,
+    tx: mpsc::UnboundedSender<Msg>,
+    _permit: Permit,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+        // Never blocks, never panics: a closed channel leaves the lease to its TTL.
+        let _ = self.tx.send(Msg::Release(Arc::clone(&self.id)));
+    }
+}
+
+impl fmt::Debug for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Lease").field("id", &self.id).finish()
+    }
+}
+
+/// The one renewal task of a layer: releases leases as they are dropped (batched), and
+/// every renewal period extends the leases still held. It ends when the layer, its
+/// services and their leases are all gone (the channel closes).
+struct Renewer {
+    store: LeaseStore,
+    key: String,
+    limit: u64,
+    ttl: Duration,
+    every: Duration,
+    registry: Arc<Registry>,
+    stats: Arc<Stats>,
+    released: Arc<Notify>,
+    name: Arc<str>,
+}
+
+/// Ids per script call, so one renewal never builds an unbounded command.
+const BATCH: usize = 512;
+
+impl Renewer {
+    async fn run(self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        let mut tick =
+            tokio::time::interval_at(palisade_core::time::from_now(self.every), self.every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                msg = rx.recv() => {
+                    let Some(Msg::Release(id)) = msg else { break };
+                    let mut batch = vec![id];
+                    while batch.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok(Msg::Release(id)) => batch.push(id),
+                            Err(_) => break,
+                        }
+                    }
+                    self.release(&batch).await;
+                }
+                _ = tick.tick() => self.renew().await,
+            }
+        }
+        tracing::debug!(target: "palisade::limit", name = %self.name, "fleet limit: renewal task ended");
+    }
+
+    async fn release(&self, ids: &[Arc<str>]) {
+        match self.store.release(&self.key, ids).await {
+            Ok(held) => {
+                self.stats.fleet_held.store(held, Ordering::Relaxed);
+                self.stats
+                    .releases
+                    .fetch_add(ids.len() as u64, Ordering::Relaxed);
+            }
+            Err(error) => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(target: "palisade::limit", name = %self.name, %error, leases = ids.len(), "fleet limit: release failed; the leases expire by their ttl");
+            }
+        }
+        self.released.notify_waiters();
+    }
+
+    async fn renew(&self) {
+        let ids: Vec<Arc<str>> = self
+            .registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect();
+        for chunk in ids.chunks(BATCH) {
+            match self
+                .store
+                .renew(&self.key, self.limit, self.ttl, chunk)
+                .await
+            {
+                Ok(r) => {
+                    self.stats.fleet_held.store(r.held, Ordering::Relaxed);
+                    self.stats
+                        .renewals
+                        .fetch_add(r.renewed + r.reregistered, Ordering::Relaxed);
+                    self.stats
+                        .reregistered
+                        .fetch_add(r.reregistered, Ordering::Relaxed);
+                    if r.lost > 0 || r.reregistered > 0 {
+                        self.stats
+                            .expirations
+                            .fetch_add(r.lost + r.reregistered, Ordering::Relaxed);
+                        tracing::warn!(target: "palisade::limit", name = %self.name, reregistered = r.reregistered, lost = r.lost, "fleet limit: leases had expired");
+                    }
+                }
+                Err(error) => {
+                    self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(target: "palisade::limit", name = %self.name, %error, "fleet limit: renewal failed");
+                }
+            }
+        }
+    }
+}
+
+/// Full-jitter exponential backoff: each pause is uniform in [d/2, d], d doubling from the
+/// first bound to the largest. A small xorshift, seeded per call, is all the randomness it
+/// needs (de-synchronising waiters of different processes).
+struct Backoff {
+    next: Duration,
+    max: Duration,
+    state: u64,
+}
+
+impl Backoff {
+    fn new((first, max): (Duration, Duration), seed: u64) -> Self {
+        Self {
+            next: first,
+            max,
+            state: seed | 1,
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        self.state ^= self.state << 13;
+        self.state ^= self.state >> 7;
+        self.state ^= self.state << 17;
+        let d = self.next;
+        self.next = self.next.saturating_mul(2).min(self.max);
+        let unit = (self.state >> 11) as f64 / (1u64 << 53) as f64;
+        palisade_core::time::mul_f64(d, 0.5 + unit / 2.0)
+    }
+}
+
+/// A handle on one fleet limit's live state. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct FleetHandle {
+    fleet: Arc<Fleet>,
+}
+
+impl FleetHandle {
+    pub(crate) fn new(fleet: Arc<Fleet>) -> Self {
+        Self { fleet }
+    }
+
+    /// The fleet-wide limit.
+    pub fn limit(&self) -> usize {
+        self.fleet.config.limit
+    }
+
+    /// Calls of this layer holding a lease now.
+    pub fn local_in_flight(&self) -> usize {
+        self.fleet
+            .registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// Local permits taken now: calls in flight plus calls asking Redis for a lease.
+    pub fn local_permits(&self) -> usize {
+        self.fleet.local.in_flight()
+    }
+
+    /// Calls waiting for a local permit now.
+    pub fn queued(&self) -> usize {
+        self.fleet.local.queued_now()
+    }
+
+    /// Leases held across the fleet, as Redis last reported them.
+    pub fn fleet_in_flight(&self) -> u64 {
+        self.fleet.stats.fleet_held.load(Ordering::Relaxed)
+    }
+
+    /// Leases renewed so far (re-registrations included).
+    pub fn renewals(&self) -> u64 {
+        self.fleet.stats.renewals.load(Ordering::Relaxed)
+    }
+
+    /// Leases a renewal found expired (Redis unreachable for longer than the TTL, or
+    /// restarted): re-registered or lost.
+    pub fn expirations(&self) -> u64 {
+        self.fleet.stats.expirations.load(Ordering::Relaxed)
+    }
+
+    /// Expired leases registered again by a renewal.
+    pub fn reregistered(&self) -> u64 {
+        self.fleet.stats.reregistered.load(Ordering::Relaxed)
+    }
+
+    /// Leases released in Redis so far.
+    pub fn releases(&self) -> u64 {
+        self.fleet.stats.releases.load(Ordering::Relaxed)
+    }
+
+    /// Redis failures (errors and timeouts) so far, on every path.
+    pub fn redis_errors(&self) -> u64 {
+        self.fleet.stats.errors.load(Ordering::Relaxed)
+    }
+
+    /// Calls admitted by the fail-open policy so far.
+    pub fn failed_open(&self) -> u64 {
+        self.fleet.stats.failed_open.load(Ordering::Relaxed)
+    }
+}

@@ -138,3 +138,264 @@ fn holder_spec<'a>(url: &'a str, upstream: &'a str, ttl_ms: u64, renew_ms: u64) 
         renew_ms,
     }
 }
+
+/// An in-process inner service: each request is a hold time in ms (or an error when
+/// `u64::MAX`); counts calls in flight and their peak.
+#[derive(Clone, Default)]
+struct Probe {
+    in_flight: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+}
+
+impl Probe {
+    fn service<R: Into<u64> + Send + 'static>(
+        &self,
+    ) -> impl Service<R, Response = (), Error = BoxError, Future = impl Send> + Clone + Send + 'static
+    {
+        let probe = self.clone();
+        service_fn(move |req: R| {
+            let probe = probe.clone();
+            async move {
+                let hold = req.into();
+                if hold == u64::MAX {
+                    return Err::<(), BoxError>("upstream error".into());
+                }
+                let now = probe.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                probe.peak.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(hold)).await;
+                probe.in_flight.fetch_sub(1, Ordering::SeqCst);
+                Ok(())
+            }
+        })
+    }
+}
+
+/// Polls `held(name)` until it equals `want`, for at most `within`.
+async fn held_becomes(store: &LeaseStore, name: &str, want: u64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let held = store.held(name).await.unwrap();
+        if held == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: {held} leases held, want {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Every release path returns the lease well before its TTL; a dead holder's lease
+/// expires by TTL; a slow call's lease is renewed while it runs; queue waits are capped by
+/// the request's deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_are_released_renewed_and_expired() {
+    let redis = RedisServer::start().await;
+    let store = LeaseStore::new(redis.connect().await)
+        .prefix("sem:")
+        .timeout(Duration::from_millis(200));
+    let ttl = Duration::from_millis(600);
+    let probe = Probe::default();
+    let layer = FleetLimitLayer::builder(store.clone(), "paths", 2)
+        .ttl(ttl)
+        .renew_every(Duration::from_millis(150))
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let svc = layer.layer(probe.service::<u64>());
+    assert_eq!(store.key("paths"), "sem:{paths}");
+
+    // Completion and error both release (through the renewal task, well within the TTL).
+    svc.clone().oneshot(0).await.unwrap();
+    held_becomes(&store, "paths", 0, Duration::from_millis(300)).await;
+    assert!(svc.clone().oneshot(u64::MAX).await.is_err());
+    held_becomes(&store, "paths", 0, Duration::from_millis(300)).await;
+
+    // Two slow calls fill the limit; a third is refused with `Overloaded`.
+    let a = tokio::spawn(svc.clone().oneshot(10_000));
+    let b = tokio::spawn(svc.clone().oneshot(10_000));
+    held_becomes(&store, "paths", 2, Duration::from_secs(2)).await;
+    let err = svc.clone().oneshot(0).await.unwrap_err();
+    assert!(err.is::<Overloaded>(), "{err}");
+    assert_eq!(handle.local_in_flight(), 2);
+    // Held across several TTLs: renewals keep them, nobody else gets in.
+    tokio::time::sleep(3 * ttl).await;
+    assert_eq!(store.held("paths").await.unwrap(), 2);
+    assert!(handle.renewals() >= 4, "renewals {}", handle.renewals());
+    assert_eq!(handle.expirations(), 0);
+    // Dropping the response futures (aborting the tasks) releases at once, not at the TTL.
+    a.abort();
+    b.abort();
+    held_becomes(&store, "paths", 0, Duration::from_millis(300)).await;
+    assert_eq!(handle.local_in_flight(), 0);
+    assert_eq!(handle.local_permits(), 0);
+
+    // A holder that died: its leases are only in Redis, unrenewed; they expire by TTL.
+    for id in ["ghost-1", "ghost-2"] {
+        let grant = store.try_acquire("paths", 2, ttl, id).await.unwrap();
+        assert!(matches!(grant, Grant::Granted { .. }), "{grant:?}");
+    }
+    assert!(svc.clone().oneshot(0).await.is_err());
+    let died = Instant::now();
+    let deadline = died + ttl + Duration::from_secs(2);
+    while svc.clone().oneshot(0).await.is_err() {
+        assert!(Instant::now() < deadline, "ghost leases never expired");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!(
+        "fleet ttl: ghost leases reclaimed {:?} after the check",
+        died.elapsed()
+    );
+
+    // Queue mode: a waiter gets the slot a finishing call frees; a deadline caps the wait.
+    let queued = FleetLimitLayer::builder(store.clone(), "queue", 1)
+        .ttl(ttl)
+        .renew_every(Duration::from_millis(150))
+        .queue(4, Duration::from_secs(10))
+        .build()
+        .unwrap()
+        .layer(service_fn(
+            |req: palisade_core::WithDeadline<u64>| async move {
+                tokio::time::sleep(Duration::from_millis(req.request)).await;
+                Ok::<_, BoxError>(())
+            },
+        ));
+    let long = tokio::spawn(
+        queued
+            .clone()
+            .oneshot(palisade_core::WithDeadline::new(300)),
+    );
+    held_becomes(&store, "queue", 1, Duration::from_secs(2)).await;
+    let waited = queued.clone().oneshot(palisade_core::WithDeadline::new(0));
+    let started = Instant::now();
+    let capped = queued.clone().oneshot(palisade_core::WithDeadline::until(
+        0,
+        palisade_core::Deadline::after(Duration::from_millis(50)),
+    ));
+    let err = capped.await.unwrap_err();
+    assert!(err.is::<Overloaded>());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the deadline capped the wait"
+    );
+    waited.await.unwrap();
+    long.await.unwrap().unwrap();
+}
+
+/// Redis SIGSTOPped, then SIGKILLed, then restarted, under a fail-open and a fail-closed
+/// layer: every decision comes within the timeout (plus slack) with the configured answer,
+/// fail-open admits at most its local bound, and after recovery decisions are Redis's again
+/// and a call held across the restart has its lease re-registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_faults_decide_within_the_timeout_and_recover() {
+    let timeout = Duration::from_millis(50);
+    let slack = Duration::from_millis(750);
+    let mut redis = RedisServer::start().await;
+    let port = redis.port;
+    let store = LeaseStore::new(redis.connect().await)
+        .prefix("faults:")
+        .timeout(timeout);
+    let build = |name: &str, policy| {
+        FleetLimitLayer::builder(store.clone(), name, LIMIT)
+            .ttl(Duration::from_millis(1000))
+            .renew_every(Duration::from_millis(200))
+            .expected_replicas(2) // failing open: at most 8 / 2 = 4 here
+            .failure_policy(policy)
+            .build()
+            .unwrap()
+    };
+    let open_layer = build("open", FailurePolicy::Open);
+    let open_handle = open_layer.handle();
+    let probe = Probe::default();
+    let open = open_layer.layer(probe.service::<u64>());
+    let closed = build("closed", FailurePolicy::Closed).layer(Probe::default().service::<u64>());
+    open.clone().oneshot(0).await.unwrap();
+    closed.clone().oneshot(0).await.unwrap();
+    // Held across every fault below; its lease must survive (renewed, then re-registered).
+    let held = tokio::spawn(open.clone().oneshot(60_000));
+    held_becomes(&store, "open", 1, Duration::from_secs(2)).await;
+
+    let recover = |what: &'static str| {
+        let closed = closed.clone();
+        async move {
+            let t = Instant::now();
+            while closed.clone().oneshot(0).await.is_err() {
+                assert!(t.elapsed() < Duration::from_secs(10), "{what}: no recovery");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            println!(
+                "fleet {what}: normal decisions {:?} after recovery",
+                t.elapsed()
+            );
+        }
+    };
+
+    redis.pause();
+    let mut worst = check_down("SIGSTOP", &open, &closed, &probe).await;
+    redis.resume();
+    recover("SIGCONT").await;
+
+    redis.kill();
+    worst = worst.max(check_down("SIGKILL", &open, &closed, &probe).await);
+    let _restarted = RedisServer::start_on(port).await;
+    recover("restart").await;
+    // The restarted server is empty: the held call's lease is registered again.
+    held_becomes(&store, "open", 1, Duration::from_secs(3)).await;
+    assert!(open_handle.reregistered() >= 1);
+    assert!(open_handle.redis_errors() > 0);
+    println!("fleet faults: worst decision {worst:?} with a {timeout:?} timeout");
+    assert!(worst <= timeout + slack, "a decision took {worst:?}");
+    held.abort();
+    held_becomes(&store, "open", 0, Duration::from_secs(2)).await;
+}
+
+/// With Redis down: each decision of both layers, timed; then 8 at once through the
+/// fail-open layer (whose bound is 4, one of them held already). Returns the slowest.
+async fn check_down<A, B>(what: &str, open: &A, closed: &B, probe: &Probe) -> Duration
+where
+    A: Service<u64, Response = (), Error = BoxError> + Clone + Send + 'static,
+    A::Future: Send,
+    B: Service<u64, Response = (), Error = BoxError> + Clone + Send + 'static,
+    B::Future: Send,
+{
+    let mut worst = Duration::ZERO;
+    for _ in 0..5 {
+        let t = Instant::now();
+        open.clone().oneshot(0).await.expect("fail-open admits");
+        worst = worst.max(t.elapsed());
+        let t = Instant::now();
+        let err = closed.clone().oneshot(0).await.unwrap_err();
+        assert!(err.is::<Overloaded>(), "{what}: {err}");
+        worst = worst.max(t.elapsed());
+    }
+    probe.peak.store(0, Ordering::SeqCst);
+    let t = Instant::now();
+    let burst: Vec<_> = (0..LIMIT)
+        .map(|_| {
+            let call = open.clone().oneshot(200);
+            tokio::spawn(async move {
+                let t = Instant::now();
+                let ok = call.await.is_ok();
+                (ok, t.elapsed())
+            })
+        })
+        .collect();
+    let mut admitted = 0;
+    for task in burst {
+        let (ok, took) = task.await.unwrap();
+        if ok {
+            admitted += 1;
+        } else {
+            worst = worst.max(took);
+        }
+    }
+    let peak = probe.peak.load(Ordering::SeqCst);
+    println!(
+        "fleet {what}: worst decision {worst:?}; failing open {admitted}/8 admitted, peak {peak} (bound 4, 1 held) in {:?}",
+        t.elapsed()
+    );
+    assert!(admitted >= 1, "{what}: fail-open admitted nothing");
+    assert!(peak <= 4, "{what}: {peak} in flight failing open, bound 4");
+    worst
+}

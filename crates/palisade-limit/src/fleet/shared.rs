@@ -165,6 +165,7 @@ impl Fleet {
                 Ok(Grant::Granted { held }) => {
                     self.stats.fleet_held.store(held, Ordering::Relaxed);
                     self.admitted.increment(1);
+                    self.register(&id, None);
                     return Ok(self.lease(id, permit, tx));
                 }
                 Ok(Grant::Full { held }) => {
@@ -173,14 +174,14 @@ impl Fleet {
                 Err(error) => {
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(target: "palisade::limit", name = %self.config.name, %error, policy = ?self.config.failure, "fleet limit: redis lease store failed");
-                    if self.config.failure == FailurePolicy::Open
-                        && self.local.in_flight() <= self.config.fail_open_limit
-                    {
+                    if self.config.failure == FailurePolicy::Open {
                         // Held under an id Redis may or may not have: the renewal task
                         // renews it, or registers it once Redis is back and has room.
-                        self.stats.failed_open.fetch_add(1, Ordering::Relaxed);
-                        self.failed_open.increment(1);
-                        return Ok(self.lease(id, permit, tx));
+                        if self.register(&id, Some(self.config.fail_open_limit)) {
+                            self.stats.failed_open.fetch_add(1, Ordering::Relaxed);
+                            self.failed_open.increment(1);
+                            return Ok(self.lease(id, permit, tx));
+                        }
                     }
                     // The timed-out script may have run: hand the id back in the background.
                     let _ = tx.send(Msg::Release(Arc::clone(&id)));
@@ -223,11 +224,20 @@ impl Fleet {
         }
     }
 
+    /// Registers lease `id` for renewal. With `max`, only if this layer holds fewer than
+    /// `max` leases: checked and inserted under one lock, so failing open admits exactly up
+    /// to the bound however many calls decide at once.
+    fn register(&self, id: &Arc<str>, max: Option<usize>) -> bool {
+        let mut registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+        if max.is_some_and(|max| registry.len() >= max) {
+            return false;
+        }
+        registry.insert(Arc::clone(id));
+        true
+    }
+
+    /// The guard of a registered lease.
     fn lease(&self, id: Arc<str>, permit: Permit, tx: mpsc::UnboundedSender<Msg>) -> Lease {
-        self.registry
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(Arc::clone(&id));
         Lease {
             id,
             registry: Arc::clone(&self.registry),

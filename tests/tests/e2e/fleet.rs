@@ -399,3 +399,103 @@ where
     assert!(peak <= 4, "{what}: {peak} in flight failing open, bound 4");
     worst
 }
+
+/// A 3-node Redis Cluster started here: the rate store's four-client accuracy check
+/// (upper bound only) and the fleet limit shared by four layers on four connections, over
+/// keys spread across the nodes' slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_and_lease_stores_work_against_a_cluster() {
+    use palisade_rate::redis::RedisStore;
+    use palisade_rate::{Acquire, Quota};
+    use std::num::NonZeroU32;
+
+    let cluster = RedisCluster::start().await;
+
+    // Rate: 4 clients, 200/s with a burst of 20, for 2 s: never more than burst + R·t.
+    let quota =
+        Quota::per_second(NonZeroU32::new(200).unwrap()).allow_burst(NonZeroU32::new(20).unwrap());
+    let mut stores = Vec::new();
+    for _ in 0..4 {
+        stores.push(RedisStore::new(cluster.connect().await, quota).prefix("crate:"));
+    }
+    let admitted = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let run = Duration::from_secs(2);
+    let mut tasks = Vec::new();
+    for store in stores {
+        let admitted = Arc::clone(&admitted);
+        tasks.push(tokio::spawn(async move {
+            while start.elapsed() < run {
+                match store.acquire("shared", 1, Duration::ZERO).await {
+                    Acquire::Now => {
+                        admitted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Acquire::Rejected(e) => {
+                        tokio::time::sleep(e.retry_after().unwrap_or(Duration::from_millis(5)))
+                            .await;
+                    }
+                    Acquire::After(w) => panic!("no wait was allowed, got {w:?}"),
+                }
+            }
+            store.failures()
+        }));
+    }
+    let mut failures = 0;
+    for t in tasks {
+        failures += t.await.unwrap();
+    }
+    let bound = 200.0f64.mul_add(start.elapsed().as_secs_f64(), 20.0);
+    let got = admitted.load(Ordering::Relaxed) as f64;
+    println!(
+        "cluster rate: admitted {got} of bound {bound:.1} ({:.1}%), {failures} store failures",
+        100.0 * got / bound
+    );
+    assert!(got <= bound.ceil(), "admitted {got} > {bound}");
+    assert!(got >= 20.0, "not even the burst: {got}");
+    assert_eq!(failures, 0, "every decision was the cluster's");
+
+    // Leases: three limits (three keys, so three slots; spread over the nodes), each of 8,
+    // shared by four layers with their own connections and 6 callers each.
+    let mut peaks = Vec::new();
+    for name in ["alpha", "beta", "gamma"] {
+        let probe = Probe::default();
+        let mut callers = Vec::new();
+        for _ in 0..4 {
+            let store = LeaseStore::new(cluster.connect().await)
+                .prefix("clease:")
+                .timeout(Duration::from_millis(200));
+            let svc = FleetLimitLayer::builder(store, name, LIMIT)
+                .ttl(Duration::from_secs(2))
+                .queue(6, Duration::from_secs(5))
+                .failure_policy(FailurePolicy::Closed)
+                .build()
+                .unwrap()
+                .layer(probe.service::<u64>());
+            for _ in 0..6 {
+                let svc = svc.clone();
+                callers.push(tokio::spawn(async move {
+                    let mut ok = 0u32;
+                    for _ in 0..8 {
+                        if svc.clone().oneshot(20).await.is_ok() {
+                            ok += 1;
+                        }
+                    }
+                    ok
+                }));
+            }
+        }
+        let mut ok = 0;
+        for c in callers {
+            ok += c.await.unwrap();
+        }
+        let peak = probe.peak.load(Ordering::SeqCst);
+        peaks.push(peak);
+        assert!(peak <= LIMIT, "{name}: peak {peak}");
+        assert_eq!(ok, 4 * 6 * 8, "{name}: every call fits in the 5 s wait");
+    }
+    println!("cluster leases: peaks {peaks:?} of {LIMIT}");
+    let check = LeaseStore::new(cluster.connect().await).prefix("clease:");
+    for name in ["alpha", "beta", "gamma"] {
+        held_becomes(&check, name, 0, Duration::from_secs(2)).await;
+    }
+}

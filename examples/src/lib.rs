@@ -4,6 +4,10 @@
 //!   scenario. 1,000 "embedding" calls against an upstream that answers 429 when more than
 //!   20 calls are in flight, unbounded vs limited to 10 by a shared
 //!   [`ConcurrencyLimitLayer`](palisade_limit::ConcurrencyLimitLayer).
+//! - `fleet` (`cargo run -p palisade-examples --bin fleet`): 4 worker processes share one
+//!   vendor limit of 20 through a
+//!   [`FleetLimitLayer`](palisade_limit::fleet::FleetLimitLayer) in a `redis-server` it
+//!   starts itself.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -499,3 +499,64 @@ async fn rate_and_lease_stores_work_against_a_cluster() {
         held_becomes(&check, name, 0, Duration::from_secs(2)).await;
     }
 }
+
+/// Invalid configurations are typed errors from `build()`, never a later panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_fleet_configs_are_refused_by_build() {
+    use palisade_limit::fleet::InvalidFleetLimit as E;
+    let redis = RedisServer::start().await;
+    let store = LeaseStore::new(redis.connect().await);
+    let b = |limit| FleetLimitLayer::builder(store.clone(), "k", limit);
+    let ms = Duration::from_millis;
+    assert_eq!(b(0).build().unwrap_err(), E::ZeroLimit);
+    assert_eq!(b(usize::MAX).build().unwrap_err(), E::TooLarge(usize::MAX));
+    assert_eq!(
+        FleetLimitLayer::builder(store.clone(), "", 1)
+            .build()
+            .unwrap_err(),
+        E::EmptyKey
+    );
+    assert_eq!(b(4).local_limit(5).build().unwrap_err(), E::LocalLimit(5));
+    assert_eq!(b(4).local_limit(0).build().unwrap_err(), E::LocalLimit(0));
+    assert_eq!(
+        b(4).expected_replicas(0).build().unwrap_err(),
+        E::ZeroReplicas
+    );
+    assert_eq!(
+        b(4).local_limit(2).fail_open_limit(3).build().unwrap_err(),
+        E::FailOpenLimit(3)
+    );
+    assert!(matches!(
+        b(4).ttl(Duration::ZERO).build(),
+        Err(E::Ttl { .. })
+    ));
+    assert!(matches!(
+        b(4).ttl(ms(100)).renew_every(ms(100)).build(),
+        Err(E::Ttl { .. })
+    ));
+    assert_eq!(
+        b(4).renew_every(Duration::ZERO).build().unwrap_err(),
+        E::ZeroRenewal
+    );
+    assert_eq!(b(4).queue(0, ms(10)).build().unwrap_err(), E::EmptyQueue);
+    assert_eq!(
+        b(4).queue(1, Duration::ZERO).build().unwrap_err(),
+        E::EmptyQueue
+    );
+    assert_eq!(b(4).backoff(ms(5), ms(1)).build().unwrap_err(), E::Backoff);
+    assert_eq!(
+        FleetLimitLayer::builder(store.clone().timeout(Duration::ZERO), "k", 1)
+            .build()
+            .unwrap_err(),
+        E::ZeroTimeout
+    );
+    // Extreme but valid durations build (saturating arithmetic, no panic).
+    b(4).ttl(Duration::MAX)
+        .renew_every(Duration::MAX / 2)
+        .build()
+        .unwrap();
+    b(4).queue(usize::MAX, Duration::MAX).build().unwrap();
+    // 8 / 3 replicas fails open at 2 per process; a limit below the replicas at 1.
+    b(8).expected_replicas(3).build().unwrap();
+    b(2).expected_replicas(5).build().unwrap();
+}

@@ -494,3 +494,38 @@ impl FleetHandle {
         self.fleet.stats.failed_open.load(Ordering::Relaxed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_doubles_within_jittered_bounds_up_to_the_cap() {
+        let (first, max) = (Duration::from_millis(4), Duration::from_millis(50));
+        let mut backoff = Backoff::new((first, max), 0x5eed);
+        let mut nominal = first;
+        for _ in 0..20 {
+            let pause = backoff.next();
+            assert!(
+                pause >= nominal / 2 && pause <= nominal,
+                "{pause:?} vs {nominal:?}"
+            );
+            nominal = (nominal * 2).min(max);
+        }
+        // Different seeds give different pauses: waiters do not move in lock step.
+        let a: Vec<_> = (0..8)
+            .map({
+                let mut b = Backoff::new((first, max), 1);
+                move |_| b.next()
+            })
+            .collect();
+        let b: Vec<_> = (0..8)
+            .map({
+                let mut b = Backoff::new((first, max), 2);
+                move |_| b.next()
+            })
+            .collect();
+        assert_ne!(a, b);
+    }
+}

@@ -295,9 +295,16 @@ impl LeaseStore {
     }
 }
 
-/// Whole milliseconds, at least 1 (a TTL of 0 would mean "release" to the script).
+/// Longest TTL sent to Redis (about 34 years): `PEXPIRE` refuses times that overflow, and
+/// Lua's doubles stay exact well past this.
+const MAX_TTL_MS: u64 = 1 << 40;
+
+/// Whole milliseconds, at least 1 (a TTL of 0 would mean "release" to the script), at
+/// most [`MAX_TTL_MS`].
 fn ttl_ms(ttl: Duration) -> u64 {
-    u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+    u64::try_from(ttl.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, MAX_TTL_MS)
 }
 
 impl fmt::Debug for LeaseStore {

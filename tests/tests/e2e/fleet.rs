@@ -560,3 +560,54 @@ async fn invalid_fleet_configs_are_refused_by_build() {
     b(8).expected_replicas(3).build().unwrap();
     b(2).expected_replicas(5).build().unwrap();
 }
+
+/// Many calls through many clones spawn one renewal task for the layer, and it ends once
+/// the layer, its services and their leases are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_renewal_task_per_layer_ending_with_the_layer() {
+    let redis = RedisServer::start().await;
+    let store = LeaseStore::new(redis.connect().await).prefix("task:");
+    let alive = || {
+        tokio::runtime::Handle::current()
+            .metrics()
+            .num_alive_tasks()
+    };
+    let settles_at = |want: usize| async move {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while alive() != want {
+            assert!(
+                Instant::now() < deadline,
+                "{} tasks alive, want {want}",
+                alive()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let before = alive();
+    let layer = FleetLimitLayer::builder(store.clone(), "t", LIMIT)
+        .ttl(Duration::from_secs(1))
+        .queue(64, Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let svc = layer.layer(Probe::default().service::<u64>());
+    let second = layer.layer(Probe::default().service::<u64>());
+    let calls: Vec<_> = (0..32)
+        .map(|i| {
+            let call = if i % 2 == 0 {
+                svc.clone()
+            } else {
+                second.clone()
+            }
+            .oneshot(5);
+            tokio::spawn(call)
+        })
+        .collect();
+    for c in calls {
+        c.await.unwrap().unwrap();
+    }
+    // The callers' tasks are gone; one renewal task remains for the layer.
+    settles_at(before + 1).await;
+    held_becomes(&store, "t", 0, Duration::from_secs(2)).await;
+    drop((layer, svc, second));
+    settles_at(before).await;
+}

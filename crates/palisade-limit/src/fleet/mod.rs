@@ -15,8 +15,8 @@
 //! - **Crash safety.** A lease lives for a TTL (default 10 s) unless renewed, so the leases
 //!   of a process that dies (SIGKILL) are reclaimed within TTL + one renewal period.
 //! - **One renewal task per layer**, spawned by the layer's first call (inside the Tokio
-//!   runtime) and ending when the layer, every service built from it and every lease are
-//!   dropped. Every renewal period (default TTL / 3) it extends all the layer's leases in
+//!   runtime; again if that runtime has since shut down) and ending when the layer, every
+//!   service built from it, every [`FleetHandle`] and every lease are dropped. Every renewal period (default TTL / 3) it extends all the layer's leases in
 //!   one script call, so a slow call never expires while it runs. It also performs the
 //!   releases: a dropped lease cannot `await`, so its `Drop` hands the id to the task's
 //!   channel (never blocking, never panicking); the task releases batches in one script

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use palisade_core::observe::Counter;
@@ -63,7 +63,8 @@ pub(crate) struct Fleet {
     /// Woken each time a release of ours lands in Redis: our own waiters try again at once
     /// instead of at the end of their backoff.
     released: Arc<Notify>,
-    task: OnceLock<mpsc::UnboundedSender<Msg>>,
+    /// The renewal task's channel; `None` until the first call spawns it.
+    task: Mutex<Option<mpsc::UnboundedSender<Msg>>>,
     id_base: u64,
     next_id: AtomicU64,
     admitted: Counter,
@@ -88,7 +89,7 @@ impl Fleet {
             registry: Arc::default(),
             stats: Arc::default(),
             released: Arc::default(),
-            task: OnceLock::new(),
+            task: Mutex::new(None),
             id_base: RandomState::new().build_hasher().finish(),
             next_id: AtomicU64::new(0),
             admitted: counter("admitted"),
@@ -101,24 +102,29 @@ impl Fleet {
     }
 
     /// The renewal task's channel, spawning the task on first use. Called from inside the
-    /// admission future, so a Tokio runtime is running.
-    fn sender(&self) -> &mpsc::UnboundedSender<Msg> {
-        self.task.get_or_init(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let task = Renewer {
-                store: self.store.clone(),
-                key: self.config.key.clone(),
-                limit: self.config.limit as u64,
-                ttl: self.config.ttl,
-                every: self.config.renew_every,
-                registry: Arc::clone(&self.registry),
-                stats: Arc::clone(&self.stats),
-                released: Arc::clone(&self.released),
-                name: Arc::clone(&self.config.name),
-            };
-            tokio::spawn(task.run(rx));
-            tx
-        })
+    /// admission future, so a Tokio runtime is running. If the task is gone (the runtime it
+    /// ran on was shut down while this layer lives on, as with a layer shared by several
+    /// `#[tokio::test]`s), a new one is spawned here rather than leaving leases unrenewed.
+    fn sender(&self) -> mpsc::UnboundedSender<Msg> {
+        let mut task = self.task.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(tx) = task.as_ref().filter(|tx| !tx.is_closed()) {
+            return tx.clone();
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let renewer = Renewer {
+            store: self.store.clone(),
+            key: self.config.key.clone(),
+            limit: self.config.limit as u64,
+            ttl: self.config.ttl,
+            every: self.config.renew_every,
+            registry: Arc::clone(&self.registry),
+            stats: Arc::clone(&self.stats),
+            released: Arc::clone(&self.released),
+            name: Arc::clone(&self.config.name),
+        };
+        tokio::spawn(renewer.run(rx));
+        *task = Some(tx.clone());
+        tx
     }
 
     fn lease_id(&self) -> Arc<str> {
@@ -141,7 +147,7 @@ impl Fleet {
             Some(permit) => permit,
             None => self.local_wait(wait).await?,
         };
-        let tx = self.sender().clone();
+        let tx = self.sender();
         let id = self.lease_id();
         let mut backoff = Backoff::new(
             self.config.backoff,

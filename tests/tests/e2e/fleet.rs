@@ -65,6 +65,54 @@ async fn four_processes_share_a_limit_of_8() {
     assert!(mean >= 0.5 * LIMIT as f64, "slot use {mean:.2} of {LIMIT}");
 }
 
+/// Four worker processes under load while Redis is SIGSTOPped for a second, then resumed:
+/// nobody hangs, every process fails open within its bound (8 / 4 replicas = 2), and the
+/// upstream never sees more than the documented N + replicas × fail-open limit = 16.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_fail_open_within_the_bound_while_redis_is_stopped() {
+    let redis = RedisServer::start().await;
+    let upstream = Upstream::start().await;
+    let url = redis.url();
+    let spec = WorkerSpec {
+        redis_url: &url,
+        upstream: &upstream.addr,
+        key: "outage",
+        limit: LIMIT,
+        concurrency: 6,
+        hold_ms: 50,
+        run_ms: 4000,
+        ttl_ms: 2000,
+        renew_ms: 500,
+    };
+    let workers: Vec<_> = (0..4).map(|_| worker(&spec)).collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = upstream.peak.swap(0, Ordering::SeqCst);
+    redis.pause();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let during = upstream.peak.swap(0, Ordering::SeqCst);
+    redis.resume();
+    let mut outs = Vec::new();
+    for w in workers {
+        outs.push(finish(w, Duration::from_secs(30)).await);
+    }
+    let after = upstream.peak.load(Ordering::SeqCst);
+    println!(
+        "fleet outage: peak {before} before, {during} while Redis was stopped, {after} after (bound 16); workers: {outs:?}"
+    );
+    assert!(before <= LIMIT, "{before} before the outage");
+    assert!(during <= LIMIT + 4 * 2, "{during} during the outage");
+    assert!(after <= LIMIT + 4 * 2, "{after} after the outage");
+    let failed_open: u64 = outs
+        .iter()
+        .filter_map(|o| {
+            o.split_whitespace()
+                .find_map(|kv| kv.strip_prefix("failed_open="))
+        })
+        .map(|n| n.parse::<u64>().unwrap())
+        .sum();
+    assert!(failed_open > 0, "nobody failed open during the outage");
+}
+
 /// A holder process is SIGKILLed with 4 leases: they are reclaimed within TTL + one
 /// renewal period, and the other processes then fill the freed slots.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

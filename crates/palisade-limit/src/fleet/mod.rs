@@ -43,11 +43,14 @@
 //! - **Failure policy.** Each round trip is bounded by the store's timeout (default 50 ms).
 //!   On an error or timeout, [`FailurePolicy::Open`] admits while this process has at most
 //!   its fail-open limit in flight (default N / [`expected_replicas`](FleetLimitBuilder::expected_replicas),
-//!   at least 1): during an outage the fleet runs at most N (leases taken before it) +
-//!   replicas × fail-open limit calls. [`FailurePolicy::Closed`] rejects. Either way the
-//!   decision comes within the timeout. When Redis returns, the renewal task reconciles:
-//!   leases it finds expired (including those admitted failing open) are registered again
-//!   while the limit has room, and counted as expirations otherwise.
+//!   at least 1). [`FailurePolicy::Closed`] rejects. Either way the decision comes within
+//!   the timeout. When Redis returns, the process's next acquire first registers the
+//!   leases it admitted failing open (while the limit has room), then decides the new
+//!   call; the renewal task registers again any lease it finds expired (Redis restarted
+//!   empty, or unreachable for longer than the TTL) and counts expirations. The bound:
+//!   during an outage, and for the length of a call after it, the fleet runs at most
+//!   N + replicas × fail-open limit calls (leases taken before it, plus each process's
+//!   fail-open calls not yet registered); N again once those calls end.
 //!
 //! Keys are `prefix{name}` (default prefix `palisade:lease:`): each script touches one key,
 //! so in a Cluster it runs on the node owning that key's slot.

@@ -50,6 +50,9 @@ pub(crate) struct Stats {
 /// Lease ids this layer holds now: what the renewal task renews.
 type Registry = Mutex<HashSet<Arc<str>>>;
 
+/// Most earlier (failed-open) leases one acquire registers in passing.
+const RECONCILE: usize = 64;
+
 enum Msg {
     Release(Arc<str>),
 }
@@ -59,6 +62,9 @@ pub(crate) struct Fleet {
     pub(crate) config: Config,
     local: Arc<Local>,
     registry: Arc<Registry>,
+    /// The leases admitted failing open that no acquire has registered yet: the next
+    /// successful acquire registers them first (the renewal task does, at the latest).
+    unregistered: Arc<Registry>,
     stats: Arc<Stats>,
     /// Woken each time a release of ours lands in Redis: our own waiters try again at once
     /// instead of at the end of their backoff.
@@ -87,6 +93,7 @@ impl Fleet {
         Arc::new(Self {
             local: Arc::new(Local::new(config.local_limit, Arc::clone(name))),
             registry: Arc::default(),
+            unregistered: Arc::default(),
             stats: Arc::default(),
             released: Arc::default(),
             task: Mutex::new(None),
@@ -158,15 +165,34 @@ impl Fleet {
             let notified = self.released.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
+            let earlier: Vec<Arc<str>> = self
+                .unregistered
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .iter()
+                .take(RECONCILE)
+                .cloned()
+                .collect();
             let attempt = self
                 .store
-                .try_acquire(
+                .try_acquire_after(
                     &self.config.key,
                     self.config.limit as u64,
                     self.config.ttl,
                     &id,
+                    &earlier,
                 )
                 .await;
+            if attempt.is_ok() && !earlier.is_empty() {
+                // Registered now if the limit had room; the renewal task retries the rest.
+                let mut unregistered = self
+                    .unregistered
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                for id in &earlier {
+                    unregistered.remove(id);
+                }
+            }
             match attempt {
                 Ok(Grant::Granted { held }) => {
                     self.stats.fleet_held.store(held, Ordering::Relaxed);
@@ -181,9 +207,14 @@ impl Fleet {
                     self.stats.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(target: "palisade::limit", name = %self.config.name, %error, policy = ?self.config.failure, "fleet limit: redis lease store failed");
                     if self.config.failure == FailurePolicy::Open {
-                        // Held under an id Redis may or may not have: the renewal task
-                        // renews it, or registers it once Redis is back and has room.
+                        // Held under an id Redis may or may not have: the next acquire
+                        // registers it first once Redis is back (the renewal task at the
+                        // latest), while the limit has room.
                         if self.register(&id, Some(self.config.fail_open_limit)) {
+                            self.unregistered
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .insert(Arc::clone(&id));
                             self.stats.failed_open.fetch_add(1, Ordering::Relaxed);
                             self.failed_open.increment(1);
                             return Ok(self.lease(id, permit, tx));
@@ -247,6 +278,7 @@ impl Fleet {
         Lease {
             id,
             registry: Arc::clone(&self.registry),
+            unregistered: Arc::clone(&self.unregistered),
             tx,
             _permit: permit,
         }
@@ -283,6 +315,7 @@ impl fmt::Debug for Fleet {
 pub(crate) struct Lease {
     id: Arc<str>,
     registry: Arc<Registry>,
+    unregistered: Arc<Registry>,
     tx: mpsc::UnboundedSender<Msg>,
     _permit: Permit,
 }
@@ -290,6 +323,10 @@ pub(crate) struct Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+        self.unregistered
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&self.id);

@@ -12,8 +12,11 @@ use redis::Script;
 /// Takes a lease if fewer than `limit` live ones exist. Times in milliseconds of the
 /// server's `TIME`, so the fleet shares one clock whatever the hosts' clocks say.
 ///
-/// KEYS[1] = the limit's sorted set; ARGV = limit, ttl, lease id. Expired leases (score at
+/// KEYS[1] = the limit's sorted set; ARGV = limit, ttl, lease id, then ids this process
+/// already admitted while Redis was unreachable (failing open). Expired leases (score at
 /// or before now) are dropped first: that is how a dead process's leases are reclaimed.
+/// The earlier ids are registered (or renewed) before the new one is decided, while the
+/// limit has room: calls already running count before a new one is let in.
 /// Re-sending an id that is already held renews it instead of taking a second slot, so a
 /// retried acquire is idempotent. The key's own expiry follows the newest lease, so an idle
 /// limit costs Redis no memory. Returns { granted (1/0), leases held after }.
@@ -24,6 +27,15 @@ local limit = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local n = redis.call('ZCARD', KEYS[1])
+for i = 4, #ARGV do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
+  elseif n < limit then
+    redis.call('ZADD', KEYS[1], now + ttl, ARGV[i])
+    n = n + 1
+  end
+end
+if #ARGV >= 4 then redis.call('PEXPIRE', KEYS[1], ttl) end
 if redis.call('ZSCORE', KEYS[1], ARGV[3]) then
   redis.call('ZADD', KEYS[1], now + ttl, ARGV[3])
   redis.call('PEXPIRE', KEYS[1], ttl)
@@ -212,9 +224,31 @@ impl LeaseStore {
         ttl: Duration,
         id: &str,
     ) -> Result<Grant, StoreError> {
+        self.try_acquire_after(name, limit, ttl, id, &[] as &[&str])
+            .await
+    }
+
+    /// [`try_acquire`](Self::try_acquire), registering (or renewing) the leases `earlier`
+    /// first, while the limit has room: leases of calls admitted while Redis was
+    /// unreachable, so they count before the new call is decided.
+    ///
+    /// # Errors
+    ///
+    /// As [`try_acquire`](Self::try_acquire).
+    pub async fn try_acquire_after(
+        &self,
+        name: &str,
+        limit: u64,
+        ttl: Duration,
+        id: &str,
+        earlier: &[impl AsRef<str>],
+    ) -> Result<Grant, StoreError> {
         let key = self.key(name);
         let mut invocation = self.scripts.acquire.key(&key);
         invocation.arg(limit).arg(ttl_ms(ttl)).arg(id);
+        for id in earlier {
+            invocation.arg(id.as_ref());
+        }
         let (granted, held): (i64, u64) = self.run(&invocation).await?;
         Ok(if granted == 1 {
             Grant::Granted { held }

@@ -14,4 +14,16 @@ if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/nul
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server redis-tools >/dev/null
 fi
 
-exec cargo test --workspace --all-features "$@"
+# Valkey, where the distribution ships it (Debian 13 does, Debian 12 does not): best effort.
+if ! command -v valkey-server >/dev/null 2>&1 && [ "$(id -u)" = 0 ] \
+    && apt-cache show valkey-server >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-remove valkey-server >/dev/null || true
+fi
+
+cargo test --workspace --all-features "$@"
+
+# The fleet tests once more against Valkey, when it is there (servers started by the tests).
+if [ $# -eq 0 ] && command -v valkey-server >/dev/null 2>&1; then
+    echo "valkey-server found: the fleet tests again against it"
+    PALISADE_REDIS_SERVER=valkey-server cargo test -p palisade-tests --test e2e fleet
+fi

@@ -659,3 +659,31 @@ async fn one_renewal_task_per_layer_ending_with_the_layer() {
     drop((layer, svc, second));
     settles_at(before).await;
 }
+
+/// A call dropped while its acquire is out (Redis stopped, so the script runs only once it
+/// resumes) does not strand the lease Redis then grants: it is released in the background,
+/// long before its TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_dropped_mid_decision_releases_what_redis_grants_later() {
+    let redis = RedisServer::start().await;
+    let store = LeaseStore::new(redis.connect().await)
+        .prefix("cancel:")
+        .timeout(Duration::from_secs(3));
+    let svc = FleetLimitLayer::builder(store.clone(), "c", LIMIT)
+        .ttl(Duration::from_secs(30))
+        .build()
+        .unwrap()
+        .layer(Probe::default().service::<u64>());
+    // Start the renewal task (and warm the connection) with one normal call.
+    svc.clone().oneshot(0).await.unwrap();
+    held_becomes(&store, "c", 0, Duration::from_secs(2)).await;
+    redis.pause();
+    let call = tokio::spawn(svc.clone().oneshot(60_000));
+    // Dropped before any timeout (the connection's own is 200 ms, the store's 3 s) fires.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    call.abort();
+    let _ = call.await;
+    redis.resume();
+    // The acquire ran on resume and granted a lease; the release queued behind it removes it.
+    held_becomes(&store, "c", 0, Duration::from_secs(3)).await;
+}

@@ -134,9 +134,12 @@ impl Fleet {
         tx
     }
 
-    fn lease_id(&self) -> Arc<str> {
+    /// A lease id unique across the fleet (a random base per layer, then a counter), and a
+    /// seed for that call's backoff jitter.
+    fn lease_id(&self) -> (Arc<str>, u64) {
         let n = self.next_id.fetch_add(1, Ordering::Relaxed);
-        Arc::from(format!("{:016x}-{n}", self.id_base))
+        let id = Arc::from(format!("{:016x}-{n}", self.id_base));
+        (id, self.id_base ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
     }
 
     /// Decides one call: a local permit first (queueing for it if configured), then a lease
@@ -155,11 +158,13 @@ impl Fleet {
             None => self.local_wait(wait).await?,
         };
         let tx = self.sender();
-        let id = self.lease_id();
-        let mut backoff = Backoff::new(
-            self.config.backoff,
-            self.id_base ^ u64::from(id.len() as u32),
-        );
+        let (mut id, seed) = self.lease_id();
+        let mut backoff = Backoff::new(self.config.backoff, seed);
+        // Releases `id` if this future is dropped while Redis may have granted it.
+        let mut pending = Pending {
+            id: None,
+            tx: tx.clone(),
+        };
         loop {
             // Registered before asking, so a release of ours landing meanwhile still wakes us.
             let notified = self.released.notified();
@@ -173,6 +178,7 @@ impl Fleet {
                 .take(RECONCILE)
                 .cloned()
                 .collect();
+            pending.id = Some(Arc::clone(&id));
             let attempt = self
                 .store
                 .try_acquire_after(
@@ -195,12 +201,15 @@ impl Fleet {
             }
             match attempt {
                 Ok(Grant::Granted { held }) => {
+                    pending.id = None;
                     self.stats.fleet_held.store(held, Ordering::Relaxed);
                     self.admitted.increment(1);
                     self.register(&id, None);
                     return Ok(self.lease(id, permit, tx));
                 }
                 Ok(Grant::Full { held }) => {
+                    // Redis said no: nothing to release.
+                    pending.id = None;
                     self.stats.fleet_held.store(held, Ordering::Relaxed);
                 }
                 Err(error) => {
@@ -211,6 +220,7 @@ impl Fleet {
                         // registers it first once Redis is back (the renewal task at the
                         // latest), while the limit has room.
                         if self.register(&id, Some(self.config.fail_open_limit)) {
+                            pending.id = None;
                             self.unregistered
                                 .lock()
                                 .unwrap_or_else(PoisonError::into_inner)
@@ -220,8 +230,11 @@ impl Fleet {
                             return Ok(self.lease(id, permit, tx));
                         }
                     }
-                    // The timed-out script may have run: hand the id back in the background.
-                    let _ = tx.send(Msg::Release(Arc::clone(&id)));
+                    // The timed-out script may have run: hand the id back in the background,
+                    // and ask again under a fresh one, so that release can never land after
+                    // (and undo) a later grant.
+                    pending.release();
+                    id = self.lease_id().0;
                     if self.config.failure == FailurePolicy::Closed {
                         return Err(self.reject());
                     }
@@ -304,6 +317,28 @@ impl fmt::Debug for Fleet {
             .field("config", &self.config)
             .field("stats", &self.stats)
             .finish_non_exhaustive()
+    }
+}
+
+/// A lease id Redis may have granted to a call that has not got it yet (its request is out,
+/// or timed out). Released in the background if the call gives up or is dropped.
+struct Pending {
+    id: Option<Arc<str>>,
+    tx: mpsc::UnboundedSender<Msg>,
+}
+
+impl Pending {
+    fn release(&mut self) {
+        if let Some(id) = self.id.take() {
+            // A closed channel leaves the lease to its TTL.
+            let _ = self.tx.send(Msg::Release(id));
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.release();
     }
 }
 

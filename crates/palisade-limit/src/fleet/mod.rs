@@ -21,7 +21,9 @@
 //!   releases: a dropped lease cannot `await`, so its `Drop` hands the id to the task's
 //!   channel (never blocking, never panicking); the task releases batches in one script
 //!   call. If that fails too (Redis unreachable, runtime shut down), the TTL reclaims the
-//!   lease.
+//!   lease. A call dropped (or timed out) while its acquire is out hands its lease id over
+//!   the same way, since Redis may grant it after all; a retry after an error asks under a
+//!   fresh id, so a background release never undoes a later grant.
 //! - **A local limit in front** (default N, never more): calls over it never ask Redis, so
 //!   one process alone never exceeds N either, and the local count bounds how many ask at
 //!   once. It is palisade's own [`ConcurrencyLimit`](crate::ConcurrencyLimit) semaphore.
@@ -51,6 +53,14 @@
 //!   during an outage, and for the length of a call after it, the fleet runs at most
 //!   N + replicas × fail-open limit calls (leases taken before it, plus each process's
 //!   fail-open calls not yet registered); N again once those calls end.
+//!
+//! - **Observability.** [`FleetHandle`]: calls holding a lease here, local permits and
+//!   queue, fleet-wide leases as Redis last reported them, renewals, expirations,
+//!   re-registrations, releases, Redis errors, fail-open admissions. Metrics (feature
+//!   `metrics`) under `policy="fleet_limit"`: `palisade_decisions_total` with `decision` =
+//!   `admitted` / `rejected` / `timed_out` / `failed_open`, and `palisade_limit`. Tracing
+//!   events under `palisade::limit`: rejections at `debug`, store failures and expired
+//!   leases at `warn`.
 //!
 //! Keys are `prefix{name}` (default prefix `palisade:lease:`): each script touches one key,
 //! so in a Cluster it runs on the node owning that key's slot.

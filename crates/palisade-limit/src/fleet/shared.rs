@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use palisade_core::observe::Counter;
+use palisade_core::observe::{Counter, Gauge};
 use palisade_core::{Deadline, Overloaded};
 use tokio::sync::{mpsc, Notify};
 use tokio::time::Instant;
@@ -77,6 +77,7 @@ pub(crate) struct Fleet {
     rejected: Counter,
     timed_out: Counter,
     failed_open: Counter,
+    _limit_gauge: Gauge,
 }
 
 impl Fleet {
@@ -90,7 +91,10 @@ impl Fleet {
                 &[("decision", decision)],
             )
         };
+        let limit_gauge = Gauge::register("palisade_limit", "fleet_limit", name, &[]);
+        limit_gauge.set(config.limit as f64);
         Arc::new(Self {
+            _limit_gauge: limit_gauge,
             local: Arc::new(Local::new(config.local_limit, Arc::clone(name))),
             registry: Arc::default(),
             unregistered: Arc::default(),

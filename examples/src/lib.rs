@@ -9,6 +9,10 @@
 //!   [`BlockingPool`](palisade_offload::BlockingPool) and a CPU-heavy computation on a
 //!   [`CpuPool`](palisade_offload::CpuPool), with a printed timeline and a 1 ms ticker on the
 //!   one event-loop thread.
+//! - `fleet` (`cargo run -p palisade-examples --bin fleet`): 4 worker processes share one
+//!   vendor limit of 20 through a
+//!   [`FleetLimitLayer`](palisade_limit::fleet::FleetLimitLayer) in a `redis-server` it
+//!   starts itself.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

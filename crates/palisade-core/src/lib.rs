@@ -66,6 +66,8 @@ pub mod keyed;
 pub mod observe;
 pub mod rand;
 pub mod record;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod replay;
 #[cfg(feature = "http")]
 pub mod response;

@@ -11,6 +11,8 @@
 //!   limit, in core's memory-capped keyed store.
 //! - [`criticality`]: under saturation, lower-criticality requests wait behind and are shed
 //!   before higher ones; work-conserving.
+//! - `fleet` (feature `redis`): one limit across a fleet of processes, kept as leases in
+//!   Redis (standalone, Cluster or Valkey), reclaimed by TTL when a process dies.
 //! - [`throttle`]: client-side adaptive throttling (Google SRE): shed locally what an
 //!   overloaded backend would reject anyway.
 //!
@@ -38,6 +40,8 @@
 pub mod adaptive;
 pub mod concurrency;
 pub mod criticality;
+#[cfg(feature = "redis")]
+pub mod fleet;
 pub mod keyed;
 pub mod throttle;
 

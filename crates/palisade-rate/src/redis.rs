@@ -13,8 +13,10 @@
 //! deny-cache remembers keys Redis has just rejected and rejects them again without a
 //! round trip until their retry-after has passed.
 //!
-//! The store uses one multiplexed [`ConnectionManager`] (cheap to clone, reconnects by
-//! itself). Unlike the local limiters, this path allocates (the key string and a boxed
+//! The store uses one multiplexed [`RedisConnection`] (cheap to clone, reconnects by
+//! itself): a [`ConnectionManager`](redis::aio::ConnectionManager) for a standalone server
+//! or Valkey, or a cluster connection for a Redis Cluster, through the same API. The script
+//! touches one key, so in a Cluster it runs on the node owning that key's slot. Unlike the local limiters, this path allocates (the key string and a boxed
 //! future per call); it costs a network round trip anyway.
 //!
 //! # Example
@@ -49,8 +51,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use governor::Quota;
+use palisade_core::redis::RedisConnection;
 use palisade_core::{BoxError, HasDeadline, RateLimited};
-use redis::aio::ConnectionManager;
 use redis::Script;
 use tokio::time::Instant;
 use tower_layer::Layer;
@@ -103,7 +105,7 @@ pub enum FailurePolicy {
 /// A GCRA store in Redis; cheap to clone (clones share the connection and deny-cache).
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     shared: Arc<Shared>,
     prefix: Arc<str>,
     timeout: Duration,
@@ -122,9 +124,11 @@ struct Shared {
 }
 
 impl RedisStore {
-    /// A store for `quota` per key over `conn`.
+    /// A store for `quota` per key over `conn` (a `ConnectionManager`, a cluster
+    /// connection, or a [`RedisConnection`] of either).
     #[must_use]
-    pub fn new(conn: ConnectionManager, quota: Quota) -> Self {
+    pub fn new(conn: impl Into<RedisConnection>, quota: Quota) -> Self {
+        let conn = conn.into();
         let t_us = quota.replenish_interval().as_secs_f64() * 1e6;
         let burst = quota.burst_size().get();
         Self {
@@ -281,6 +285,7 @@ impl fmt::Debug for RedisStore {
             .field("timeout", &self.timeout)
             .field("failure", &self.failure)
             .field("burst", &self.shared.burst)
+            .field("cluster", &self.conn.is_cluster())
             .finish_non_exhaustive()
     }
 }

@@ -3,7 +3,9 @@
 
 mod builders;
 mod canonical;
+mod fleet;
 mod fuzz;
 mod limit;
+mod redis_support;
 mod seams;
 mod support;

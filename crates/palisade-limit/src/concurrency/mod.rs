@@ -49,7 +49,7 @@
 
 mod future_impl;
 mod layer;
-mod semaphore;
+pub(crate) mod semaphore;
 mod service;
 pub(crate) mod shared;
 

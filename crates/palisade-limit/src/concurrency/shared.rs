@@ -272,7 +272,7 @@ impl LimitHandle {
 
     /// Calls waiting for a permit now.
     pub fn queued(&self) -> usize {
-        self.shared.queued.load(Ordering::Acquire)
+        self.shared.queued_now()
     }
 
     /// Permits free now.

@@ -20,6 +20,7 @@ mod limit;
 mod offload;
 mod rate;
 mod retry;
+mod stack;
 
 fn main() {
     let mut c = Criterion::default()
@@ -35,6 +36,7 @@ fn main() {
     retry::benches(&mut c, &mut report);
     fanout::benches(&mut c, &mut report);
     coalesce::benches(&mut c, &mut report);
+    stack::benches(&mut c, &mut report);
     offload::benches();
 
     c.final_summary();

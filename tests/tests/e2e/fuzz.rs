@@ -226,3 +226,65 @@ where
     }
     out
 }
+
+/// The happy path of the whole canonical stack allocates nothing per call: no retry, no
+/// hedge fired, nothing waits (the inner service answers at once).
+#[test]
+fn canonical_stack_happy_path_allocates_nothing() {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _enter = rt.enter();
+    let quota = Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap())
+        .allow_burst(NonZeroU32::new(1_000_000).unwrap());
+    let mut svc = ServiceBuilder::new()
+        .layer(DeadlineLayer::new(Duration::from_secs(1)))
+        .layer(
+            RetryLayer::builder()
+                .max_attempts(3)
+                .budget(RetryBudget::ttl(Duration::from_secs(10), 10, 0.2))
+                .policy(palisade_retry::CloneAll)
+                .build()
+                .unwrap(),
+        )
+        .layer(
+            HedgeLayer::builder(HedgeDelay::fixed(ms(50)))
+                .policy(palisade_fanout::hedge::CloneAll)
+                .build()
+                .unwrap(),
+        )
+        .layer(CircuitBreakerLayer::builder().build().unwrap())
+        .layer(RateLimitLayer::new(quota))
+        .layer(ConcurrencyLimitLayer::new(1000))
+        .layer(TimeoutLayer::new(ms(500)))
+        .service(service_fn(|r: Req| {
+            std::future::ready(Ok::<_, BoxError>(r.request))
+        }));
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut one_call = |i: u64| {
+        assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+        let fut = pin!(svc.call(WithDeadline::new(i)));
+        match fut.poll(&mut cx) {
+            Poll::Ready(Ok(n)) => assert_eq!(n, i),
+            other => panic!(
+                "expected an immediate response, got {:?}",
+                other.map(|r| r.ok())
+            ),
+        }
+    };
+    one_call(0); // warm-up: lazily initialised state is not per call
+    let info = allocation_counter::measure(|| {
+        for i in 1..=1000 {
+            one_call(i);
+        }
+    });
+    assert_eq!(
+        info.count_total, 0,
+        "allocations over 1,000 calls: {info:?}"
+    );
+}

@@ -100,19 +100,46 @@ pub fn parse_header(value: &HeaderValue) -> Result<Duration, InvalidGrpcTimeout>
 /// Encodes `timeout` in the finest unit whose value fits in 8 digits, truncating (never
 /// rounding up). Timeouts over `99999999H` are clamped to it.
 pub fn encode(timeout: Duration) -> String {
-    let nanos = timeout.as_nanos();
-    for (unit, per) in UNITS {
-        let value = nanos / per;
-        if value <= u128::from(MAX_VALUE) {
-            return format!("{value}{}", char::from(unit));
-        }
-    }
-    format!("{MAX_VALUE}H")
+    let mut buf = [0u8; 9];
+    let text = encode_into(timeout, &mut buf);
+    String::from_utf8_lossy(text).into_owned()
 }
 
-/// [`encode`] as a header value.
+/// [`encode`] into a stack buffer (at most 8 digits and a unit letter): no allocation.
+fn encode_into(timeout: Duration, buf: &mut [u8; 9]) -> &[u8] {
+    let nanos = timeout.as_nanos();
+    let (mut value, unit) = UNITS
+        .iter()
+        .find_map(|&(unit, per)| {
+            let value = nanos / per;
+            u64::try_from(value)
+                .ok()
+                .filter(|v| *v <= MAX_VALUE)
+                .map(|v| (v, unit))
+        })
+        .unwrap_or((MAX_VALUE, b'H'));
+    // Digits right to left, then the unit.
+    let mut digits = [0u8; 8];
+    let mut n = 0;
+    loop {
+        digits[7 - n] = b'0' + (value % 10) as u8;
+        n += 1;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    buf[..n].copy_from_slice(&digits[8 - n..]);
+    buf[n] = unit;
+    &buf[..=n]
+}
+
+/// [`encode`] as a header value, encoded on the stack: the header value's own storage is
+/// the only allocation.
 pub fn encode_header(timeout: Duration) -> HeaderValue {
-    HeaderValue::from_str(&encode(timeout)).expect("digits and a unit letter are valid")
+    let mut buf = [0u8; 9];
+    HeaderValue::from_bytes(encode_into(timeout, &mut buf))
+        .expect("digits and a unit letter are valid")
 }
 
 #[cfg(test)]

@@ -1,0 +1,75 @@
+//! The scenarios: each starts a misbehaving upstream per stack, drives the same load
+//! through each stack, and reports what the caller and the upstream saw.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::report::ScenarioReport;
+use crate::upstream::Mode;
+use crate::LabError;
+
+mod embeddings;
+
+/// How a scenario runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx {
+    /// In process on paused time, or over loopback on real time.
+    pub mode: Mode,
+    /// Seed of every random draw (latencies, faults, jitter).
+    pub seed: u64,
+    /// How long its load runs, if not its own default.
+    pub duration: Option<Duration>,
+}
+
+impl Ctx {
+    /// The load's duration: `--duration` or the scenario's default.
+    pub fn duration(&self, default: Duration) -> Duration {
+        self.duration.unwrap_or(default)
+    }
+}
+
+type Pending = Pin<Box<dyn Future<Output = Result<ScenarioReport, LabError>> + Send>>;
+
+/// A scenario the lab can run.
+#[derive(Debug, Clone, Copy)]
+pub struct Scenario {
+    /// Its name on the command line.
+    pub name: &'static str,
+    /// What it shows, in one line.
+    pub title: &'static str,
+    run: fn(Ctx) -> Pending,
+}
+
+impl Scenario {
+    /// Runs it.
+    ///
+    /// # Errors
+    ///
+    /// If its upstream cannot start or a stack is misconfigured.
+    pub async fn run(&self, ctx: Ctx) -> Result<ScenarioReport, LabError> {
+        let start = tokio::time::Instant::now();
+        let mut report = (self.run)(ctx).await?;
+        report.elapsed = start.elapsed();
+        report.mode = ctx.mode.as_str();
+        Ok(report)
+    }
+}
+
+/// Every scenario, in the tour's order.
+pub const ALL: &[Scenario] = &[Scenario {
+    name: "embeddings",
+    title: embeddings::TITLE,
+    run: |ctx| Box::pin(embeddings::run(ctx)),
+}];
+
+/// The scenario called `name`.
+///
+/// # Errors
+///
+/// [`LabError::UnknownScenario`] naming the ones there are.
+pub fn find(name: &str) -> Result<&'static Scenario, LabError> {
+    ALL.iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| LabError::UnknownScenario(name.to_owned()))
+}

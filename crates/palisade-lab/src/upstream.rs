@@ -6,7 +6,8 @@
 //! gate that counts what arrives and enforces the capacity:
 //!
 //! ```text
-//! gate (in flight, capacity: 429 or queueing) → outage faults (windowed) → latency faults → 200
+//! gate (in flight, capacity: 429 or queueing) → outage faults (windowed)
+//!      → slow-share faults → latency faults → 200
 //! ```
 
 use std::convert::Infallible;
@@ -111,6 +112,9 @@ pub struct UpstreamConfig {
     pub overload: Overload,
     /// Its usual latency per call.
     pub latency: Latency,
+    /// A slow share of calls: with this probability a call takes this much longer (a GC
+    /// pause, a cold cache), drawn after the usual latency.
+    pub tail: Option<(f64, Latency)>,
     /// An outage window, if any.
     pub outage: Option<Outage>,
     /// Seed of the latency and fault draws.
@@ -124,6 +128,7 @@ impl UpstreamConfig {
             capacity,
             overload: Overload::Reject,
             latency,
+            tail: None,
             outage: None,
             seed: 1,
         }
@@ -329,7 +334,7 @@ fn loopback_client(addr: SocketAddr) -> Client {
     BoxCloneSyncService::new(svc)
 }
 
-type Inner = HttpFault<HttpFault<FaultUpstream>>;
+type Inner = HttpFault<HttpFault<HttpFault<FaultUpstream>>>;
 
 fn build(config: UpstreamConfig) -> Result<(Gate<Inner>, UpstreamHandle), LabError> {
     let latency = FaultLayer::builder()
@@ -338,9 +343,16 @@ fn build(config: UpstreamConfig) -> Result<(Gate<Inner>, UpstreamHandle), LabErr
         .name("upstream-latency")
         .build_http()
         .map_err(|e| LabError::Config(format!("upstream latency: {e}")))?;
+    let (tail_rate, tail_latency) = config.tail.unwrap_or((0.0, Latency::Fixed(Duration::ZERO)));
+    let tail = FaultLayer::builder()
+        .seed(config.seed.wrapping_add(2))
+        .latency(tail_rate, tail_latency)
+        .name("upstream-tail")
+        .build_http()
+        .map_err(|e| LabError::Config(format!("upstream tail: {e}")))?;
     let outage = outage_layer(config.outage, config.seed.wrapping_add(1))?;
     let inner: FaultService = latency.layer(FaultUpstream::ok("[0.1,0.2,0.3]"));
-    let inner = outage.layer(inner);
+    let inner = outage.layer(tail.layer(inner));
     let handle = UpstreamHandle {
         stats: Arc::default(),
         capacity: Arc::new(AtomicUsize::new(config.capacity.max(1))),

@@ -7,10 +7,10 @@ use palisade_fault::Latency;
 use palisade_limit::ConcurrencyLimitLayer;
 use tower::Layer;
 
-use super::Ctx;
-use crate::load::{drive, Load, Outcome, Run, Shape};
+use super::{each_stack, Ctx, Measured, Stack};
+use crate::load::{Load, Outcome, Shape};
 use crate::report::{col, Row, ScenarioReport, Unit};
-use crate::upstream::{Client, Upstream, UpstreamConfig};
+use crate::upstream::{Client, UpstreamConfig};
 use crate::LabError;
 
 pub(super) const TITLE: &str =
@@ -26,18 +26,18 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
     config.seed = ctx.seed;
     let load = Load::new(Shape::Burst { calls: CALLS }).grace(Duration::from_secs(60));
 
-    let stacks: [(&str, fn(Client) -> Client); 2] = [
-        ("unbounded", |c| c),
-        ("palisade limit 10", |c| {
-            Client::new(ConcurrencyLimitLayer::new(LIMIT).layer(c))
-        }),
+    let stacks: Vec<(&str, Stack)> = vec![
+        ("unbounded", Box::new(|c| c)),
+        (
+            "palisade limit 10",
+            Box::new(|c| Client::new(ConcurrencyLimitLayer::new(LIMIT).layer(c))),
+        ),
     ];
-    let mut rows = Vec::new();
-    for (name, stack) in stacks {
-        let upstream = Upstream::start(config, ctx.mode).await?;
-        let run = drive(stack(upstream.client()), load, upstream.handle()).await;
-        rows.push(row(name, run, upstream.handle().stats().peak()));
-    }
+    let rows: Vec<Row> = each_stack(ctx, config, load, stacks)
+        .await?
+        .into_iter()
+        .map(row)
+        .collect();
     let notes = vec![format!(
         "unbounded, {:.1}% of the calls got a 429; through the limit {:.1}% succeeded and the upstream never held more than {} at once",
         rows[0].values[1] / CALLS as f64 * 100.0,
@@ -66,7 +66,13 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
     })
 }
 
-fn row(stack: &str, run: Run, peak: usize) -> Row {
+fn row(m: Measured) -> Row {
+    let Measured {
+        stack,
+        run,
+        upstream,
+    } = m;
+    let peak = upstream.stats().peak();
     let too_many = run.count(|o| o == Outcome::Status(429));
     let ok = run.ok();
     Row {

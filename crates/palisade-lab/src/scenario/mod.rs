@@ -5,11 +5,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use crate::load::{drive, Load, Run};
 use crate::report::ScenarioReport;
-use crate::upstream::Mode;
+use crate::upstream::{Client, Mode, Upstream, UpstreamConfig, UpstreamHandle};
 use crate::LabError;
 
 mod embeddings;
+mod tail;
 
 /// How a scenario runs.
 #[derive(Debug, Clone, Copy)]
@@ -27,6 +29,36 @@ impl Ctx {
     pub fn duration(&self, default: Duration) -> Duration {
         self.duration.unwrap_or(default)
     }
+}
+
+/// A client stack: policies put on top of the upstream's client.
+pub(crate) type Stack = Box<dyn Fn(Client) -> Client + Send + Sync>;
+
+/// One stack's run: what the caller saw, and the handle of the upstream it ran against.
+pub(crate) struct Measured {
+    pub(crate) stack: &'static str,
+    pub(crate) run: Run,
+    pub(crate) upstream: UpstreamHandle,
+}
+
+/// Drives `load` through each stack, each against a fresh upstream of `config`.
+pub(crate) async fn each_stack(
+    ctx: Ctx,
+    config: UpstreamConfig,
+    load: Load,
+    stacks: Vec<(&'static str, Stack)>,
+) -> Result<Vec<Measured>, LabError> {
+    let mut out = Vec::new();
+    for (stack, build) in stacks {
+        let upstream = Upstream::start(config, ctx.mode).await?;
+        let run = drive(build(upstream.client()), load, upstream.handle()).await;
+        out.push(Measured {
+            stack,
+            run,
+            upstream: upstream.handle().clone(),
+        });
+    }
+    Ok(out)
 }
 
 type Pending = Pin<Box<dyn Future<Output = Result<ScenarioReport, LabError>> + Send>>;
@@ -57,11 +89,18 @@ impl Scenario {
 }
 
 /// Every scenario, in the tour's order.
-pub const ALL: &[Scenario] = &[Scenario {
-    name: "embeddings",
-    title: embeddings::TITLE,
-    run: |ctx| Box::pin(embeddings::run(ctx)),
-}];
+pub const ALL: &[Scenario] = &[
+    Scenario {
+        name: "embeddings",
+        title: embeddings::TITLE,
+        run: |ctx| Box::pin(embeddings::run(ctx)),
+    },
+    Scenario {
+        name: "tail-latency",
+        title: tail::TITLE,
+        run: |ctx| Box::pin(tail::run(ctx)),
+    },
+];
 
 /// The scenario called `name`.
 ///

@@ -31,3 +31,19 @@ async fn embeddings_limit_turns_429s_into_successes() {
     assert_eq!(r.value("palisade limit 10", "429s"), 0.0);
     assert_eq!(r.value("palisade limit 10", "peak upstream"), 10.0);
 }
+
+/// 1% of calls take ~1 s: unhedged, p99.9 is the slow mode; Palisade's hedge brings it
+/// within a few times the fast mode for about 1% extra calls, and ties tower's hedge at
+/// its best period (100 ms).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn tail_latency_hedge_cuts_p999_for_one_percent_more_calls() {
+    let r = scenario::find("tail-latency").unwrap().run(ctx()).await.unwrap();
+    let text = r.text();
+    assert!(r.value("no hedge", "p99.9") >= 900.0, "{text}");
+    let palisade = "palisade hedge (p95, 5% budget)";
+    assert!(r.value(palisade, "p99.9") <= 50.0, "{text}");
+    assert!(r.value(palisade, "extra calls") <= 0.02, "{text}");
+    assert_eq!(r.value(palisade, "calls ok"), 1.0, "{text}");
+    let tower_best = r.value("tower hedge (p95, 100 ms period)", "p99.9");
+    assert!(r.value(palisade, "p99.9") <= tower_best * 1.5, "{text}");
+}

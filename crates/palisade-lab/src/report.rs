@@ -171,7 +171,8 @@ pub fn format_value(unit: Unit, v: f64) -> String {
     match unit {
         Unit::Count => format!("{v:.0}"),
         Unit::Ms if v >= 100.0 => format!("{v:.0} ms"),
-        Unit::Ms => format!("{v:.1} ms"),
+        Unit::Ms if v >= 1.0 || v == 0.0 => format!("{v:.1} ms"),
+        Unit::Ms => format!("{v:.2} ms"),
         Unit::Secs => format!("{v:.2} s"),
         Unit::Share => format!("{:.1}%", v * 100.0),
         Unit::Times => format!("{v:.2}×"),

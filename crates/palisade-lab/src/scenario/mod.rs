@@ -11,6 +11,7 @@ use crate::upstream::{Client, Mode, Upstream, UpstreamConfig, UpstreamHandle};
 use crate::LabError;
 
 mod embeddings;
+mod outage;
 mod tail;
 
 /// How a scenario runs.
@@ -99,6 +100,11 @@ pub const ALL: &[Scenario] = &[
         name: "tail-latency",
         title: tail::TITLE,
         run: |ctx| Box::pin(tail::run(ctx)),
+    },
+    Scenario {
+        name: "cascading-outage",
+        title: outage::TITLE,
+        run: |ctx| Box::pin(outage::run(ctx)),
     },
 ];
 

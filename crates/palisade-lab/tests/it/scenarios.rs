@@ -37,7 +37,11 @@ async fn embeddings_limit_turns_429s_into_successes() {
 /// its best period (100 ms).
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn tail_latency_hedge_cuts_p999_for_one_percent_more_calls() {
-    let r = scenario::find("tail-latency").unwrap().run(ctx()).await.unwrap();
+    let r = scenario::find("tail-latency")
+        .unwrap()
+        .run(ctx())
+        .await
+        .unwrap();
     let text = r.text();
     assert!(r.value("no hedge", "p99.9") >= 900.0, "{text}");
     let palisade = "palisade hedge (p95, 5% budget)";
@@ -46,4 +50,37 @@ async fn tail_latency_hedge_cuts_p999_for_one_percent_more_calls() {
     assert_eq!(r.value(palisade, "calls ok"), 1.0, "{text}");
     let tower_best = r.value("tower hedge (p95, 100 ms period)", "p99.9");
     assert!(r.value(palisade, "p99.9") <= tower_best * 1.5, "{text}");
+}
+
+/// The upstream hangs for 2 s. With no policy every call made then is never answered and
+/// the caller holds them all; a timeout bounds what the caller holds but the hung upstream
+/// gets every call; the breaker fails fast, spares the upstream most of the load, and
+/// recovers in the second after.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn cascading_outage_breaker_fails_fast_and_spares_the_upstream() {
+    let r = scenario::find("cascading-outage")
+        .unwrap()
+        .run(ctx())
+        .await
+        .unwrap();
+    let text = r.text();
+    let (none, timeout) = ("no policy", "timeout 250 ms");
+    let breaker = "deadline 1 s + breaker + timeout 250 ms";
+    // 200 calls/s during a 2 s outage.
+    assert_eq!(r.value(none, "unanswered"), 400.0, "{text}");
+    assert!(r.value(none, "peak in flight") >= 400.0, "{text}");
+    assert_eq!(r.value(timeout, "unanswered"), 0.0, "{text}");
+    assert!(r.value(timeout, "peak in flight") <= 60.0, "{text}");
+    assert_eq!(
+        r.value(timeout, "upstream calls in outage"),
+        400.0,
+        "{text}"
+    );
+    assert_eq!(r.value(breaker, "unanswered"), 0.0, "{text}");
+    assert!(r.value(breaker, "p50 in outage") < 1.0, "{text}");
+    assert!(
+        r.value(breaker, "upstream calls in outage") <= 100.0,
+        "{text}"
+    );
+    assert!(r.value(breaker, "ok after outage") >= 0.85, "{text}");
 }

@@ -168,6 +168,9 @@ pub fn unit_name(unit: Unit) -> &'static str {
 
 /// A value as the table prints it.
 pub fn format_value(unit: Unit, v: f64) -> String {
+    if v.is_nan() {
+        return "-".to_owned();
+    }
     match unit {
         Unit::Count => format!("{v:.0}"),
         Unit::Ms if v >= 100.0 => format!("{v:.0} ms"),

@@ -12,6 +12,7 @@ use crate::LabError;
 
 mod embeddings;
 mod outage;
+mod overload;
 mod tail;
 
 /// How a scenario runs.
@@ -49,9 +50,22 @@ pub(crate) async fn each_stack(
     load: Load,
     stacks: Vec<(&'static str, Stack)>,
 ) -> Result<Vec<Measured>, LabError> {
+    each_stack_with(ctx, config, load, stacks, |_| {}).await
+}
+
+/// [`each_stack`], calling `on_start` with each upstream just before its load starts (to
+/// script changes to it).
+pub(crate) async fn each_stack_with(
+    ctx: Ctx,
+    config: UpstreamConfig,
+    load: Load,
+    stacks: Vec<(&'static str, Stack)>,
+    on_start: impl Fn(&UpstreamHandle),
+) -> Result<Vec<Measured>, LabError> {
     let mut out = Vec::new();
     for (stack, build) in stacks {
         let upstream = Upstream::start(config, ctx.mode).await?;
+        on_start(upstream.handle());
         let run = drive(build(upstream.client()), load, upstream.handle()).await;
         out.push(Measured {
             stack,
@@ -105,6 +119,11 @@ pub const ALL: &[Scenario] = &[
         name: "cascading-outage",
         title: outage::TITLE,
         run: |ctx| Box::pin(outage::run(ctx)),
+    },
+    Scenario {
+        name: "overload",
+        title: overload::TITLE,
+        run: |ctx| Box::pin(overload::run(ctx)),
     },
 ];
 

@@ -84,3 +84,33 @@ async fn cascading_outage_breaker_fails_fast_and_spares_the_upstream() {
     );
     assert!(r.value(breaker, "ok after outage") >= 0.85, "{text}");
 }
+
+/// The capacity halves then recovers: behind a static limit sized for the full capacity
+/// the upstream answers as many 429s as to unbounded callers; each adaptive limit follows
+/// the capacity down and back up, cuts those 429s to under a third, and keeps most of the
+/// goodput.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn overload_adaptive_limits_follow_the_capacity() {
+    let r = scenario::find("overload")
+        .unwrap()
+        .run(ctx())
+        .await
+        .unwrap();
+    let text = r.text();
+    let unbounded = r.value("unbounded", "429s while halved");
+    assert!(
+        r.value("static limit = full capacity", "429s while halved") >= 0.9 * unbounded,
+        "{text}"
+    );
+    for stack in ["palisade AIMD", "palisade Vegas", "palisade Gradient2"] {
+        assert!(
+            r.value(stack, "429s while halved") <= unbounded / 3.0,
+            "{stack}: {text}"
+        );
+        let halved = r.value(stack, "limit while halved");
+        assert!((20.0..=32.0).contains(&halved), "{stack}: {text}");
+        let after = r.value(stack, "limit after");
+        assert!((40.0..=64.0).contains(&after), "{stack}: {text}");
+        assert!(r.value(stack, "goodput") >= 0.85, "{stack}: {text}");
+    }
+}

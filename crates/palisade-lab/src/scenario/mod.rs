@@ -13,6 +13,7 @@ use crate::LabError;
 mod embeddings;
 mod outage;
 mod overload;
+mod retry_storm;
 mod tail;
 
 /// How a scenario runs.
@@ -124,6 +125,11 @@ pub const ALL: &[Scenario] = &[
         name: "overload",
         title: overload::TITLE,
         run: |ctx| Box::pin(overload::run(ctx)),
+    },
+    Scenario {
+        name: "retry-storm",
+        title: retry_storm::TITLE,
+        run: |ctx| Box::pin(retry_storm::run(ctx)),
     },
 ];
 

@@ -114,3 +114,30 @@ async fn overload_adaptive_limits_follow_the_capacity() {
         assert!(r.value(stack, "goodput") >= 0.85, "{stack}: {text}");
     }
 }
+
+/// Every call fails for a second: retries without a budget multiply the load on the
+/// failing upstream (past its capacity: 429s); a 10% budget keeps it near 1×, and nothing
+/// stays broken once the outage ends.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn retry_storm_budget_caps_the_extra_load() {
+    let r = scenario::find("retry-storm")
+        .unwrap()
+        .run(ctx())
+        .await
+        .unwrap();
+    let text = r.text();
+    assert!(
+        r.value("retry ×5, budget off", "load in outage") >= 4.0,
+        "{text}"
+    );
+    assert!(
+        r.value("retry ×5, budget off", "upstream 429s") > 0.0,
+        "{text}"
+    );
+    let budgeted = "palisade retry ×5, 10% budget";
+    assert!(r.value(budgeted, "load in outage") <= 1.35, "{text}");
+    assert_eq!(r.value(budgeted, "upstream 429s"), 0.0, "{text}");
+    for stack in ["no retry", "retry ×5, budget off", budgeted] {
+        assert_eq!(r.value(stack, "ok after outage"), 1.0, "{stack}: {text}");
+    }
+}

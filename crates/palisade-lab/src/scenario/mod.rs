@@ -11,6 +11,7 @@ use crate::upstream::{Client, Mode, Upstream, UpstreamConfig, UpstreamHandle};
 use crate::LabError;
 
 mod embeddings;
+mod fanout;
 mod outage;
 mod overload;
 mod retry_storm;
@@ -130,6 +131,11 @@ pub const ALL: &[Scenario] = &[
         name: "retry-storm",
         title: retry_storm::TITLE,
         run: |ctx| Box::pin(retry_storm::run(ctx)),
+    },
+    Scenario {
+        name: "partial-fanout",
+        title: fanout::TITLE,
+        run: |ctx| Box::pin(fanout::run(ctx)),
     },
 ];
 

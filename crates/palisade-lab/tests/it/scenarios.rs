@@ -141,3 +141,30 @@ async fn retry_storm_budget_caps_the_extra_load() {
         assert_eq!(r.value(stack, "ok after outage"), 1.0, "{stack}: {text}");
     }
 }
+
+/// A search over 10 shards, each slow 1% of the time: waiting for all makes the slow
+/// shard's second the search's p99; a 50 ms partial answer bounds it and reports the
+/// missing shards; hedging the shards too completes nearly every search for ~1% more calls.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn partial_fanout_bounds_the_tail_and_hedging_fills_the_gaps() {
+    let r = scenario::find("partial-fanout")
+        .unwrap()
+        .run(ctx())
+        .await
+        .unwrap();
+    let text = r.text();
+    assert!(r.value("wait for all shards", "p99") >= 900.0, "{text}");
+    assert_eq!(
+        r.value("wait for all shards", "complete answers"),
+        1.0,
+        "{text}"
+    );
+    let partial = "palisade fan-out, partial at 50 ms";
+    assert!(r.value(partial, "p99.9") <= 51.0, "{text}");
+    assert!(r.value(partial, "complete answers") < 0.95, "{text}");
+    assert!(r.value(partial, "shard answers") >= 0.98, "{text}");
+    let hedged = "partial at 50 ms + hedged shards";
+    assert!(r.value(hedged, "p99") <= 40.0, "{text}");
+    assert!(r.value(hedged, "complete answers") >= 0.99, "{text}");
+    assert!(r.value(hedged, "calls per shard asked") <= 1.05, "{text}");
+}

@@ -2,4 +2,5 @@
 //! command line's answers to bad input.
 
 mod cli;
+mod report;
 mod scenarios;

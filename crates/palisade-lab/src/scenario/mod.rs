@@ -29,9 +29,13 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// The load's duration: `--duration` or the scenario's default.
-    pub fn duration(&self, default: Duration) -> Duration {
-        self.duration.unwrap_or(default)
+    /// The load's duration: `--duration`, or the scenario's default for the mode (over
+    /// loopback, shorter: real time is spent, not simulated).
+    pub fn duration(&self, virtual_default: Duration, loopback_default: Duration) -> Duration {
+        self.duration.unwrap_or(match self.mode {
+            Mode::Virtual => virtual_default,
+            Mode::Loopback => loopback_default,
+        })
     }
 }
 

@@ -1,4 +1,4 @@
-//! Cascading outage: the upstream hangs for two seconds. With nothing in front of it the
+//! Cascading outage: the upstream hangs for a third of the run (2 s by default). With nothing in front of it the
 //! caller piles up every call it makes (the cascade: its own callers, sockets and memory
 //! wait with it); a timeout bounds the pile but keeps hammering the hung upstream; a
 //! deadline, a breaker and a timeout fail fast, spare the upstream, and recover.
@@ -17,14 +17,14 @@ use crate::upstream::{Client, Outage, OutageKind, UpstreamConfig};
 use crate::LabError;
 
 pub(super) const TITLE: &str =
-    "the upstream hangs for 2 s: nothing, a timeout, deadline + breaker + timeout";
+    "the upstream hangs for a third of the run: nothing, a timeout, deadline + breaker + timeout";
 
 const RATE: f64 = 200.0;
 const TIMEOUT: Duration = Duration::from_millis(250);
 
 pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
-    let duration = ctx.duration(Duration::from_secs(6));
-    // The outage covers the second quarter to the second half of the run, 2 s by default.
+    let duration = ctx.duration(Duration::from_secs(6), Duration::from_millis(4500));
+    // The outage starts a quarter into the run and lasts a third of it.
     let outage = Outage {
         kind: OutageKind::Stall,
         after: duration / 4,
@@ -78,7 +78,7 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
             v(0, 1), v(0, 4), v(1, 4), v(1, 5)
         ),
         format!(
-            "the breaker failed fast (median {:.1} ms during the outage; its probes wait out the timeout), let {:.0} calls reach the upstream instead of {:.0}, and {:.1}% of the calls in the second after the outage succeeded (it waits for a probe to close)",
+            "the breaker failed fast (median {:.2} ms during the outage; its probes wait out the timeout), let {:.0} calls reach the upstream instead of {:.0}, and {:.1}% of the calls in the second after the outage succeeded (it waits for a probe to close)",
             v(2, 2), v(2, 5), v(1, 5), v(2, 6) * 100.0
         ),
     ];

@@ -1,4 +1,4 @@
-//! Retry storm: the upstream fails every call for a second while it runs at 70% of its
+//! Retry storm: the upstream fails every call for a quarter of the run while it runs at 70% of its
 //! capacity. Retrying every failure up to 5 times multiplies the load on a failing
 //! upstream and pushes it past its capacity (429s, themselves retried); a retry budget
 //! caps the extra load at a share of the calls and keeps the upstream within capacity.
@@ -17,7 +17,7 @@ use crate::upstream::{Client, Mode, Outage, OutageKind, Overload, UpstreamConfig
 use crate::LabError;
 
 pub(super) const TITLE: &str =
-    "every call fails for 1 s: no retry, retry ×5 with the budget off, retry ×5 with a 10% budget";
+    "every call fails for a quarter of the run: no retry, retry ×5 with the budget off, retry ×5 with a 10% budget";
 
 fn retry(seed: u64, budget: RetryBudget) -> Result<Stack, LabError> {
     let layer = RetryLayer::builder()
@@ -37,7 +37,7 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
         Mode::Loopback => (20, 700.0),
     };
     let base = Duration::from_millis(20);
-    let duration = ctx.duration(Duration::from_secs(4));
+    let duration = ctx.duration(Duration::from_secs(4), Duration::from_secs(3));
     let outage = Outage {
         kind: OutageKind::Unavailable,
         after: duration / 4,

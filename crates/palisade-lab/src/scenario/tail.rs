@@ -56,11 +56,11 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
     config.seed = ctx.seed;
     // Paused time costs nothing per simulated second: the bench's 10,000 calls a second.
     // Over loopback, a rate two cores serve without queueing.
-    let (rate, default) = match ctx.mode {
-        Mode::Virtual => (10_000.0, Duration::from_secs(2)),
-        Mode::Loopback => (500.0, Duration::from_secs(6)),
+    let rate = match ctx.mode {
+        Mode::Virtual => 10_000.0,
+        Mode::Loopback => 500.0,
     };
-    let duration = ctx.duration(default);
+    let duration = ctx.duration(Duration::from_secs(2), Duration::from_secs(4));
     let load = Load::new(Shape::Open { rate, duration });
 
     // Both hedges learn from their first 10 samples (tower's `min_data_points`): at low

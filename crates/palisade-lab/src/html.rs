@@ -187,9 +187,9 @@ fn chart(out: &mut String, r: &ScenarioReport, caption: &str, value: fn(&Point) 
             escape(&row.stack)
         );
     }
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "</svg><figcaption>{} (y) over time (x); colours as in the table</figcaption></figure>\n",
+        "</svg><figcaption>{} (y) over time (x); colours as in the table</figcaption></figure>",
         escape(caption)
     );
 }

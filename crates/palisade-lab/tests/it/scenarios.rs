@@ -168,3 +168,29 @@ async fn partial_fanout_bounds_the_tail_and_hedging_fills_the_gaps() {
     assert!(r.value(hedged, "complete answers") >= 0.99, "{text}");
     assert!(r.value(hedged, "calls per shard asked") <= 1.05, "{text}");
 }
+
+/// The same embeddings scenario over real loopback HTTP, on real time: only invariants
+/// and upper bounds (the limit holds the upstream to 10 and every call succeeds; the
+/// upstream never holds more than its cap of 20).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_over_loopback_keeps_its_invariants() {
+    let ctx = Ctx {
+        mode: Mode::Loopback,
+        ..ctx()
+    };
+    let r = scenario::find("embeddings")
+        .unwrap()
+        .run(ctx)
+        .await
+        .unwrap();
+    let text = r.text();
+    assert_eq!(r.mode, "loopback");
+    assert!(r.value("unbounded", "peak upstream") <= 20.0, "{text}");
+    assert!(r.value("unbounded", "429s") > 0.0, "{text}");
+    assert_eq!(r.value("palisade limit 10", "calls ok"), 1000.0, "{text}");
+    assert!(
+        r.value("palisade limit 10", "peak upstream") <= 10.0,
+        "{text}"
+    );
+    assert!(r.value("palisade limit 10", "wall time") < 30.0, "{text}");
+}

@@ -72,6 +72,45 @@ pub struct ScenarioReport {
 }
 
 impl ScenarioReport {
+    /// A report with no chart marks; [`Scenario::run`](crate::scenario::Scenario::run)
+    /// fills in the mode and the elapsed time.
+    pub fn new(
+        name: &'static str,
+        title: &'static str,
+        setup: String,
+        columns: Vec<Column>,
+        rows: Vec<Row>,
+        notes: Vec<String>,
+    ) -> Self {
+        Self {
+            name,
+            title,
+            setup,
+            columns,
+            rows,
+            notes,
+            marks: Vec::new(),
+            mode: "",
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    /// With marks on the charts' time axis: `label` at `t` seconds.
+    #[must_use]
+    pub fn marks(mut self, marks: Vec<(f64, &'static str)>) -> Self {
+        self.marks = marks;
+        self
+    }
+
+    /// With an outage's start and end marked on the charts.
+    #[must_use]
+    pub fn outage_marks(self, from: Duration, to: Duration) -> Self {
+        self.marks(vec![
+            (from.as_secs_f64(), "outage starts"),
+            (to.as_secs_f64(), "outage ends"),
+        ])
+    }
+
     /// A row's value for the column `name`.
     ///
     /// # Panics

@@ -44,14 +44,14 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
         rows[1].values[0] / CALLS as f64 * 100.0,
         rows[1].values[4],
     )];
-    Ok(ScenarioReport {
-        name: "embeddings",
-        title: TITLE,
-        setup: format!(
+    Ok(ScenarioReport::new(
+        "embeddings",
+        TITLE,
+        format!(
             "{CALLS} calls at once; upstream: {} ms per call, 429 above {CAPACITY} in flight",
             LATENCY.as_millis()
         ),
-        columns: vec![
+        vec![
             col("calls ok", Unit::Count),
             col("429s", Unit::Count),
             col("errors", Unit::Count),
@@ -60,10 +60,7 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
         ],
         rows,
         notes,
-        marks: Vec::new(),
-        mode: "",
-        elapsed: Duration::ZERO,
-    })
+    ))
 }
 
 fn row(m: Measured) -> Row {

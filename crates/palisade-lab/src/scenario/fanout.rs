@@ -147,14 +147,14 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
             v(2, 1), v(2, 3) * 100.0, (v(2, 5) - 1.0) * 100.0
         ),
     ];
-    Ok(ScenarioReport {
-        name: "partial-fanout",
-        title: TITLE,
-        setup: format!(
+    Ok(ScenarioReport::new(
+        "partial-fanout",
+        TITLE,
+        format!(
             "{rate:.0} searches/s for {:.1} s (open loop), each asking {SHARDS} shards; each shard: 5-15 ms, 1% of calls ~1 s more",
             duration.as_secs_f64()
         ),
-        columns: vec![
+        vec![
             col("p50", Unit::Ms),
             col("p99", Unit::Ms),
             col("p99.9", Unit::Ms),
@@ -164,8 +164,5 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
         ],
         rows,
         notes,
-        marks: Vec::new(),
-        mode: "",
-        elapsed: Duration::ZERO,
-    })
+    ))
 }

@@ -82,16 +82,16 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
             v(2, 2), v(2, 5), v(1, 5), v(2, 6) * 100.0
         ),
     ];
-    Ok(ScenarioReport {
-        name: "cascading-outage",
-        title: TITLE,
-        setup: format!(
+    Ok(ScenarioReport::new(
+        "cascading-outage",
+        TITLE,
+        format!(
             "{RATE:.0} calls/s for {:.1} s (open loop); upstream: 15-25 ms, hangs from {:.1} s to {:.1} s (calls made then never answer)",
             duration.as_secs_f64(),
             from.as_secs_f64(),
             to.as_secs_f64()
         ),
-        columns: vec![
+        vec![
             col("calls ok", Unit::Share),
             col("unanswered", Unit::Count),
             col("p50 in outage", Unit::Ms),
@@ -102,13 +102,7 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
         ],
         rows,
         notes,
-        marks: vec![
-            (from.as_secs_f64(), "outage starts"),
-            (to.as_secs_f64(), "outage ends"),
-        ],
-        mode: "",
-        elapsed: Duration::ZERO,
-    })
+    ).outage_marks(from, to))
 }
 
 fn row(m: Measured, from: Duration, to: Duration) -> Row {

@@ -150,10 +150,10 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
             v(0, 0) * 100.0
         ),
     ];
-    Ok(ScenarioReport {
-        name: "overload",
-        title: TITLE,
-        setup: format!(
+    Ok(ScenarioReport::new(
+        "overload",
+        TITLE,
+        format!(
             "{} closed-loop callers (10 ms pause after a failure) for {:.1} s; upstream: {} ms per call up to capacity {c}, slower past it (a queue), 429 past 1.2× capacity; capacity {} from {:.1} s to {:.1} s",
             sizes.workers,
             duration.as_secs_f64(),
@@ -162,7 +162,7 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
             phase.as_secs_f64(),
             (phase * 2).as_secs_f64()
         ),
-        columns: vec![
+        vec![
             col("goodput", Unit::Share),
             col("p99 ok", Unit::Ms),
             col("upstream calls", Unit::Count),
@@ -174,13 +174,10 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
         ],
         rows,
         notes,
-        marks: vec![
+    ).marks(vec![
             (phase.as_secs_f64(), "capacity halves"),
             ((phase * 2).as_secs_f64(), "capacity back"),
-        ],
-        mode: "",
-        elapsed: Duration::ZERO,
-    })
+        ]))
 }
 
 fn row(m: Measured, sizes: Sizes, phase: Duration, log: Option<&LimitLog>) -> Row {

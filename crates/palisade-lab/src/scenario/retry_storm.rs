@@ -78,10 +78,10 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
             v(0, 1) * 100.0, v(1, 1) * 100.0, v(2, 1) * 100.0
         ),
     ];
-    Ok(ScenarioReport {
-        name: "retry-storm",
-        title: TITLE,
-        setup: format!(
+    Ok(ScenarioReport::new(
+        "retry-storm",
+        TITLE,
+        format!(
             "{rate:.0} calls/s for {:.1} s (open loop, {:.0}% of capacity); upstream: {} ms per call, capacity {capacity}, slower past it, 429 past 1.2×; every call answers 503 from {:.1} s to {:.1} s",
             duration.as_secs_f64(),
             rate * base.as_secs_f64() / capacity as f64 * 100.0,
@@ -89,7 +89,7 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
             from.as_secs_f64(),
             to.as_secs_f64()
         ),
-        columns: vec![
+        vec![
             col("calls ok", Unit::Share),
             col("ok after outage", Unit::Share),
             col("upstream load", Unit::Times),
@@ -100,13 +100,7 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
         ],
         rows,
         notes,
-        marks: vec![
-            (from.as_secs_f64(), "outage starts"),
-            (to.as_secs_f64(), "outage ends"),
-        ],
-        mode: "",
-        elapsed: Duration::ZERO,
-    })
+    ).outage_marks(from, to))
 }
 
 fn row(m: Measured, rate: f64, from: Duration, to: Duration) -> Row {

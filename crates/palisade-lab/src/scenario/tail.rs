@@ -104,14 +104,14 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
         ),
         "tower's Hedge is not Clone: it is shared behind tower's Buffer; Palisade's layer is shared by its clones".to_owned(),
     ];
-    Ok(ScenarioReport {
-        name: "tail-latency",
-        title: TITLE,
-        setup: format!(
+    Ok(ScenarioReport::new(
+        "tail-latency",
+        TITLE,
+        format!(
             "{rate:.0} calls/s for {:.1} s (open loop); upstream: 9-11 ms, 1% of calls ~1 s more (0.9-1.1 s), no capacity limit",
             duration.as_secs_f64()
         ),
-        columns: vec![
+        vec![
             col("p50", Unit::Ms),
             col("p99", Unit::Ms),
             col("p99.9", Unit::Ms),
@@ -121,10 +121,7 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
         ],
         rows,
         notes,
-        marks: Vec::new(),
-        mode: "",
-        elapsed: Duration::ZERO,
-    })
+    ))
 }
 
 fn row(m: Measured) -> Row {

@@ -172,6 +172,7 @@ pub enum Shape {
     },
     /// `workers` callers, each making one call after another for `duration`, pausing
     /// `pause` after a call that failed (closed loop).
+    /// A call still in flight when the run is cut is dropped and not counted.
     Closed {
         /// Concurrent callers.
         workers: usize,

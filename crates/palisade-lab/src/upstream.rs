@@ -103,6 +103,16 @@ pub struct Outage {
     pub length: Duration,
 }
 
+/// The slow 1% of the tail-latency and partial-fanout scenarios: 1% of calls take
+/// 0.9-1.1 s more (the bench `fanout-tail`'s upstream).
+pub const SLOW_ONE_PERCENT: (f64, Latency) = (
+    0.01,
+    Latency::Uniform {
+        min: Duration::from_millis(900),
+        max: Duration::from_millis(1100),
+    },
+);
+
 /// How the upstream behaves.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct UpstreamConfig {

@@ -17,7 +17,7 @@ use tower::{Layer, ServiceExt};
 use super::Ctx;
 use crate::load::{drive, Load, Shape};
 use crate::report::{col, ms, Row, ScenarioReport, Unit};
-use crate::upstream::{get, Client, Mode, Req, Res, Upstream, UpstreamConfig};
+use crate::upstream::{get, Client, Mode, Req, Res, Upstream, UpstreamConfig, SLOW_ONE_PERCENT};
 use crate::LabError;
 
 pub(super) const TITLE: &str =
@@ -103,13 +103,7 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
                     max: Duration::from_millis(15),
                 },
             );
-            config.tail = Some((
-                0.01,
-                Latency::Uniform {
-                    min: Duration::from_millis(900),
-                    max: Duration::from_millis(1100),
-                },
-            ));
+            config.tail = Some(SLOW_ONE_PERCENT);
             config.seed = ctx.seed.wrapping_mul(31).wrapping_add(shard as u64);
             upstreams.push(Upstream::start(config, ctx.mode).await?);
         }

@@ -11,7 +11,7 @@ use tower::Layer;
 use super::{each_stack, Ctx, Measured, Stack};
 use crate::load::{Load, Shape};
 use crate::report::{col, ms, Row, ScenarioReport, Unit};
-use crate::upstream::{get, Client, Mode, Req, UpstreamConfig};
+use crate::upstream::{get, Client, Mode, Req, UpstreamConfig, SLOW_ONE_PERCENT};
 use crate::LabError;
 
 pub(super) const TITLE: &str =
@@ -46,13 +46,7 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
             max: Duration::from_millis(11),
         },
     );
-    config.tail = Some((
-        0.01,
-        Latency::Uniform {
-            min: Duration::from_millis(900),
-            max: Duration::from_millis(1100),
-        },
-    ));
+    config.tail = Some(SLOW_ONE_PERCENT);
     config.seed = ctx.seed;
     // Paused time costs nothing per simulated second: the bench's 10,000 calls a second.
     // Over loopback, a rate two cores serve without queueing.

@@ -1,0 +1,155 @@
+//! The scenarios: each starts a misbehaving upstream per stack, drives the same load
+//! through each stack, and reports what the caller and the upstream saw.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::load::{drive, Load, Run};
+use crate::report::ScenarioReport;
+use crate::upstream::{Client, Mode, Upstream, UpstreamConfig, UpstreamHandle};
+use crate::LabError;
+
+mod embeddings;
+mod fanout;
+mod outage;
+mod overload;
+mod retry_storm;
+mod tail;
+
+/// How a scenario runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx {
+    /// In process on paused time, or over loopback on real time.
+    pub mode: Mode,
+    /// Seed of every random draw (latencies, faults, jitter).
+    pub seed: u64,
+    /// How long its load runs, if not its own default.
+    pub duration: Option<Duration>,
+}
+
+impl Ctx {
+    /// The load's duration: `--duration`, or the scenario's default for the mode (over
+    /// loopback, shorter: real time is spent, not simulated).
+    pub fn duration(&self, virtual_default: Duration, loopback_default: Duration) -> Duration {
+        self.duration.unwrap_or(match self.mode {
+            Mode::Virtual => virtual_default,
+            Mode::Loopback => loopback_default,
+        })
+    }
+}
+
+/// A client stack: policies put on top of the upstream's client.
+pub(crate) type Stack = Box<dyn Fn(Client) -> Client + Send + Sync>;
+
+/// One stack's run: what the caller saw, and the handle of the upstream it ran against.
+pub(crate) struct Measured {
+    pub(crate) stack: &'static str,
+    pub(crate) run: Run,
+    pub(crate) upstream: UpstreamHandle,
+}
+
+/// Drives `load` through each stack, each against a fresh upstream of `config`.
+pub(crate) async fn each_stack(
+    ctx: Ctx,
+    config: UpstreamConfig,
+    load: Load,
+    stacks: Vec<(&'static str, Stack)>,
+) -> Result<Vec<Measured>, LabError> {
+    each_stack_with(ctx, config, load, stacks, |_| {}).await
+}
+
+/// [`each_stack`], calling `on_start` with each upstream just before its load starts (to
+/// script changes to it).
+pub(crate) async fn each_stack_with(
+    ctx: Ctx,
+    config: UpstreamConfig,
+    load: Load,
+    stacks: Vec<(&'static str, Stack)>,
+    on_start: impl Fn(&UpstreamHandle),
+) -> Result<Vec<Measured>, LabError> {
+    let mut out = Vec::new();
+    for (stack, build) in stacks {
+        let upstream = Upstream::start(config, ctx.mode).await?;
+        on_start(upstream.handle());
+        let run = drive(build(upstream.client()), load, upstream.handle()).await;
+        out.push(Measured {
+            stack,
+            run,
+            upstream: upstream.handle().clone(),
+        });
+    }
+    Ok(out)
+}
+
+type Pending = Pin<Box<dyn Future<Output = Result<ScenarioReport, LabError>> + Send>>;
+
+/// A scenario the lab can run.
+#[derive(Debug, Clone, Copy)]
+pub struct Scenario {
+    /// Its name on the command line.
+    pub name: &'static str,
+    /// What it shows, in one line.
+    pub title: &'static str,
+    run: fn(Ctx) -> Pending,
+}
+
+impl Scenario {
+    /// Runs it.
+    ///
+    /// # Errors
+    ///
+    /// If its upstream cannot start or a stack is misconfigured.
+    pub async fn run(&self, ctx: Ctx) -> Result<ScenarioReport, LabError> {
+        let start = tokio::time::Instant::now();
+        let mut report = (self.run)(ctx).await?;
+        report.elapsed = start.elapsed();
+        report.mode = ctx.mode.as_str();
+        Ok(report)
+    }
+}
+
+/// Every scenario, in the tour's order.
+pub const ALL: &[Scenario] = &[
+    Scenario {
+        name: "embeddings",
+        title: embeddings::TITLE,
+        run: |ctx| Box::pin(embeddings::run(ctx)),
+    },
+    Scenario {
+        name: "tail-latency",
+        title: tail::TITLE,
+        run: |ctx| Box::pin(tail::run(ctx)),
+    },
+    Scenario {
+        name: "cascading-outage",
+        title: outage::TITLE,
+        run: |ctx| Box::pin(outage::run(ctx)),
+    },
+    Scenario {
+        name: "overload",
+        title: overload::TITLE,
+        run: |ctx| Box::pin(overload::run(ctx)),
+    },
+    Scenario {
+        name: "retry-storm",
+        title: retry_storm::TITLE,
+        run: |ctx| Box::pin(retry_storm::run(ctx)),
+    },
+    Scenario {
+        name: "partial-fanout",
+        title: fanout::TITLE,
+        run: |ctx| Box::pin(fanout::run(ctx)),
+    },
+];
+
+/// The scenario called `name`.
+///
+/// # Errors
+///
+/// [`LabError::UnknownScenario`] naming the ones there are.
+pub fn find(name: &str) -> Result<&'static Scenario, LabError> {
+    ALL.iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| LabError::UnknownScenario(name.to_owned()))
+}

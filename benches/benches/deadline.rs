@@ -16,9 +16,10 @@ use tower_service::Service;
 const GROUP: &str = "deadline-timeout";
 const TIMEOUT: Duration = Duration::from_secs(1);
 
-type Req = WithDeadline<u64>;
+pub(crate) type Req = WithDeadline<u64>;
 
-fn bare(
+/// The inner service of the groups whose requests carry a deadline: answers at once.
+pub(crate) fn bare(
 ) -> impl Service<Req, Response = u64, Error = BoxError, Future = Ready<Result<u64, BoxError>>> + Clone
 {
     service_fn(|r: Req| ready(Ok::<_, BoxError>(r.request)))

@@ -5,7 +5,6 @@
 //! cheapest single layer (tower's `ConcurrencyLimit`), so the sum of the parts can be read
 //! against the other groups.
 
-use std::future::{ready, Ready};
 use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -13,24 +12,17 @@ use std::time::Duration;
 use criterion::Criterion;
 use palisade_benches::{contender, Report};
 use palisade_breaker::CircuitBreakerLayer;
-use palisade_core::{BoxError, WithDeadline};
+use palisade_core::WithDeadline;
 use palisade_deadline::{DeadlineLayer, TimeoutLayer};
 use palisade_fanout::{HedgeDelay, HedgeLayer};
 use palisade_limit::ConcurrencyLimitLayer;
 use palisade_rate::{Quota, RateLimitLayer};
 use palisade_retry::{RetryBudget, RetryLayer};
-use tower::{service_fn, ServiceBuilder};
-use tower_service::Service;
+use tower::ServiceBuilder;
 
 const GROUP: &str = "stack-canonical";
 
-type Req = WithDeadline<u64>;
-
-fn bare(
-) -> impl Service<Req, Response = u64, Error = BoxError, Future = Ready<Result<u64, BoxError>>> + Clone
-{
-    service_fn(|r: Req| ready(Ok::<_, BoxError>(r.request)))
-}
+use crate::deadline::bare;
 
 pub(crate) fn benches(c: &mut Criterion, report: &mut Report) {
     let rt = palisade_benches::runtime();

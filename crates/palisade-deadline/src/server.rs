@@ -89,7 +89,9 @@ impl ServerDeadlineLayer {
         self
     }
 
-    /// Whether to read `grpc-timeout` (default yes).
+    /// Whether to read `grpc-timeout` (default yes). It is read only on gRPC requests
+    /// (`content-type: application/grpc…`): a plain HTTP request that happens to carry the
+    /// header keeps its own budget rules (`header`, `default_timeout`).
     #[must_use]
     pub fn read_grpc_timeout(mut self, read: bool) -> Self {
         self.grpc = read;
@@ -113,9 +115,8 @@ impl ServerDeadlineLayer {
 
     /// The caller's budget in `headers`, clamped; `None` if it brings none (or only
     /// malformed ones) and there is no default.
-    fn budget(&self, headers: &HeaderMap) -> Option<Duration> {
-        let from_grpc = self
-            .grpc
+    fn budget(&self, headers: &HeaderMap, grpc: bool) -> Option<Duration> {
+        let from_grpc = (self.grpc && grpc)
             .then(|| headers.get("grpc-timeout"))
             .flatten()
             .and_then(|v| match grpc_timeout::parse_header(v) {
@@ -182,7 +183,7 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let grpc = palisade_core::response::is_grpc(req.headers());
-        let Some(budget) = self.config.budget(req.headers()) else {
+        let Some(budget) = self.config.budget(req.headers(), grpc) else {
             return future::ResponseFuture::unbounded(self.inner.call(req), grpc);
         };
         let mut deadline = Deadline::after(budget);

@@ -49,12 +49,22 @@ fn req(headers: &[(&'static str, &'static str)]) -> Request<()> {
     b.body(()).unwrap()
 }
 
+/// A gRPC request (the only kind whose `grpc-timeout` is read) with `headers`.
+fn grpc(headers: &[(&'static str, &'static str)]) -> Request<()> {
+    let mut r = req(headers);
+    r.headers_mut().insert(
+        "content-type",
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    r
+}
+
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn reads_grpc_timeout_and_sets_the_deadline() {
     let seen = Seen::default();
     let svc =
         ServerDeadlineLayer::new().layer(handler(seen.clone(), Duration::ZERO, Default::default()));
-    let res = svc.oneshot(req(&[("grpc-timeout", "250m")])).await.unwrap();
+    let res = svc.oneshot(grpc(&[("grpc-timeout", "250m")])).await.unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(*seen.lock().unwrap(), Some(Duration::from_millis(250)));
 }
@@ -65,7 +75,7 @@ async fn clamps_huge_inbound_budgets() {
     let svc = ServerDeadlineLayer::new()
         .max(Duration::from_secs(5))
         .layer(handler(seen.clone(), Duration::ZERO, Default::default()));
-    svc.oneshot(req(&[("grpc-timeout", "99999999H")]))
+    svc.oneshot(grpc(&[("grpc-timeout", "99999999H")]))
         .await
         .unwrap();
     assert_eq!(*seen.lock().unwrap(), Some(Duration::from_secs(5)));
@@ -104,12 +114,14 @@ async fn http_header_and_default_and_malformed() {
 #[tokio::test(flavor = "current_thread", start_paused = true)]
 async fn cancels_the_handler_and_answers_504() {
     let dropped = Arc::new(AtomicBool::new(false));
-    let svc = ServerDeadlineLayer::new().layer(handler(
-        Seen::default(),
-        Duration::from_secs(10),
-        dropped.clone(),
-    ));
-    let mut fut = task::spawn(svc.oneshot(req(&[("grpc-timeout", "100m")])));
+    let svc = ServerDeadlineLayer::new()
+        .header(HeaderName::from_static("x-timeout-ms"))
+        .layer(handler(
+            Seen::default(),
+            Duration::from_secs(10),
+            dropped.clone(),
+        ));
+    let mut fut = task::spawn(svc.oneshot(req(&[("x-timeout-ms", "100")])));
     assert_pending!(fut.poll());
     time::advance(Duration::from_millis(100)).await;
     let res = assert_ready_ok!(fut.poll());
@@ -143,13 +155,34 @@ async fn grpc_requests_get_deadline_exceeded_not_cancelled() {
 async fn zero_budget_is_answered_without_running_the_handler() {
     let seen = Seen::default();
     let dropped = Arc::new(AtomicBool::new(false));
-    let svc =
-        ServerDeadlineLayer::new().layer(handler(seen.clone(), Duration::ZERO, dropped.clone()));
-    let res = svc.oneshot(req(&[("grpc-timeout", "0n")])).await.unwrap();
+    let svc = ServerDeadlineLayer::new()
+        .header(HeaderName::from_static("x-timeout-ms"))
+        .layer(handler(seen.clone(), Duration::ZERO, dropped.clone()));
+    let res = svc.oneshot(req(&[("x-timeout-ms", "0")])).await.unwrap();
     assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(*seen.lock().unwrap(), None, "the handler must not run");
     assert!(
         !dropped.load(Ordering::SeqCst),
         "the handler was never even called"
     );
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn grpc_timeout_is_read_on_grpc_requests_only() {
+    // A plain HTTP request carrying `grpc-timeout` keeps its own rules: here, none, so it
+    // runs unbounded instead of being answered 504 by a budget meant for gRPC.
+    let seen = Seen::default();
+    let svc =
+        ServerDeadlineLayer::new().layer(handler(seen.clone(), Duration::ZERO, Default::default()));
+    let res = svc
+        .clone()
+        .oneshot(req(&[("grpc-timeout", "0n")]))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(*seen.lock().unwrap(), None);
+
+    // The same header on a gRPC request is the caller's budget.
+    let res = svc.oneshot(grpc(&[("grpc-timeout", "0n")])).await.unwrap();
+    assert_eq!(res.headers()["grpc-status"], "4");
 }

@@ -25,7 +25,7 @@ mod sealed {
 ///
 /// ```
 /// use std::time::Duration;
-/// use palisade::{BoxError, ServiceBuilderExt};
+/// use palisade::{BoxError, ServiceBuilderExt, WithDeadline};
 /// use palisade::limit::ConcurrencyLimitLayer;
 /// use tower::{service_fn, ServiceBuilder, ServiceExt};
 ///
@@ -35,8 +35,10 @@ mod sealed {
 ///     .deadline(Duration::from_secs(1))
 ///     .concurrency_limiter(ConcurrencyLimitLayer::new(8))
 ///     .attempt_timeout(Duration::from_millis(200))
-///     .service(service_fn(|n: u32| async move { Ok::<_, BoxError>(n * 2) }));
-/// assert_eq!(svc.oneshot(21).await?, 42);
+///     .service(service_fn(|req: WithDeadline<u32>| async move {
+///         Ok::<_, BoxError>(req.request * 2)
+///     }));
+/// assert_eq!(svc.oneshot(WithDeadline::new(21)).await?, 42);
 /// # Ok(())
 /// # }
 /// ```

@@ -26,7 +26,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use palisade::{BoxError, ServiceBuilderExt};
+//! use palisade::{BoxError, ServiceBuilderExt, WithDeadline};
 //! use palisade::breaker::CircuitBreakerLayer;
 //! use palisade::limit::ConcurrencyLimitLayer;
 //! use palisade::rate::{quota, RateLimitLayer};
@@ -44,10 +44,12 @@
 //!     .rate_limiter(RateLimitLayer::new(quota(100, Duration::from_secs(1))?))
 //!     .concurrency_limiter(ConcurrencyLimitLayer::new(16))
 //!     .attempt_timeout(Duration::from_millis(300))
-//!     .service(service_fn(|name: &'static str| async move {
-//!         Ok::<_, BoxError>(format!("hello, {name}"))
+//!     .service(service_fn(|req: WithDeadline<&'static str>| async move {
+//!         Ok::<_, BoxError>(format!("hello, {}", req.request))
 //!     }));
-//! assert_eq!(stack.oneshot("world").await?, "hello, world");
+//! // Any request type can carry a deadline: `http::Request` in its extensions,
+//! // others in a `WithDeadline`.
+//! assert_eq!(stack.oneshot(WithDeadline::new("world")).await?, "hello, world");
 //! # Ok(())
 //! # }
 //! ```

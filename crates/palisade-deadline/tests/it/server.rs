@@ -64,7 +64,10 @@ async fn reads_grpc_timeout_and_sets_the_deadline() {
     let seen = Seen::default();
     let svc =
         ServerDeadlineLayer::new().layer(handler(seen.clone(), Duration::ZERO, Default::default()));
-    let res = svc.oneshot(grpc(&[("grpc-timeout", "250m")])).await.unwrap();
+    let res = svc
+        .oneshot(grpc(&[("grpc-timeout", "250m")]))
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(*seen.lock().unwrap(), Some(Duration::from_millis(250)));
 }

@@ -34,7 +34,7 @@ config_struct! {
     ///
     /// ```
     /// # #[cfg(feature = "config")] {
-    /// use palisade::{BoxError, ClientPolicy};
+    /// use palisade::{BoxError, ClientPolicy, WithDeadline};
     /// use tower::{service_fn, ServiceBuilder, ServiceExt};
     ///
     /// let policy = ClientPolicy::from_toml(r#"
@@ -49,9 +49,11 @@ config_struct! {
     /// "#)?;
     /// let svc = ServiceBuilder::new()
     ///     .layer(policy.layer()?)
-    ///     .service(service_fn(|n: u32| async move { Ok::<_, BoxError>(n + 1) }));
+    ///     .service(service_fn(|req: WithDeadline<u32>| async move {
+    ///         Ok::<_, BoxError>(req.request + 1)
+    ///     }));
     /// # tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap().block_on(async {
-    /// assert_eq!(svc.oneshot(41).await.unwrap(), 42);
+    /// assert_eq!(svc.oneshot(WithDeadline::new(41)).await.unwrap(), 42);
     /// # });
     /// # }
     /// # Ok::<(), palisade::InvalidPolicy>(())

@@ -118,14 +118,18 @@ where
 fn to_status(err: BoxError, deadline: Option<Instant>) -> BoxError {
     if err.is::<Status>() {
         let status = err.downcast::<Status>().expect("checked");
-        // A Channel's own grpc-timeout firing after the deadline: say so.
+        // tonic's own grpc-timeout enforcement, or anything cancelled after the deadline:
+        // the deadline's doing.
         let late = deadline.is_some_and(|d| Instant::now() >= d);
-        if late && matches!(status.code(), Code::Cancelled | Code::Unknown) {
+        let timed_out = deadline.is_some() && status.message() == TONIC_TIMEOUT;
+        if (late || timed_out) && matches!(status.code(), Code::Cancelled | Code::Unknown) {
             return Box::new(Status::deadline_exceeded(status.message().to_owned()));
         }
         return status;
     }
-    if err.is::<::tonic::TimeoutExpired>() {
+    // A Channel enforcing the call's grpc-timeout (it wraps the error in its own
+    // transport error): that timeout is the deadline, so it is DEADLINE_EXCEEDED.
+    if in_chain::<::tonic::TimeoutExpired>(err.as_ref()) {
         return Box::new(Status::deadline_exceeded(
             "deadline exceeded (grpc-timeout)",
         ));
@@ -167,6 +171,23 @@ fn to_status(err: BoxError, deadline: Option<Instant>) -> BoxError {
     }
 }
 
+/// tonic's message when its grpc-timeout enforcement fires (client or server side).
+const TONIC_TIMEOUT: &str = "Timeout expired";
+/// The same, percent-encoded as `grpc-message` carries it.
+const TONIC_TIMEOUT_ENCODED: &str = "Timeout%20expired";
+
+/// Whether `err` or any error in its `source()` chain is an `E`.
+fn in_chain<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.is::<E>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// The response future of [`StatusService`].
 pub mod future {
     use super::*;
@@ -182,18 +203,38 @@ pub mod future {
         }
     }
 
-    impl<F, T, E> Future for ResponseFuture<F>
+    impl<F, B, E> Future for ResponseFuture<F>
     where
-        F: Future<Output = Result<T, E>>,
+        F: Future<Output = Result<Response<B>, E>>,
         E: Into<BoxError>,
     {
-        type Output = Result<T, BoxError>;
+        type Output = Result<Response<B>, BoxError>;
 
         fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
             let this = self.project();
             let res = ready!(this.inner.poll(cx));
-            Poll::Ready(res.map_err(|e| to_status(e.into(), *this.deadline)))
+            let deadline = *this.deadline;
+            Poll::Ready(match res {
+                Ok(mut res) => {
+                    // A tonic *server* enforcing the propagated grpc-timeout answers a
+                    // trailers-only CANCELLED "Timeout expired": the same deadline, so the
+                    // same code as when the client's timer fires first.
+                    if deadline.is_some() && is_server_timeout(res.headers()) {
+                        res.headers_mut()
+                            .insert("grpc-status", http::HeaderValue::from_static("4"));
+                    }
+                    Ok(res)
+                }
+                Err(e) => Err(to_status(e.into(), deadline)),
+            })
         }
+    }
+
+    fn is_server_timeout(headers: &http::HeaderMap) -> bool {
+        headers.get("grpc-status").is_some_and(|v| v == "1")
+            && headers
+                .get("grpc-message")
+                .is_some_and(|v| v == TONIC_TIMEOUT_ENCODED)
     }
 }
 

@@ -96,3 +96,30 @@ async fn after_the_deadline_every_error_is_deadline_exceeded() {
     .await;
     assert_eq!(s.code(), Code::Cancelled);
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_servers_timeout_answer_is_deadline_exceeded() {
+    // A tonic server enforcing the propagated grpc-timeout answers a trailers-only
+    // CANCELLED "Timeout expired"; with a deadline on the call, that is its deadline.
+    let svc = |deadline: bool| {
+        let svc = ServiceBuilder::new().grpc_status().service(service_fn(
+            |_req: http::Request<()>| async {
+                let mut res = http::Response::new(());
+                res.headers_mut()
+                    .insert("grpc-status", "1".parse().unwrap());
+                res.headers_mut()
+                    .insert("grpc-message", "Timeout%20expired".parse().unwrap());
+                Ok::<_, BoxError>(res)
+            },
+        ));
+        let mut req = http::Request::new(());
+        if deadline {
+            req.headers_mut()
+                .insert("grpc-timeout", "100m".parse().unwrap());
+        }
+        svc.oneshot(req)
+    };
+    assert_eq!(svc(true).await.unwrap().headers()["grpc-status"], "4");
+    // Without a deadline the server's word stands.
+    assert_eq!(svc(false).await.unwrap().headers()["grpc-status"], "1");
+}

@@ -355,9 +355,8 @@ async fn server_limits_and_deadlines_answer_grpc_statuses() {
 
     // 3 per minute: the next is RESOURCE_EXHAUSTED with pushback.
     let s = loop {
-        match call(ch.clone(), "ok", None).await {
-            Ok(_) => continue,
-            Err(s) => break s,
+        if let Err(s) = call(ch.clone(), "ok", None).await {
+            break s;
         }
     };
     assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");

@@ -5,6 +5,8 @@
 //! - [`fanout`]: send one request to N backends (a list of services, or one service and a
 //!   split function), gather all / the first success / a quorum / what finished by the
 //!   deadline, with a bounded width, a reducer and a second phase.
+//! - [`join`]: join *different* calls (a tuple of futures, each its own type) under one
+//!   deadline, with partial results.
 //!
 //! Every branch and attempt is a future owned by the response future: dropping it
 //! cancels them all, and nothing is spawned.
@@ -15,6 +17,7 @@
 
 pub mod fanout;
 pub mod hedge;
+pub mod join;
 
 pub use fanout::{Branch, Completion, FanOut, FanOutLayer, Gathered, Mode};
 pub use hedge::{Hedge, HedgeDelay, HedgeLayer};

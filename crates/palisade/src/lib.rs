@@ -161,6 +161,7 @@ pub mod hedge {
 #[cfg_attr(docsrs, doc(cfg(feature = "fanout")))]
 pub mod fanout {
     pub use palisade_fanout::fanout::*;
+    pub use palisade_fanout::join;
 }
 
 /// Request coalescing: concurrent identical requests share one call.

@@ -58,6 +58,19 @@ impl<Res> Branch<Res> {
     pub fn is_done(&self) -> bool {
         matches!(self, Self::Done(_))
     }
+
+    /// The result, if the branch finished, by value.
+    pub fn into_result(self) -> Option<Result<Res, BoxError>> {
+        match self {
+            Self::Done(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The success, if the branch finished with one.
+    pub fn ok(self) -> Option<Res> {
+        self.into_result()?.ok()
+    }
 }
 
 /// What a fan-out gathered: branch `i` is what the `i`-th scattered request produced,

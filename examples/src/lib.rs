@@ -3,15 +3,15 @@
 //! - `embeddings` (`cargo run -p palisade-examples --bin embeddings`): the seeds' first
 //!   scenario. 1,000 "embedding" calls against an upstream that answers 429 when more than
 //!   20 calls are in flight, unbounded vs limited to 10 by a shared
-//!   [`ConcurrencyLimitLayer`](palisade_limit::ConcurrencyLimitLayer).
+//!   [`ConcurrencyLimitLayer`](palisade::limit::ConcurrencyLimitLayer).
 //! - `gateway` (`cargo run -p palisade-examples --bin gateway`): the seeds' gateway. 8
 //!   concurrent requests, each a legacy blocking call on a
-//!   [`BlockingPool`](palisade_offload::BlockingPool) and a CPU-heavy computation on a
-//!   [`CpuPool`](palisade_offload::CpuPool), with a printed timeline and a 1 ms ticker on the
+//!   [`BlockingPool`](palisade::offload::BlockingPool) and a CPU-heavy computation on a
+//!   [`CpuPool`](palisade::offload::CpuPool), with a printed timeline and a 1 ms ticker on the
 //!   one event-loop thread.
 //! - `fleet` (`cargo run -p palisade-examples --bin fleet`): 4 worker processes share one
 //!   vendor limit of 20 through a
-//!   [`FleetLimitLayer`](palisade_limit::fleet::FleetLimitLayer) in a `redis-server` it
+//!   [`FleetLimitLayer`](palisade::limit::fleet::FleetLimitLayer) in a `redis-server` it
 //!   starts itself.
 
 use std::net::SocketAddr;
@@ -121,4 +121,39 @@ impl Drop for CappedUpstream {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// Serves `app` on `127.0.0.1:0` in a background task; returns where.
+///
+/// # Panics
+/// If no loopback port can be bound.
+pub async fn serve(app: Router) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let addr = listener.local_addr().expect("a bound address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+/// The `p`-th percentile (0–100) of `samples` (sorted in place); zero if empty.
+pub fn percentile(samples: &mut [Duration], p: f64) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    samples.sort_unstable();
+    let rank = ((p / 100.0) * (samples.len() - 1) as f64).round() as usize;
+    samples[rank.min(samples.len() - 1)]
+}
+
+/// A hyper-util client for plain HTTP/1 on loopback.
+pub fn http_client<B>(
+) -> hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, B>
+where
+    B: http_body::Body + Send + 'static,
+    B::Data: Send,
+{
+    hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
 }

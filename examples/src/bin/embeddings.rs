@@ -1,6 +1,8 @@
 //! The seeds' first scenario: 1,000 "embedding" calls against an upstream that answers 429
 //! when more than 20 are in flight — fired unbounded, then through a concurrency limit of
-//! 10 shared by every clone of the client.
+//! 10 shared by every clone of the client, then through an adaptive (AIMD) limit that
+//! starts too high and learns the cap from the 429s, with retries that honour
+//! `Retry-After`. Both Palisade runs end 1000/1000.
 //!
 //! ```text
 //! cargo run -p palisade-examples --bin embeddings
@@ -17,9 +19,14 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use palisade_core::BoxError;
+use palisade::classify::HttpClassifier;
+use palisade::limit::adaptive::{AdaptiveLimitLayer, Aimd};
+use palisade::limit::ConcurrencyLimitLayer;
+use palisade::replay::AnyMethod;
+use palisade::retry::{Backoff, RetryBudget, RetryLayer};
+use palisade::BoxError;
+use palisade::ServiceBuilderExt;
 use palisade_examples::CappedUpstream;
-use palisade_limit::ConcurrencyLimitLayer;
 use tokio::time::Instant;
 use tower::{Service, ServiceBuilder, ServiceExt};
 
@@ -73,6 +80,7 @@ struct Row {
     errors: usize,
     wall: Duration,
     peak: usize,
+    upstream_429s: usize,
 }
 
 /// Fires `calls` requests at once, each through its own clone of `client`.
@@ -115,6 +123,7 @@ where
         errors,
         wall: start.elapsed(),
         peak: upstream.stats.peak(),
+        upstream_429s: upstream.stats.rejected(),
     }
 }
 
@@ -159,19 +168,46 @@ async fn main() -> Result<(), BoxError> {
     );
     drop(upstream);
 
+    // Adaptive: AIMD starts at 40 (twice the cap), halves on each window with 429s, and
+    // every 429 is retried after its Retry-After (embedding calls are safe to repeat, so
+    // POST is opted in with `AnyMethod`).
+    let upstream = CappedUpstream::start(args.capacity, args.latency).await?;
+    let adaptive = AdaptiveLimitLayer::builder(Aimd::new(2 * args.capacity, 1, 4 * args.capacity))
+        .classify(HttpClassifier::new())
+        .queue(args.calls, Duration::from_secs(120))
+        .build()?;
+    let handle = adaptive.handle();
+    let learning = ServiceBuilder::new()
+        .retries(
+            RetryLayer::builder()
+                .policy(AnyMethod)
+                .classify(HttpClassifier::new())
+                .max_attempts(20)
+                .backoff(Backoff::exponential(Duration::from_millis(50)))
+                .budget(RetryBudget::unlimited())
+                .build()?,
+        )
+        .adaptive_limiter(adaptive)
+        .service(client.clone());
+    let mut row = run("adaptive + retry".into(), learning, &upstream, args.calls).await;
+    row.name = format!("adaptive + retry (limit now {})", handle.limit());
+    rows.push(row);
+    drop(upstream);
+
     println!(
-        "{:<20} {:>9} {:>9} {:>8} {:>11} {:>15}",
-        "run", "calls ok", "429s", "errors", "wall time", "peak upstream"
+        "{:<34} {:>9} {:>9} {:>8} {:>11} {:>15} {:>14}",
+        "run", "calls ok", "429s", "errors", "wall time", "peak upstream", "upstream 429s"
     );
     for r in &rows {
         println!(
-            "{:<20} {:>9} {:>9} {:>8} {:>10.2}s {:>15}",
+            "{:<34} {:>9} {:>9} {:>8} {:>10.2}s {:>15} {:>14}",
             r.name,
             r.ok,
             r.too_many,
             r.errors,
             r.wall.as_secs_f64(),
-            r.peak
+            r.peak,
+            r.upstream_429s
         );
     }
     Ok(())

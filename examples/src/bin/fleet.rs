@@ -19,9 +19,9 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use palisade_core::BoxError;
+use palisade::limit::fleet::{FleetLimitLayer, LeaseStore};
+use palisade::BoxError;
 use palisade_examples::CappedUpstream;
-use palisade_limit::fleet::{FleetLimitLayer, LeaseStore};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
 

@@ -12,8 +12,8 @@ use std::hash::{DefaultHasher, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use palisade_core::{BoxError, Deadline, WithDeadline};
-use palisade_offload::{BlockingPool, CancelToken, CpuPool};
+use palisade::offload::{BlockingPool, CancelToken, CpuPool};
+use palisade::{BoxError, Deadline, WithDeadline};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tower::{service_fn, ServiceExt};

@@ -157,3 +157,67 @@ where
 {
     hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http()
 }
+
+/// A `redis-server` on a free loopback port, stopped (killed and reaped) on drop.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl RedisServer {
+    /// Starts one and waits until it accepts connections; `Ok(None)` (after saying how to
+    /// install it) when `redis-server` is not on PATH.
+    ///
+    /// # Errors
+    /// If no port can be bound or the server does not come up within 10 s.
+    pub async fn start() -> Result<Option<Self>, palisade::BoxError> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = match std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(e) => {
+                println!(
+                    "this example needs `redis-server` on PATH ({e}); install it with \
+                     `apt-get install -y redis-server` (or `brew install redis`) and run it again"
+                );
+                return Ok(None);
+            }
+        };
+        let server = Self { child, port };
+        let started = tokio::time::Instant::now();
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err("redis-server did not start".into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(Some(server))
+    }
+
+    /// Its port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Its `redis://` URL.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -70,13 +70,24 @@
 //!
 //! # "implementation of `From` is not general enough"
 //!
-//! A `service_fn` whose closure returns `Result<_, BoxError>` through `?` or `.into()`
-//! can fail to compile once the stack runs inside `tokio::spawn` or an axum handler, with
-//! rustc's "implementation of `From` is not general enough". The compiler cannot prove the
-//! future is `Send` for every lifetime the error conversion could be used at. Name the
-//! error type at the closure's return (`Ok::<_, BoxError>(…)`, as the examples here do),
-//! or write an `async fn handler(req: Req) -> Result<Res, BoxError>` and pass
-//! `service_fn(handler)`; both give the compiler one concrete conversion.
+//! rustc can reject a stack whose future is sent to `tokio::spawn` (or returned from an
+//! axum handler) with "implementation of `From` is not general enough … `Box<dyn Error +
+//! Send + Sync>` must implement `From<Box<dyn Error + Send + Sync + '0>>`, for any
+//! lifetime `'0`". It comes from a `service_fn` whose error type is `BoxError` itself,
+//! under a layer that boxes its future as `dyn Future + Send` (the Redis rate limit does):
+//! proving that boxed future `Send` makes the compiler ask for the `Into<BoxError>`
+//! conversion at every lifetime of the trait object, which it cannot give. The fix is to
+//! give the inner service a concrete error type — `std::convert::Infallible`,
+//! `std::io::Error`, your own error enum — and let the layers box it:
+//!
+//! ```
+//! use tower::service_fn;
+//! // Not `Ok::<_, palisade::BoxError>(n)`:
+//! let inner = service_fn(|n: u32| async move { Ok::<_, std::convert::Infallible>(n) });
+//! # let _ = inner;
+//! ```
+//!
+//! The repository's `fleet_rate` example is the case that hits it and the fix.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

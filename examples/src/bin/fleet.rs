@@ -10,8 +10,7 @@
 //! `redis-server` is not on PATH it says how to install it and exits. The same binary is
 //! the worker: it runs itself four times with `--worker REDIS_URL UPSTREAM_ADDR`.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,7 +20,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use palisade::limit::fleet::{FleetLimitLayer, LeaseStore};
 use palisade::BoxError;
-use palisade_examples::CappedUpstream;
+use palisade_examples::{CappedUpstream, RedisServer};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
 
@@ -90,39 +89,17 @@ async fn main() -> Result<(), BoxError> {
         };
     }
 
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let redis = match Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--save", "", "--appendonly", "no"])
-        .stdout(Stdio::null())
-        .spawn()
-    {
-        Ok(child) => Reaped(child),
-        Err(e) => {
-            println!(
-                "this example needs `redis-server` on PATH ({e}); install it with \
-                 `apt-get install -y redis-server` (or `brew install redis`) and run it again"
-            );
-            return Ok(());
-        }
+    let Some(redis) = RedisServer::start().await? else {
+        return Ok(());
     };
-    let started = Instant::now();
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        if started.elapsed() > Duration::from_secs(10) {
-            return Err("redis-server did not start".into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let port = redis.port();
 
     let upstream = CappedUpstream::start(VENDOR_LIMIT, Duration::from_millis(30)).await?;
     println!(
         "{WORKERS} workers x {CALLS_PER_WORKER} calls; the vendor answers 429 above \
          {VENDOR_LIMIT} in flight; one fleet limit of {VENDOR_LIMIT} in Redis on port {port}\n"
     );
-    let url = format!("redis://127.0.0.1:{port}/");
+    let url = redis.url();
     let exe = std::env::current_exe()?;
     let start = Instant::now();
     let mut workers = Vec::new();

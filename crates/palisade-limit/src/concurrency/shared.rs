@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::semaphore::FastSemaphore;
-use palisade_core::observe::{Counter, Gauge};
+use palisade_core::observe::{Counter, Gauge, Histogram};
 
 use super::layer::InvalidConcurrencyLimit;
 
@@ -35,6 +35,11 @@ pub(crate) struct Shared {
     pub(crate) rejected: Counter,
     pub(crate) timed_out: Counter,
     limit_gauge: Gauge,
+    /// `palisade_in_flight`, `palisade_queued`, `palisade_queue_wait_seconds` (no-ops
+    /// without the `metrics` feature).
+    in_flight_gauge: Gauge,
+    queued_gauge: Gauge,
+    queue_wait: Histogram,
 }
 
 impl Shared {
@@ -60,6 +65,14 @@ impl Shared {
                 &[("decision", "timed_out")],
             ),
             limit_gauge,
+            in_flight_gauge: Gauge::register("palisade_in_flight", "concurrency_limit", &name, &[]),
+            queued_gauge: Gauge::register("palisade_queued", "concurrency_limit", &name, &[]),
+            queue_wait: Histogram::register(
+                "palisade_queue_wait_seconds",
+                "concurrency_limit",
+                &name,
+                &[],
+            ),
             name,
         }
     }
@@ -70,6 +83,7 @@ impl Shared {
             return None;
         }
         // The permit's lifetime is tracked by `Permit` from here on (see its Drop).
+        self.in_flight_gauge.increment(1.0);
         Some(Permit {
             shared: Arc::clone(self),
         })
@@ -90,8 +104,11 @@ impl Shared {
                 })
                 .is_ok(),
         };
-        claimed.then(|| QueueSlot {
-            shared: Arc::clone(self),
+        claimed.then(|| {
+            self.queued_gauge.increment(1.0);
+            QueueSlot {
+                shared: Arc::clone(self),
+            }
         })
     }
 
@@ -105,6 +122,9 @@ impl Shared {
     ) -> Pin<Box<dyn Future<Output = Option<Permit>> + Send + Sync + 'static>> {
         Box::pin(async move {
             let shared = Arc::clone(&slot.shared);
+            // The wait is timed only when metrics are on: no clock read otherwise.
+            #[cfg(feature = "metrics")]
+            let waited_from = tokio::time::Instant::now();
             let acquired = match max_wait {
                 Some(wait) => tokio::time::timeout(wait, shared.semaphore.acquire())
                     .await
@@ -115,8 +135,13 @@ impl Shared {
                 }
             };
             drop(slot);
+            #[cfg(feature = "metrics")]
+            shared
+                .queue_wait
+                .record(waited_from.elapsed().as_secs_f64());
             // Not `then_some`: that would build (and drop, releasing) a Permit on timeout.
             if acquired {
+                shared.in_flight_gauge.increment(1.0);
                 Some(Permit { shared })
             } else {
                 None
@@ -219,6 +244,7 @@ pub(crate) struct Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        self.shared.in_flight_gauge.decrement(1.0);
         self.shared.release();
     }
 }
@@ -236,6 +262,7 @@ pub(crate) struct QueueSlot {
 
 impl Drop for QueueSlot {
     fn drop(&mut self) {
+        self.shared.queued_gauge.decrement(1.0);
         self.shared.queued.fetch_sub(1, Ordering::AcqRel);
     }
 }

@@ -3,5 +3,6 @@
 //! `ServiceBuilderExt`, and the tonic status mapping over a mock.
 
 mod config;
+mod metrics;
 mod stack;
 mod status;

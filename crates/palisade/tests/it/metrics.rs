@@ -1,0 +1,73 @@
+//! Every metric the docs name for the concurrency limit is emitted, with the layer's name,
+//! and the gauges follow calls in and out.
+
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusBuilder;
+use palisade::limit::ConcurrencyLimitLayer;
+use palisade::{BoxError, ServiceBuilderExt};
+use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
+
+/// The value of the series `line_start` in Prometheus text, if present.
+fn value(text: &str, line_start: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_limit_emits_in_flight_queued_and_queue_wait() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    // Layers register their series when built: build under the recorder.
+    let layer = metrics::with_local_recorder(&recorder, || {
+        ConcurrencyLimitLayer::builder(1)
+            .name("db")
+            .queue(8, Duration::from_secs(5))
+            .build()
+            .unwrap()
+    });
+    let svc = ServiceBuilder::new()
+        .concurrency_limiter(layer)
+        .service(service_fn(|ms: u64| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            Ok::<_, BoxError>(ms)
+        }));
+
+    let mut first = svc.clone();
+    let running = first.ready().await.unwrap().call(100);
+    let mut second = svc.clone();
+    let queued = tokio::spawn(async move { second.ready().await.unwrap().call(0).await });
+    tokio::task::yield_now().await;
+
+    let text = handle.render();
+    let series = |m: &str| {
+        value(
+            &text,
+            &format!("{m}{{policy=\"concurrency_limit\",name=\"db\"}}"),
+        )
+    };
+    assert_eq!(series("palisade_in_flight"), Some(1.0), "{text}");
+    assert_eq!(series("palisade_queued"), Some(1.0), "{text}");
+    assert_eq!(series("palisade_limit"), Some(1.0), "{text}");
+
+    running.await.unwrap();
+    queued.await.unwrap().unwrap();
+    let text = handle.render();
+    let series = |m: &str| {
+        value(
+            &text,
+            &format!("{m}{{policy=\"concurrency_limit\",name=\"db\"}}"),
+        )
+    };
+    assert_eq!(series("palisade_in_flight"), Some(0.0), "{text}");
+    assert_eq!(series("palisade_queued"), Some(0.0), "{text}");
+    // The queued call waited the first one's 100 ms.
+    let wait = value(
+        &text,
+        "palisade_queue_wait_seconds_sum{policy=\"concurrency_limit\",name=\"db\"}",
+    );
+    assert!(wait.is_some_and(|w| (0.099..=0.101).contains(&w)), "{text}");
+    let _ = svc.oneshot(0).await.unwrap();
+}

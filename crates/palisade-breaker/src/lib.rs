@@ -91,6 +91,8 @@
 //! every record under a lock on each call, and it allocates per call; half-open here
 //! admits an exact number of probes, and the state is shared by every clone.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod config;
 mod core;
 pub mod future;

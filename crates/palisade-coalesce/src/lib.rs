@@ -72,6 +72,8 @@
 //! `palisade_coalesce_waiters` (waiters per call, recorded when it completes). Tracing
 //! events go to target `palisade::coalesce` (`trace` on joins, `debug` on bypasses).
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod error;
 mod flight;
 pub mod future;

@@ -56,6 +56,8 @@
 //! }
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod admission;
 pub mod classify;
 pub mod deadline;

@@ -38,6 +38,8 @@
 //! # Ok(()) }
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod timer;
 
 pub mod deadline;

@@ -50,6 +50,8 @@
 //! `palisade_decisions_total{policy="fallback", decision="served"|"failed"}`. Tracing
 //! events go to target `palisade::fallback` at `debug`.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod error;
 mod fallback;
 pub mod future;

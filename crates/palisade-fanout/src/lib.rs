@@ -15,6 +15,8 @@
 //! - `http`: the [`hedge::Idempotent`] policy for `http::Request`.
 //! - `metrics`: emit `palisade_attempts_total` through the `metrics` facade.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod fanout;
 pub mod hedge;
 pub mod join;

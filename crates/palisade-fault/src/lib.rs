@@ -65,6 +65,8 @@
 //! and each configured fault kind ([`FaultKind::as_str`]). Tracing events go to target
 //! `palisade::fault` at `debug`.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod error;
 pub mod future;
 #[cfg(feature = "http")]

@@ -37,6 +37,8 @@
 //! # Ok(()) }
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod adaptive;
 pub mod concurrency;
 pub mod criticality;

@@ -48,6 +48,8 @@
 //! # Ok(()) }
 //! ```
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod blocking;
 #[cfg(feature = "cpu")]
 pub mod cpu;

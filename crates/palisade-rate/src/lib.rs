@@ -28,6 +28,8 @@
 //! `retry_after()` set to the exact wait (absent only when the request costs more than the
 //! burst and can never pass).
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod clock;
 mod cost;
 mod gcra;

@@ -105,6 +105,8 @@
 //! [`Deadline`]: palisade_core::Deadline
 //! [`HasDeadline`]: palisade_core::HasDeadline
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod backoff;
 /// Replaying streaming request bodies (palisade-core's, shared with hedging).
 #[cfg(feature = "http")]

@@ -89,6 +89,19 @@ impl ServerDeadlineLayer {
         self
     }
 
+    /// The instance name used in metrics labels (default `""`).
+    #[must_use]
+    pub fn name(mut self, name: impl Into<std::sync::Arc<str>>) -> Self {
+        let name: std::sync::Arc<str> = name.into();
+        self.expired = Counter::register(
+            "palisade_decisions_total",
+            "server_deadline",
+            &name,
+            &[("decision", "expired")],
+        );
+        self
+    }
+
     /// Whether to read `grpc-timeout` (default yes). It is read only on gRPC requests
     /// (`content-type: application/grpc…`): a plain HTTP request that happens to carry the
     /// header keeps its own budget rules (`header`, `default_timeout`).

@@ -176,7 +176,7 @@ impl ServerPolicy {
             None => None,
             Some(d) => {
                 positive("deadline.max".to_owned(), d.max)?;
-                let mut layer = ServerDeadlineLayer::new().max(d.max);
+                let mut layer = ServerDeadlineLayer::new().name(name).max(d.max);
                 if let Some(t) = d.default {
                     layer = layer.default_timeout(t);
                 }

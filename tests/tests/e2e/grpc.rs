@@ -17,6 +17,7 @@ use bytes::{Buf, BufMut, Bytes};
 use palisade::breaker::{CircuitBreakerLayer, FailureModel};
 use palisade::classify::GrpcClassifier;
 use palisade::deadline::{PropagateDeadlineLayer, ServerDeadlineLayer};
+use palisade::hedge::{HedgeDelay, HedgeLayer};
 use palisade::http::RejectionResponseLayer;
 use palisade::limit::ConcurrencyLimitLayer;
 use palisade::rate::{quota, RateLimitLayer};
@@ -101,6 +102,10 @@ impl UnaryService<Bytes> for Handler {
                     Ok(tonic::Response::new(msg))
                 }
                 b"fail" => Err(Status::internal("upstream failed")),
+                b"slow-once" if up.flaky.fetch_add(1, Ordering::SeqCst) == 0 => {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    Ok(tonic::Response::new(msg))
+                }
                 b"flaky" if up.flaky.fetch_add(1, Ordering::SeqCst) == 0 => {
                     let mut s = Status::unavailable("shedding");
                     s.metadata_mut()
@@ -369,4 +374,35 @@ async fn server_limits_and_deadlines_answer_grpc_statuses() {
         .parse()
         .unwrap();
     assert!(pushback > 0 && pushback <= 60_000, "{pushback}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hedges_over_a_channel_take_the_spare_attempt() {
+    let up = Upstream::default();
+    let addr = serve(up.clone(), tower::layer::util::Identity::new()).await;
+    let ch = channel(addr).await;
+    let stack = ServiceBuilder::new()
+        .grpc_status()
+        .deadline(Duration::from_secs(3))
+        .layer(ReplayBodyLayer::new(64 * 1024))
+        .hedge(
+            HedgeLayer::builder(HedgeDelay::fixed(Duration::from_millis(100)))
+                .policy(Grpc)
+                .classify(GrpcClassifier::new())
+                .unlimited()
+                .build()
+                .unwrap(),
+        )
+        .layer(TonicBodyLayer::new())
+        .service(ch);
+    let t0 = Instant::now();
+    // The first attempt hangs for 5 s; the spare, sent after 100 ms, answers at once.
+    assert_eq!(call(stack, "slow-once", None).await.unwrap(), "slow-once");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert_eq!(up.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        *up.attempts.lock().unwrap(),
+        vec![None, Some("1".to_owned())],
+        "the hedge carries grpc-previous-rpc-attempts"
+    );
 }

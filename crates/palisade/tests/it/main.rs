@@ -3,6 +3,7 @@
 //! `ServiceBuilderExt`, and the tonic status mapping over a mock.
 
 mod config;
+mod grpc;
 mod metrics;
 mod stack;
 mod status;

@@ -39,6 +39,7 @@ pub(crate) struct Shared {
     /// without the `metrics` feature).
     in_flight_gauge: Gauge,
     queued_gauge: Gauge,
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     queue_wait: Histogram,
 }
 

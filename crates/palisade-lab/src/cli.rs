@@ -10,7 +10,7 @@ use crate::LabError;
 
 /// `--help`.
 pub const USAGE: &str = "\
-usage: palisade-lab [run SCENARIO|all] [--virtual] [--seed N] [--duration SECS] [--json] [--report FILE]
+usage: palisade-lab [run SCENARIO|all] [--virtual] [--seed N] [--duration SECS] [--json] [--report FILE] [--config FILE]
        palisade-lab list
 
 With no command, runs the tour: every scenario, one after the other.
@@ -24,7 +24,9 @@ With no command, runs the tour: every scenario, one after the other.
                    the embeddings burst is a fixed 1,000 calls)
   --json           print JSON instead of tables
   --report FILE    also write a self-contained HTML report (tables and charts) to FILE
-  --config FILE    not available yet: it waits for the facade's config format
+  --config FILE    also run your own client stack, a `palisade::ClientPolicy` in TOML,
+                   YAML or JSON (see examples/policy/client.toml), as an extra contender
+                   in every scenario that drives one client stack
 ";
 
 /// What the command line asked for.
@@ -55,6 +57,8 @@ pub struct RunArgs {
     pub json: bool,
     /// `--report`.
     pub report: Option<PathBuf>,
+    /// `--config`: the file, and the policy read from it.
+    pub config: Option<(PathBuf, palisade::ClientPolicy)>,
 }
 
 /// Parses the arguments (without the program name).
@@ -73,6 +77,7 @@ pub fn parse(args: &[String]) -> Result<Command, LabError> {
         duration: None,
         json: false,
         report: None,
+        config: None,
     };
     match it.peek().map(|s| s.as_str()) {
         Some("list") => {
@@ -113,9 +118,9 @@ pub fn parse(args: &[String]) -> Result<Command, LabError> {
             }
             "--duration" => {
                 let v = value("a number of seconds")?;
-                let secs: f64 = v
-                    .parse()
-                    .map_err(|_| LabError::Usage(format!("--duration: {v:?} is not a number of seconds")))?;
+                let secs: f64 = v.parse().map_err(|_| {
+                    LabError::Usage(format!("--duration: {v:?} is not a number of seconds"))
+                })?;
                 if !(secs.is_finite() && secs > 0.0 && secs <= 3600.0) {
                     return Err(LabError::Usage(format!(
                         "--duration: {v} is out of range (more than 0, at most 3600 seconds)"
@@ -125,15 +130,16 @@ pub fn parse(args: &[String]) -> Result<Command, LabError> {
             }
             "--report" => run.report = Some(PathBuf::from(value("a file path")?)),
             "--config" => {
-                return Err(LabError::Usage(
-                    "--config is not available yet: it waits for the facade's config format (the `palisade` crate); the scenarios' stacks are built in code for now".into(),
-                ))
+                let path = PathBuf::from(value("a policy file (.toml, .yaml or .json)")?);
+                let policy = palisade::ClientPolicy::from_file(&path)
+                    .map_err(|e| LabError::Config(format!("--config {}: {e}", path.display())))?;
+                run.config = Some((path, policy));
             }
-            "list" | "run" => {
-                return Err(LabError::Usage(format!("{flag:?} must come first")))
-            }
+            "list" | "run" => return Err(LabError::Usage(format!("{flag:?} must come first"))),
             other if other.starts_with('-') => {
-                return Err(LabError::Usage(format!("unknown flag {other:?} (see --help)")))
+                return Err(LabError::Usage(format!(
+                    "unknown flag {other:?} (see --help)"
+                )))
             }
             other => {
                 return Err(LabError::Usage(format!(
@@ -188,10 +194,22 @@ fn run(args: &RunArgs) -> Result<(), LabError> {
             .build(),
     }
     .map_err(|e| LabError::Io(format!("cannot start a tokio runtime: {e}")))?;
+    // The user's stack, leaked once: the scenarios take it by `&'static` (`Ctx` is `Copy`).
+    let extra = args.config.as_ref().map(|(path, policy)| {
+        let name = format!(
+            "your stack ({})",
+            path.file_name().map_or_else(
+                || path.display().to_string(),
+                |n| n.to_string_lossy().into_owned()
+            )
+        );
+        &*Box::leak(Box::new(scenario::Contender::new(name, policy.clone())))
+    });
     let ctx = Ctx {
         mode: args.mode,
         seed: args.seed,
         duration: args.duration,
+        extra,
     };
     let scenarios: Vec<&Scenario> = args
         .scenarios

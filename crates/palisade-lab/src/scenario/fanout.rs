@@ -131,7 +131,7 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
         });
     }
     let v = |i: usize, c: usize| rows[i].values[c];
-    let notes = vec![
+    let mut notes = vec![
         format!(
             "waiting for every shard, p99 is {:.0} ms; answering at 50 ms makes it {:.0} ms with {:.1}% of the searches complete ({:.2}% of the shard answers)",
             v(0, 1), v(1, 1), v(1, 3) * 100.0, v(1, 4) * 100.0
@@ -141,6 +141,12 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
             v(2, 1), v(2, 3) * 100.0, (v(2, 5) - 1.0) * 100.0
         ),
     ];
+    if ctx.extra.is_some() {
+        notes.push(
+            "--config is not run here: a search fans out to shards, not through one client stack"
+                .to_owned(),
+        );
+    }
     Ok(ScenarioReport::new(
         "partial-fanout",
         TITLE,

@@ -26,6 +26,36 @@ pub struct Ctx {
     pub seed: u64,
     /// How long its load runs, if not its own default.
     pub duration: Option<Duration>,
+    /// The user's own stack (`--config`), run as one more contender.
+    pub extra: Option<&'static Contender>,
+}
+
+/// A client stack read from a policy file (`--config`).
+#[derive(Debug)]
+pub struct Contender {
+    name: &'static str,
+    policy: palisade::ClientPolicy,
+}
+
+impl Contender {
+    /// The policy under `name`.
+    pub fn new(name: String, policy: palisade::ClientPolicy) -> Self {
+        Self {
+            name: Box::leak(name.into_boxed_str()),
+            policy,
+        }
+    }
+
+    /// A fresh stack of the policy (its breaker, limits and budgets new for each run).
+    fn stack(&'static self) -> Stack {
+        Box::new(move |client| {
+            let layer = self
+                .policy
+                .http_layer()
+                .expect("the policy was checked when its file was read");
+            Client::new(tower::Layer::layer(&layer, client))
+        })
+    }
 }
 
 impl Ctx {
@@ -69,6 +99,10 @@ pub(crate) async fn each_stack_with(
     on_start: impl Fn(&UpstreamHandle),
 ) -> Result<Vec<Measured>, LabError> {
     let mut out = Vec::new();
+    let mut stacks = stacks;
+    if let Some(extra) = ctx.extra {
+        stacks.push((extra.name, extra.stack()));
+    }
     for (stack, build) in stacks {
         let upstream = Upstream::start(config, ctx.mode).await?;
         on_start(upstream.handle());

@@ -31,7 +31,11 @@ fn bad_input_is_a_clear_error_and_exit_code_2() {
         (&["run", "embeddings", "--seed", "x"][..], "--seed"),
         (&["run", "embeddings", "--duration", "-1"][..], "--duration"),
         (&["run", "embeddings", "--frobnicate"][..], "unknown flag"),
-        (&["--config", "my-stack.toml"][..], "not available yet"),
+        (
+            &["--config", "/nonexistent/my-stack.toml"][..],
+            "--config /nonexistent/my-stack.toml",
+        ),
+        (&["--config", "stack.ini"][..], "unknown extension"),
         (
             &[
                 "run",
@@ -48,4 +52,52 @@ fn bad_input_is_a_clear_error_and_exit_code_2() {
         assert!(stderr(&o).contains(says), "{args:?}: {}", stderr(&o));
         assert!(!stderr(&o).contains("panicked"), "{args:?}: {}", stderr(&o));
     }
+}
+
+#[test]
+fn a_config_file_runs_as_one_more_contender_and_bad_fields_are_named() {
+    let dir = std::env::temp_dir().join(format!("palisade-lab-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, "[concurrency]\nmax = 0\n").unwrap();
+    let o = lab(&[
+        "run",
+        "embeddings",
+        "--virtual",
+        "--config",
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("concurrency.max: must be at least 1, got 0"),
+        "{}",
+        stderr(&o)
+    );
+
+    let good = dir.join("mine.toml");
+    std::fs::write(
+        &good,
+        "[concurrency]\nmax = 15\nqueue = 1000\nmax_wait = \"60s\"\n",
+    )
+    .unwrap();
+    let o = lab(&[
+        "run",
+        "embeddings",
+        "--virtual",
+        "--json",
+        "--config",
+        good.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = doc["scenarios"][0]["rows"].as_array().unwrap();
+    let mine = rows
+        .iter()
+        .find(|r| r["stack"] == "your stack (mine.toml)")
+        .unwrap_or_else(|| panic!("no row for the config's stack: {rows:?}"));
+    // A limit of 15 under the upstream's cap of 20, queueing the rest: every call served.
+    assert_eq!(mine["metrics"]["calls ok"], 1000.0, "{mine}");
+    assert_eq!(mine["metrics"]["429s"], 0.0, "{mine}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -8,6 +8,7 @@ fn ctx() -> Ctx {
         mode: Mode::Virtual,
         seed: 1,
         duration: None,
+        extra: None,
     }
 }
 

@@ -37,7 +37,7 @@ pub enum Command {
     /// `--help`.
     Help,
     /// The tour or `run`.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 /// The flags of a run.
@@ -148,7 +148,7 @@ pub fn parse(args: &[String]) -> Result<Command, LabError> {
             }
         }
     }
-    Ok(Command::Run(run))
+    Ok(Command::Run(Box::new(run)))
 }
 
 /// Runs the command line.

@@ -86,7 +86,7 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
         Mode::Virtual => 200.0,
         Mode::Loopback => 100.0,
     };
-    let duration = ctx.duration(Duration::from_secs(4), Duration::from_secs(3));
+    let duration = ctx.duration(Duration::from_secs(4), Duration::from_millis(2500));
     let load = Load::new(Shape::Open { rate, duration }).grace(Duration::from_secs(2));
     let mut rows = Vec::new();
     for (name, way) in [

@@ -23,7 +23,7 @@ const RATE: f64 = 200.0;
 const TIMEOUT: Duration = Duration::from_millis(250);
 
 pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
-    let duration = ctx.duration(Duration::from_secs(6), Duration::from_millis(4500));
+    let duration = ctx.duration(Duration::from_secs(6), Duration::from_millis(3300));
     // The outage starts a quarter into the run and lasts a third of it.
     let outage = Outage {
         kind: OutageKind::Stall,

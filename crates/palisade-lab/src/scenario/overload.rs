@@ -78,7 +78,7 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
         },
     };
     let c = sizes.capacity;
-    let duration = ctx.duration(Duration::from_secs(6), Duration::from_millis(4500));
+    let duration = ctx.duration(Duration::from_secs(6), Duration::from_millis(3300));
     let phase = duration / 3;
     let mut config = UpstreamConfig::new(c, Latency::Fixed(sizes.base));
     config.overload = Overload::Queue { drop_at: 1.2 };

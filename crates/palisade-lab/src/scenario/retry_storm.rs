@@ -37,7 +37,7 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
         Mode::Loopback => (20, 700.0),
     };
     let base = Duration::from_millis(20);
-    let duration = ctx.duration(Duration::from_secs(4), Duration::from_secs(3));
+    let duration = ctx.duration(Duration::from_secs(4), Duration::from_millis(2500));
     let outage = Outage {
         kind: OutageKind::Unavailable,
         after: duration / 4,

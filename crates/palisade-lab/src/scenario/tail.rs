@@ -54,7 +54,7 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
         Mode::Virtual => 10_000.0,
         Mode::Loopback => 500.0,
     };
-    let duration = ctx.duration(Duration::from_secs(2), Duration::from_secs(4));
+    let duration = ctx.duration(Duration::from_secs(2), Duration::from_millis(3500));
     let load = Load::new(Shape::Open { rate, duration });
 
     // Both hedges learn from their first 10 samples (tower's `min_data_points`): at low
@@ -65,10 +65,6 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
         .map_err(|e| LabError::Config(e.to_string()))?;
     let stacks: Vec<(&str, Stack)> = vec![
         ("no hedge", Box::new(|c| c)),
-        (
-            "tower hedge (p95, 1 s period)",
-            Box::new(|c| tower_hedge(c, Duration::from_secs(1))),
-        ),
         (
             "tower hedge (p95, 100 ms period)",
             Box::new(|c| tower_hedge(c, Duration::from_millis(100))),
@@ -85,7 +81,9 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
         .collect();
     let p999 = |i: usize| rows[i].values[2];
     let extra = |i: usize| rows[i].values[4];
-    let best_tower = if p999(1) <= p999(2) { 1 } else { 2 };
+    // tower's hedge at its best rotation period for this load (100 ms: with 1 s it stays
+    // unhedged for most of a short run); one tower row, the fair one.
+    let best_tower = 1;
     let notes = vec![
         format!(
             "p99.9: {:.0} ms unhedged, {:.0} ms with tower's best ({}, {:.2}% extra calls), {:.0} ms with Palisade's ({:.2}% extra calls)",
@@ -93,8 +91,8 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
             p999(best_tower),
             rows[best_tower].stack,
             extra(best_tower) * 100.0,
-            p999(3),
-            extra(3) * 100.0
+            p999(2),
+            extra(2) * 100.0
         ),
         "tower's Hedge is not Clone: it is shared behind tower's Buffer; Palisade's layer is shared by its clones".to_owned(),
     ];

@@ -47,7 +47,7 @@ impl<K, KF> Clone for CoalesceLayer<K, KF> {
 impl<K, KF> fmt::Debug for CoalesceLayer<K, KF> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CoalesceLayer")
-            .field("name", &self.registry.name)
+            .field("name", self.registry.name())
             .finish_non_exhaustive()
     }
 }
@@ -154,7 +154,7 @@ impl<K> Clone for CoalesceHandle<K> {
 impl<K> fmt::Debug for CoalesceHandle<K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CoalesceHandle")
-            .field("name", &self.registry.name)
+            .field("name", self.registry.name())
             .finish_non_exhaustive()
     }
 }
@@ -162,7 +162,7 @@ impl<K> fmt::Debug for CoalesceHandle<K> {
 impl<K: Hash + Eq> CoalesceHandle<K> {
     /// Keys with a call in flight now.
     pub fn keys_in_flight(&self) -> usize {
-        self.registry.keys()
+        self.registry.counts().0
     }
 
     /// Requests waiting on `key`'s call now, its leader included (0 if none in flight).
@@ -172,16 +172,16 @@ impl<K: Hash + Eq> CoalesceHandle<K> {
 
     /// Calls led so far: requests that found no call for their key and made one.
     pub fn led(&self) -> u64 {
-        self.registry.counts().0
+        self.registry.counts().1
     }
 
     /// Requests that joined a call in flight so far.
     pub fn joined(&self) -> u64 {
-        self.registry.counts().1
+        self.registry.counts().2
     }
 
     /// Keyed requests that called uncoalesced because the key bound was reached.
     pub fn bypassed(&self) -> u64 {
-        self.registry.counts().2
+        self.registry.counts().3
     }
 }

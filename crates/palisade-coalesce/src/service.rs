@@ -5,8 +5,9 @@ use std::task::{Context, Poll};
 use palisade_core::{BoxError, HasDeadline};
 use tower_service::Service;
 
+use crate::flight::Lookup;
 use crate::future::ResponseFuture;
-use crate::registry::{Lookup, Registry};
+use crate::registry::Registry;
 
 /// Joins concurrent requests to `S` with the same key; built by
 /// [`CoalesceLayer`](crate::CoalesceLayer). See the [crate docs](crate).
@@ -34,7 +35,7 @@ impl<S: std::fmt::Debug, K, KF> std::fmt::Debug for Coalesce<S, K, KF> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Coalesce")
             .field("inner", &self.inner)
-            .field("name", &self.registry.name)
+            .field("name", self.registry.name())
             .finish_non_exhaustive()
     }
 }
@@ -56,7 +57,7 @@ where
     S::Response: Clone + Send + 'static,
     S::Error: Into<BoxError>,
     Req: HasDeadline,
-    K: Hash + Eq + Clone,
+    K: Hash + Eq + Send + 'static,
     KF: Fn(&Req) -> Option<K>,
 {
     type Response = S::Response;
@@ -75,19 +76,22 @@ where
         let Some(key) = (self.key)(&req) else {
             return ResponseFuture::bypass(self.inner.call(req));
         };
+        let Some(flights) = self.registry.flights::<S::Future, S::Response>() else {
+            // This layer already coalesces another service type's calls.
+            return ResponseFuture::bypass(self.inner.call(req));
+        };
         let deadline = req.deadline();
-        match self.registry.join_or_lead::<S::Future, S::Response>(&key) {
-            Lookup::Join(flight, slot) => {
+        match flights.join_or_lead(key) {
+            Lookup::Join(ticket) => {
                 // The request itself is dropped: the leader's request speaks for it.
-                ResponseFuture::waiter(flight, slot, key, Arc::clone(&self.registry), deadline)
+                ResponseFuture::waiter(flights, ticket, None, deadline)
             }
             Lookup::Bypass => ResponseFuture::bypass(self.inner.call(req)),
-            Lookup::Lead(flight) => {
-                // The inner call is made outside the map lock (it is user code); joiners
-                // meanwhile wait for it to start.
-                let waiter =
-                    ResponseFuture::waiter(flight, 0, key, Arc::clone(&self.registry), deadline);
-                waiter.start(self.inner.call(req))
+            Lookup::Lead(ticket, boxed) => {
+                // The inner call is made outside the table lock (it is user code);
+                // joiners meanwhile wait for it to start.
+                ResponseFuture::waiter(flights, ticket, Some(boxed), deadline)
+                    .start(self.inner.call(req))
             }
         }
     }

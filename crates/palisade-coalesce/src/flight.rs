@@ -71,6 +71,10 @@ pub(crate) enum Lookup<F> {
     Bypass,
 }
 
+/// The layer's share rule, for a table whose layer has one
+/// ([`share_if`](crate::CoalesceBuilder::share_if)).
+pub(crate) type ShareFn<T> = Arc<dyn Fn(&T) -> bool + Send + Sync>;
+
 /// Where a slot's call is.
 enum Call<F, T> {
     /// Running; `None` while a waiter has it out to poll (the leader, from the call until
@@ -78,6 +82,9 @@ enum Call<F, T> {
     Running(Option<CallBox<F>>),
     /// Completed: each waiter gets a clone of the value or the shared error.
     Done(Result<T, Arc<BoxError>>),
+    /// Completed with a value the share rule refused: it is kept for the leader (`Some`,
+    /// while the leader waits), and every other waiter makes its own call.
+    Refused(Option<T>),
     /// Lost: polling it panicked, or its leader's call to the inner service did.
     Gone,
 }
@@ -116,6 +123,8 @@ struct Slot<K, F, T> {
     waiters: usize,
     /// Places handed out so far (the leader is place 0), for the waiters histogram.
     attached: usize,
+    /// Whether the leader (place 0) still waits: a refused value is kept for it.
+    leader_waits: bool,
     wakers: Wakers,
 }
 
@@ -161,11 +170,21 @@ impl<K, F, T> Slot<K, F, T> {
     }
 
     /// One waiter's share of the output: a clone, or the value itself for the last.
-    fn take(&mut self) -> Result<T, BoxError>
+    fn take(&mut self, place: usize) -> Result<T, BoxError>
     where
         T: Clone,
     {
         self.waiters = self.waiters.saturating_sub(1);
+        if place == 0 {
+            self.leader_waits = false;
+        }
+        if let Call::Refused(kept) = &mut self.call {
+            // Kept for the leader only; every other waiter makes its own call.
+            return match kept.take_if(|_| place == 0) {
+                Some(v) => Ok(v),
+                None => Err(Box::new(Unshared { _priv: () })),
+            };
+        }
         match &self.call {
             Call::Done(Ok(v)) if self.waiters > 0 => Ok(v.clone()),
             Call::Done(Err(e)) => Err(CoalescedError::shared(Arc::clone(e))),
@@ -173,10 +192,24 @@ impl<K, F, T> Slot<K, F, T> {
                 Call::Done(Ok(v)) => Ok(v),
                 _ => Err(CoalescedError::cancelled()),
             },
-            Call::Running(_) | Call::Gone => Err(CoalescedError::cancelled()),
+            Call::Running(_) | Call::Gone | Call::Refused(_) => Err(CoalescedError::cancelled()),
         }
     }
 }
+
+/// A waiter's answer when the share rule refused the shared value: it makes its own call.
+#[derive(Debug)]
+pub(crate) struct Unshared {
+    _priv: (),
+}
+
+impl std::fmt::Display for Unshared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the shared response was not shareable")
+    }
+}
+
+impl std::error::Error for Unshared {}
 
 struct Table<K, F, T> {
     slots: HashTable<Slot<K, F, T>>,
@@ -185,6 +218,7 @@ struct Table<K, F, T> {
     next_id: u64,
     led: u64,
     joined: u64,
+    unshared: u64,
     spare: Vec<CallBox<F>>,
 }
 
@@ -219,21 +253,24 @@ pub(crate) struct Flights<K, F, T> {
     hasher: RandomState,
     max_keys: usize,
     stats: Arc<Stats>,
+    share: Option<ShareFn<T>>,
     table: Mutex<Table<K, F, T>>,
 }
 
 impl<K, F, T> Flights<K, F, T> {
-    pub(crate) fn new(max_keys: usize, stats: Arc<Stats>) -> Self {
+    pub(crate) fn new(max_keys: usize, stats: Arc<Stats>, share: Option<ShareFn<T>>) -> Self {
         Self {
             hasher: RandomState::new(),
             max_keys,
             stats,
+            share,
             table: Mutex::new(Table {
                 slots: HashTable::new(),
                 in_flight: 0,
                 next_id: 0,
                 led: 0,
                 joined: 0,
+                unshared: 0,
                 spare: Vec::new(),
             }),
         }
@@ -245,10 +282,10 @@ impl<K, F, T> Flights<K, F, T> {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Keys in flight, and calls led and joined so far.
-    pub(crate) fn counts(&self) -> (usize, u64, u64) {
+    /// Keys in flight, calls led, requests joined, and calls whose value was not shared.
+    pub(crate) fn counts(&self) -> (usize, u64, u64, u64) {
         let table = self.lock();
-        (table.in_flight, table.led, table.joined)
+        (table.in_flight, table.led, table.joined, table.unshared)
     }
 
     /// The waiter `ticket` leaves before it was served. `checked_out` is the call of a
@@ -263,6 +300,7 @@ impl<K, F, T> Flights<K, F, T> {
         };
         let mut wake = Wakeup::None;
         let mut dropped = None;
+        let mut dropped_value = None;
         if let (Some(boxed), Call::Running(home @ None)) = (checked_out, &mut slot.call) {
             if boxed.as_ref().get_ref().is_some() {
                 *home = Some(boxed);
@@ -274,6 +312,13 @@ impl<K, F, T> Flights<K, F, T> {
         }
         slot.forget(ticket.place);
         slot.waiters = slot.waiters.saturating_sub(1);
+        if ticket.place == 0 {
+            // A refused value kept for the leader goes with it.
+            slot.leader_waits = false;
+            if let Call::Refused(kept) = &mut slot.call {
+                dropped_value = kept.take();
+            }
+        }
         let emptied = if slot.waiters == 0 {
             if slot.running() {
                 slot.retire(&self.stats, &mut table.in_flight);
@@ -287,6 +332,7 @@ impl<K, F, T> Flights<K, F, T> {
         drop(guard);
         wake.run();
         drop(dropped);
+        drop(dropped_value);
         drop(emptied);
     }
 }
@@ -340,6 +386,7 @@ impl<K: Hash + Eq, F, T> Flights<K, F, T> {
             call: Call::Running(None),
             waiters: 1,
             attached: 1,
+            leader_waits: true,
             wakers: Wakers::Lone(None),
         };
         table.slots.insert_unique(hash, slot, |s| s.hash);
@@ -381,8 +428,8 @@ where
                 return Poll::Ready(Err(CoalescedError::cancelled()));
             };
             match &mut slot.call {
-                Call::Done(_) => {
-                    let mine = slot.take();
+                Call::Done(_) | Call::Refused(_) => {
+                    let mine = slot.take(ticket.place);
                     let emptied = if slot.waiters == 0 {
                         table.remove(ticket)
                     } else {
@@ -477,6 +524,31 @@ where
             drop(guard);
             drop(emptied);
             return Poll::Ready(out.map_err(|e| CoalescedError::shared(Arc::new(e.into()))));
+        }
+        if ticket.place == 0 {
+            slot.leader_waits = false;
+        }
+        if let (Ok(v), Some(share)) = (&out, &self.share) {
+            if !share(v) {
+                // Not shareable (an HTTP body over the buffering cap): one waiter gets it
+                // whole, the leader if it still waits (its request was the one made);
+                // every other waiter makes its own call.
+                table.unshared += 1;
+                let (kept, mine) = match out {
+                    Ok(v) if slot.leader_waits => {
+                        (Some(v), Err(Box::new(Unshared { _priv: () }) as BoxError))
+                    }
+                    other => (
+                        None,
+                        other.map_err(|e| CoalescedError::shared(Arc::new(e.into()))),
+                    ),
+                };
+                slot.call = Call::Refused(kept);
+                let wake = slot.wake_all(Some(ticket.place));
+                drop(guard);
+                wake.run();
+                return Poll::Ready(mine);
+            }
         }
         let (stored, mine) = match out {
             Ok(v) => (Ok(v.clone()), Ok(v)),

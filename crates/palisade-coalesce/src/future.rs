@@ -1,17 +1,21 @@
 //! Response futures of [`Coalesce`](crate::Coalesce).
 
+use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
+use palisade_core::admission::Admission;
 use palisade_core::{BoxError, Deadline, DeadlineExceeded};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
-use crate::flight::{CallBox, Flights, Ticket};
+use tower_service::Service;
+
+use crate::flight::{CallBox, Flights, Ticket, Unshared};
 
 /// One waiter's attachment to a shared call; leaving (drop before completion) detaches it,
 /// and the last to leave drops the call.
@@ -155,6 +159,87 @@ where
             }
             // Polled after completion: stay pending rather than panic.
             StateProj::Done => Poll::Pending,
+        }
+    }
+}
+
+/// A follower's own call, made when the shared answer was refused: its kept clone of the
+/// inner service is readied, then called with its kept request (core's admission future,
+/// admitted at once).
+type OwnCall<S, Req> =
+    Admission<S, Req, std::future::Ready<Result<(), Infallible>>, (), Infallible>;
+
+pin_project! {
+    /// The response future of a [`Coalesce`](crate::Coalesce) with a share rule
+    /// ([`share_if`](crate::CoalesceBuilder::share_if)): a [`ResponseFuture`], then, for a
+    /// follower whose shared answer the rule refused, its own call.
+    pub struct ShareFuture<S, Req, K>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        shared: ResponseFuture<S::Future, S::Response, K>,
+        // A follower's clone of the inner service and its request.
+        kept: Option<Box<(S, Req)>>,
+        own: Option<Pin<Box<OwnCall<S, Req>>>>,
+    }
+}
+
+impl<S: Service<Req>, Req, K> fmt::Debug for ShareFuture<S, Req, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShareFuture")
+            .field("shared", &self.shared)
+            .field("own_call", &self.own.is_some())
+            .finish()
+    }
+}
+
+impl<S: Service<Req>, Req, K> ShareFuture<S, Req, K> {
+    pub(crate) fn new(
+        shared: ResponseFuture<S::Future, S::Response, K>,
+        kept: Option<Box<(S, Req)>>,
+    ) -> Self {
+        Self {
+            shared,
+            kept,
+            own: None,
+        }
+    }
+}
+
+impl<S, Req, K, E> Future for ShareFuture<S, Req, K>
+where
+    S: Service<Req, Error = E>,
+    S::Future: Send + 'static,
+    S::Response: Clone + Send + 'static,
+    E: Into<BoxError>,
+    K: Hash + Eq + Send + 'static,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Some(own) = this.own {
+            return own.as_mut().poll(cx);
+        }
+        let out = ready!(this.shared.poll(cx));
+        match out {
+            Err(e) if e.is::<Unshared>() => match this.kept.take() {
+                Some(kept) => {
+                    // Refused (e.g. a body over the buffering cap, streaming to the
+                    // leader): call on our own, with our own request.
+                    let (svc, req) = *kept;
+                    let own = this.own.insert(Box::pin(Admission::waiting(
+                        std::future::ready(Ok(())),
+                        svc,
+                        req,
+                    )));
+                    own.as_mut().poll(cx)
+                }
+                // Only followers are refused, and each keeps its request.
+                None => Poll::Ready(Err(e)),
+            },
+            out => Poll::Ready(out),
         }
     }
 }

@@ -80,7 +80,9 @@ pub mod http;
 mod layer;
 mod registry;
 mod service;
+mod share;
 
 pub use self::error::CoalescedError;
 pub use self::layer::{CoalesceBuilder, CoalesceHandle, CoalesceLayer, InvalidCoalesce};
 pub use self::service::Coalesce;
+pub use self::share::{Share, ShareAll, ShareIf};

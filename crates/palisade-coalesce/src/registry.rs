@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 
 use palisade_core::observe::{Counter, Gauge, Histogram};
 
-use crate::flight::Flights;
+use crate::flight::{Flights, ShareFn};
 
 /// Counts and metrics shared by the layer and its table.
 pub(crate) struct Stats {
@@ -35,9 +35,15 @@ impl Stats {
 
 /// A typed table, seen through the layer (which knows only the key type).
 trait Erased<K>: Send + Sync {
-    fn counts(&self) -> (usize, u64, u64);
+    fn counts(&self) -> (usize, u64, u64, u64);
     fn waiters(&self, key: &K) -> usize;
-    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
+}
+
+/// The typed table twice: to find it by type (a boxed `Arc<Flights<..>>`, one type check
+/// per call), and to read it through the handle.
+struct Typed<K> {
+    any: Box<dyn Any + Send + Sync>,
+    erased: Arc<dyn Erased<K>>,
 }
 
 impl<K, F, T> Erased<K> for Flights<K, F, T>
@@ -46,23 +52,19 @@ where
     F: Send + 'static,
     T: Send + 'static,
 {
-    fn counts(&self) -> (usize, u64, u64) {
+    fn counts(&self) -> (usize, u64, u64, u64) {
         Flights::counts(self)
     }
 
     fn waiters(&self, key: &K) -> usize {
         Flights::waiters(self, key)
     }
-
-    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
-        self
-    }
 }
 
 pub(crate) struct Registry<K> {
     max_keys: usize,
     pub(crate) stats: Arc<Stats>,
-    flights: OnceLock<Arc<dyn Erased<K>>>,
+    flights: OnceLock<Typed<K>>,
 }
 
 impl<K> Registry<K> {
@@ -101,33 +103,51 @@ impl<K> Registry<K> {
     }
 
     /// The table of calls of future type `F` with output `T`: made by the first keyed
-    /// call; `None` (and counted as a bypass) if this layer already serves another type.
-    pub(crate) fn flights<F, T>(&self) -> Option<Arc<Flights<K, F, T>>>
+    /// call (with the layer's share rule, from `share`); `None` (and counted as a bypass)
+    /// if this layer already serves another type.
+    pub(crate) fn flights<F, T>(
+        &self,
+        share: impl FnOnce() -> Option<ShareFn<T>>,
+    ) -> Option<Arc<Flights<K, F, T>>>
     where
         K: Hash + Eq + Send + 'static,
         F: Send + 'static,
         T: Send + 'static,
     {
-        let erased = self.flights.get_or_init(|| {
-            Arc::new(Flights::<K, F, T>::new(
+        let typed = self.flights.get_or_init(|| {
+            let flights = Arc::new(Flights::<K, F, T>::new(
                 self.max_keys,
                 Arc::clone(&self.stats),
-            ))
+                share(),
+            ));
+            Typed {
+                any: Box::new(Arc::clone(&flights)),
+                erased: flights,
+            }
         });
-        let typed = Arc::clone(erased).into_any().downcast().ok();
-        if typed.is_none() {
+        let flights = typed.any.downcast_ref::<Arc<Flights<K, F, T>>>().cloned();
+        if flights.is_none() {
             self.stats.bypass();
         }
-        typed
+        flights
     }
 
-    /// Keys in flight, calls led, requests joined, requests bypassed.
-    pub(crate) fn counts(&self) -> (usize, u64, u64, u64) {
-        let (keys, led, joined) = self.flights.get().map_or((0, 0, 0), |f| f.counts());
-        (keys, led, joined, self.stats.bypassed.load(Relaxed))
+    /// Keys in flight, calls led, requests joined, calls not shared, requests bypassed.
+    pub(crate) fn counts(&self) -> (usize, u64, u64, u64, u64) {
+        let (keys, led, joined, unshared) = self
+            .flights
+            .get()
+            .map_or((0, 0, 0, 0), |t| t.erased.counts());
+        (
+            keys,
+            led,
+            joined,
+            unshared,
+            self.stats.bypassed.load(Relaxed),
+        )
     }
 
     pub(crate) fn waiters(&self, key: &K) -> usize {
-        self.flights.get().map_or(0, |f| f.waiters(key))
+        self.flights.get().map_or(0, |t| t.erased.waiters(key))
     }
 }

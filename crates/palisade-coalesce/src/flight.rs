@@ -534,6 +534,7 @@ where
                 // whole, the leader if it still waits (its request was the one made);
                 // every other waiter makes its own call.
                 table.unshared += 1;
+                self.stats.unshared_counter.increment(1);
                 let (kept, mine) = match out {
                     Ok(v) if slot.leader_waits => {
                         (Some(v), Err(Box::new(Unshared { _priv: () }) as BoxError))

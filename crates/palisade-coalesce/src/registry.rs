@@ -21,6 +21,7 @@ pub(crate) struct Stats {
     pub(crate) led_counter: Counter,
     pub(crate) joined_counter: Counter,
     bypassed_counter: Counter,
+    pub(crate) unshared_counter: Counter,
     pub(crate) keys_gauge: Gauge,
     pub(crate) waiters_histogram: Histogram,
 }
@@ -82,6 +83,7 @@ impl<K> Registry<K> {
             led_counter: counter("led"),
             joined_counter: counter("joined"),
             bypassed_counter: counter("bypassed"),
+            unshared_counter: counter("unshared"),
             keys_gauge: Gauge::register("palisade_in_flight", "coalesce", &name, &[]),
             waiters_histogram: Histogram::register(
                 "palisade_coalesce_waiters",

@@ -428,7 +428,9 @@ where
                 return Poll::Ready(Err(CoalescedError::cancelled()));
             };
             match &mut slot.call {
-                Call::Done(_) | Call::Refused(_) => {
+                Call::Done(_) | Call::Refused(_) | Call::Gone => {
+                    // Served (a lost call's waiters get `cancelled`); the last one served
+                    // removes the slot.
                     let mine = slot.take(ticket.place);
                     let emptied = if slot.waiters == 0 {
                         table.remove(ticket)
@@ -438,17 +440,6 @@ where
                     drop(guard);
                     drop(emptied);
                     return Poll::Ready(mine);
-                }
-                Call::Gone => {
-                    slot.waiters = slot.waiters.saturating_sub(1);
-                    let emptied = if slot.waiters == 0 {
-                        table.remove(ticket)
-                    } else {
-                        None
-                    };
-                    drop(guard);
-                    drop(emptied);
-                    return Poll::Ready(Err(CoalescedError::cancelled()));
                 }
                 Call::Running(home) => {
                     let boxed = home.take();

@@ -9,7 +9,7 @@
 //!   cap, its head and bytes replace the key's entry. A body over the cap, one with
 //!   trailers, one that fails or is dropped unread is not cached; nothing is buffered
 //!   ahead of the caller, so the response streams as it would without the cache.
-//! - The cache itself is the [`Fallback`](crate::Fallback): a triggering failure is
+//! - The cache itself is the [`Fallback`]: a triggering failure is
 //!   answered with a copy of the key's entry, marked `Warning: 110 - "Response is Stale"`
 //!   and `Age: <seconds since it was stored>` (RFC 9111 §5.1 and RFC 7234 §5.5.1's
 //!   warning). With nothing cached for the key, the fallback *declines*: the call's own
@@ -17,7 +17,7 @@
 //!   rejection (a server's `RejectionResponseLayer` still answers 503 for `CircuitOpen`).
 //!
 //! The cache is bounded: at most `max_keys` entries (core's
-//! [`KeyedStore`](palisade_core::keyed::KeyedStore); when full, the entries stored longest
+//! [`KeyedStore`]; when full, the entries stored longest
 //! ago go first) of at most `max_body` bytes each.
 //!
 //! # Example

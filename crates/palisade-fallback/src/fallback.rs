@@ -278,7 +278,7 @@ where
                 .get(&key)
                 .cloned()
         });
-        ready(stale.ok_or_else(|| Box::new(NoStaleEntry { _priv: () }) as BoxError))
+        ready(stale.ok_or_else(|| Box::new(NoStaleEntry::new()) as BoxError))
     }
 }
 

@@ -38,7 +38,7 @@ async fn random_drops_with_refused_answers_leave_no_entries() {
     for seed in 0..200 {
         let inner = Manual::default();
         let layer = CoalesceLayer::builder(|k: &u64| Some(*k))
-            .share_if(|v: &u64| v % 2 == 0)
+            .share_if(|v: &u64| v.is_multiple_of(2))
             .build()
             .unwrap();
         let handle = layer.handle();

@@ -18,7 +18,7 @@ fn call<S: Service<u64, Response = u64, Error = BoxError>>(svc: &mut S, i: u64) 
 }
 
 #[test]
-fn an_uncontended_call_allocates_only_its_entry() {
+fn an_uncontended_keyed_call_allocates_nothing_once_warm() {
     let layer = CoalesceLayer::builder(|k: &u64| k.is_multiple_of(2).then_some(*k))
         .build()
         .unwrap();

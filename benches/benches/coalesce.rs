@@ -2,6 +2,12 @@
 //! so it leads its own call and removes its entry) against the bare service, an unkeyed
 //! request (passes straight through), and tower-resilience's coalescing on the same path.
 //! The inner error is `Infallible` because tower-resilience needs a `Clone` error.
+//!
+//! tower-resilience runs in its best configuration: its `metrics` and `tracing` features
+//! off (the workspace takes it without default features) and the key closure its only
+//! setting (it has no other). Palisade's layer has its defaults (SipHash keys, a bound of
+//! 10,000 keys). Allocations per call are in the table's last column; that Palisade's
+//! uncontended call makes none is also asserted by `palisade-coalesce`'s `alloc` test.
 
 use std::convert::Infallible;
 use std::future::{ready, Ready};

@@ -1,45 +1,39 @@
 //! Response futures of [`Coalesce`](crate::Coalesce).
 
+use std::convert::Infallible;
 use std::fmt;
 use std::future::Future;
 use std::hash::Hash;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
+use palisade_core::admission::Admission;
 use palisade_core::{BoxError, Deadline, DeadlineExceeded};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
-use crate::flight::Flight;
-use crate::registry::Registry;
+use tower_service::Service;
+
+use crate::flight::{CallBox, Flights, Ticket, Unshared};
 
 /// One waiter's attachment to a shared call; leaving (drop before completion) detaches it,
 /// and the last to leave drops the call.
-struct Waiter<F, T, K: Hash + Eq> {
-    flight: Arc<Flight<F, T>>,
-    /// The leader's call until its first poll: polled then without the flight's lock.
-    checked_out: Option<Pin<Box<F>>>,
-    /// Whether this is a leader that has not polled its call yet.
-    unpolled_leader: bool,
-    slot: usize,
-    key: K,
-    registry: Arc<Registry<K>>,
+struct Waiter<K, F, T> {
+    flights: Arc<Flights<K, F, T>>,
+    ticket: Ticket,
+    /// The leader's call until its first poll: polled then without the table's lock.
+    checked_out: Option<CallBox<F>>,
     done: bool,
 }
 
-impl<F, T, K: Hash + Eq> Drop for Waiter<F, T, K> {
+impl<K, F, T> Drop for Waiter<K, F, T> {
     fn drop(&mut self) {
-        if self.done {
-            return;
+        if !self.done {
+            // A leader dropped before polling its call (or making it, if that panicked)
+            // gives it to the other waiters, if any, as it leaves.
+            self.flights.leave(&self.ticket, self.checked_out.take());
         }
-        if self.unpolled_leader {
-            // Dropped before polling its call (or making it, if that panicked): give it
-            // to the other waiters, if any, before leaving.
-            self.flight.hand_back(self.checked_out.take());
-        }
-        self.registry.leave(&self.key, Arc::as_ptr(&self.flight));
-        self.flight.leave(self.slot);
     }
 }
 
@@ -53,13 +47,9 @@ pin_project! {
 
 pin_project! {
     #[project = StateProj]
-    enum State<F, T, K>
-    where
-        K: Hash,
-        K: Eq,
-    {
+    enum State<F, T, K> {
         Bypass { #[pin] fut: F },
-        Waiting { waiter: Waiter<F, T, K>, #[pin] timer: DeadlineTimer },
+        Waiting { waiter: Waiter<K, F, T>, #[pin] timer: DeadlineTimer },
         Done,
     }
 }
@@ -68,17 +58,13 @@ pin_project! {
     /// The response future of [`Coalesce`](crate::Coalesce): the request's own call (a
     /// request without a key, or over the key bound), or a place among the waiters of a
     /// shared call.
-    pub struct ResponseFuture<F, T, K>
-    where
-        K: Hash,
-        K: Eq,
-    {
+    pub struct ResponseFuture<F, T, K> {
         #[pin]
         state: State<F, T, K>,
     }
 }
 
-impl<F, T, K: Hash + Eq> fmt::Debug for ResponseFuture<F, T, K> {
+impl<F, T, K> fmt::Debug for ResponseFuture<F, T, K> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match &self.state {
             State::Bypass { .. } => "bypass",
@@ -91,18 +77,19 @@ impl<F, T, K: Hash + Eq> fmt::Debug for ResponseFuture<F, T, K> {
     }
 }
 
-impl<F, T, K: Hash + Eq> ResponseFuture<F, T, K> {
+impl<F, T, K> ResponseFuture<F, T, K> {
     pub(crate) fn bypass(fut: F) -> Self {
         Self {
             state: State::Bypass { fut },
         }
     }
 
+    /// A waiter of `ticket`'s call; a leader gets its (empty) box, which
+    /// [`start`](Self::start) fills.
     pub(crate) fn waiter(
-        flight: Arc<Flight<F, T>>,
-        slot: usize,
-        key: K,
-        registry: Arc<Registry<K>>,
+        flights: Arc<Flights<K, F, T>>,
+        ticket: Ticket,
+        checked_out: Option<CallBox<F>>,
         deadline: Option<Deadline>,
     ) -> Self {
         let timer = match deadline {
@@ -114,26 +101,23 @@ impl<F, T, K: Hash + Eq> ResponseFuture<F, T, K> {
         Self {
             state: State::Waiting {
                 waiter: Waiter {
-                    flight,
-                    checked_out: None,
-                    unpolled_leader: slot == 0,
-                    slot,
-                    key,
-                    registry,
+                    flights,
+                    ticket,
+                    checked_out,
                     done: false,
                 },
                 timer,
             },
         }
     }
-}
 
-impl<F, T, K: Hash + Eq> ResponseFuture<F, T, K> {
     /// Hands this leader its call. The waiter exists first, so if making the call
     /// panicked, the waiter's drop would release its entry and fail its joiners.
     pub(crate) fn start(mut self, fut: F) -> Self {
         if let State::Waiting { waiter, .. } = &mut self.state {
-            waiter.checked_out = Some(Box::pin(fut));
+            if let Some(boxed) = &mut waiter.checked_out {
+                boxed.set(Some(fut));
+            }
         }
         self
     }
@@ -144,7 +128,7 @@ where
     F: Future<Output = Result<T, E>> + Send + 'static,
     T: Clone + Send + 'static,
     E: Into<BoxError>,
-    K: Hash + Eq,
+    K: Hash + Eq + Send + 'static,
 {
     type Output = Result<T, BoxError>;
 
@@ -153,18 +137,13 @@ where
         match this.state.as_mut().project() {
             StateProj::Bypass { fut } => fut.poll(cx).map_err(Into::into),
             StateProj::Waiting { waiter, timer } => {
-                waiter.unpolled_leader = false;
-                if let Poll::Ready((out, retire)) =
-                    waiter.flight.poll(waiter.slot, &mut waiter.checked_out, cx)
+                if let Poll::Ready(out) =
+                    waiter
+                        .flights
+                        .poll(&waiter.ticket, &mut waiter.checked_out, cx)
                 {
+                    // Served: the table has forgotten this waiter.
                     waiter.done = true;
-                    if retire {
-                        // We drove it to the end (or found it gone): the next request for
-                        // the key starts anew.
-                        waiter
-                            .registry
-                            .finish(&waiter.key, Arc::as_ptr(&waiter.flight));
-                    }
                     this.state.set(State::Done);
                     return Poll::Ready(out);
                 }
@@ -180,6 +159,87 @@ where
             }
             // Polled after completion: stay pending rather than panic.
             StateProj::Done => Poll::Pending,
+        }
+    }
+}
+
+/// A follower's own call, made when the shared answer was refused: its kept clone of the
+/// inner service is readied, then called with its kept request (core's admission future,
+/// admitted at once).
+type OwnCall<S, Req> =
+    Admission<S, Req, std::future::Ready<Result<(), Infallible>>, (), Infallible>;
+
+pin_project! {
+    /// The response future of a [`Coalesce`](crate::Coalesce) with a share rule
+    /// ([`share_if`](crate::CoalesceBuilder::share_if)): a [`ResponseFuture`], then, for a
+    /// follower whose shared answer the rule refused, its own call.
+    pub struct ShareFuture<S, Req, K>
+    where
+        S: Service<Req>,
+    {
+        #[pin]
+        shared: ResponseFuture<S::Future, S::Response, K>,
+        // A follower's clone of the inner service and its request.
+        kept: Option<Box<(S, Req)>>,
+        own: Option<Pin<Box<OwnCall<S, Req>>>>,
+    }
+}
+
+impl<S: Service<Req>, Req, K> fmt::Debug for ShareFuture<S, Req, K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShareFuture")
+            .field("shared", &self.shared)
+            .field("own_call", &self.own.is_some())
+            .finish()
+    }
+}
+
+impl<S: Service<Req>, Req, K> ShareFuture<S, Req, K> {
+    pub(crate) fn new(
+        shared: ResponseFuture<S::Future, S::Response, K>,
+        kept: Option<Box<(S, Req)>>,
+    ) -> Self {
+        Self {
+            shared,
+            kept,
+            own: None,
+        }
+    }
+}
+
+impl<S, Req, K, E> Future for ShareFuture<S, Req, K>
+where
+    S: Service<Req, Error = E>,
+    S::Future: Send + 'static,
+    S::Response: Clone + Send + 'static,
+    E: Into<BoxError>,
+    K: Hash + Eq + Send + 'static,
+{
+    type Output = Result<S::Response, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Some(own) = this.own {
+            return own.as_mut().poll(cx);
+        }
+        let out = ready!(this.shared.poll(cx));
+        match out {
+            Err(e) if e.is::<Unshared>() => match this.kept.take() {
+                Some(kept) => {
+                    // Refused (e.g. a body over the buffering cap, streaming to the
+                    // leader): call on our own, with our own request.
+                    let (svc, req) = *kept;
+                    let own = this.own.insert(Box::pin(Admission::waiting(
+                        std::future::ready(Ok(())),
+                        svc,
+                        req,
+                    )));
+                    own.as_mut().poll(cx)
+                }
+                // Only followers are refused, and each keeps its request.
+                None => Poll::Ready(Err(e)),
+            },
+            out => Poll::Ready(out),
         }
     }
 }

@@ -7,23 +7,27 @@
 //! `Accept`), write a key closure that includes it.
 //!
 //! An `http::Response<B>` is not `Clone`. [`BufferBodyLayer`] goes below the coalescing
-//! layer and reads each body into memory up to a cap, giving a [`SharedBody`] that is:
-//! within the cap, the buffered bytes (and trailers), shared by every waiter; over the cap,
-//! the body as it streams, which is **not** shared: the first waiter to read it gets all of
-//! it, the others' bodies fail with [`NotShared`]. Set the cap above the responses you
-//! expect to coalesce (cache fills, lookups), and key large downloads `None`.
+//! layer and reads each body into memory up to a cap, giving a [`SharedBody`]: within the
+//! cap, the buffered bytes (and trailers), shared by every waiter; over the cap, the body
+//! as it streams, which cannot be shared. With the share rule [`BufferedOnly`]
+//! (`CoalesceLayer::builder(key).share_if(BufferedOnly)`), a response over the cap is not
+//! coalesced: one waiter (the leader, whose request was made) gets it whole, streaming,
+//! and every other waiter makes its own call with its own request. Without the rule, the
+//! first waiter to read a streaming body gets all of it and the others' bodies fail with
+//! [`NotShared`]. Set the cap above the responses you expect to coalesce (cache fills,
+//! lookups).
 //!
 //! # Example
 //!
 //! ```
 //! use http::{Request, Response};
 //! use http_body_util::{BodyExt, Full};
-//! use palisade_coalesce::{http::{key, BufferBodyLayer}, CoalesceLayer};
+//! use palisade_coalesce::{http::{key, BufferBodyLayer, BufferedOnly}, CoalesceLayer};
 //! use tower::{service_fn, ServiceBuilder, ServiceExt};
 //!
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), palisade_core::BoxError> {
 //! let client = ServiceBuilder::new()
-//!     .layer(CoalesceLayer::builder(key).build()?)
+//!     .layer(CoalesceLayer::builder(key).share_if(BufferedOnly).build()?)
 //!     .layer(BufferBodyLayer::new(64 * 1024))
 //!     .service(service_fn(|_req: Request<()>| async {
 //!         Ok::<_, std::io::Error>(Response::new(Full::new(bytes::Bytes::from_static(b"hello"))))
@@ -339,8 +343,28 @@ where
     }
 }
 
+impl<B> SharedBody<B> {
+    /// Whether the body was buffered (within the cap), so it can be shared.
+    pub fn is_buffered(&self) -> bool {
+        matches!(self.state, Shared::Full { .. })
+    }
+}
+
+/// The share rule for [`BufferBody`] responses: share those whose body was buffered, and
+/// let the followers of one over the cap make their own calls; see the
+/// [module docs](self) and [`share_if`](crate::CoalesceBuilder::share_if).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BufferedOnly;
+
+impl<B: 'static> crate::Share<Response<SharedBody<B>>> for BufferedOnly {
+    fn share(&self, res: &Response<SharedBody<B>>) -> bool {
+        res.body().is_buffered()
+    }
+}
+
 /// A coalesced response's body was over the buffering cap and another waiter is reading
-/// it: it is not shared. Retry the request uncoalesced.
+/// it: it is not shared. Coalesce with [`BufferedOnly`] so the other waiters make their
+/// own calls instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotShared {
     _priv: (),

@@ -18,7 +18,7 @@
 //!   leaves with [`DeadlineExceeded`](palisade_core::DeadlineExceeded) when it passes,
 //!   without cancelling the call for the others.
 //! - **Observable.** [`CoalesceHandle`] reports keys in flight, waiters per key, and calls
-//!   led, joined and bypassed.
+//!   led, joined, bypassed and not shared.
 //!
 //! # Example
 //!
@@ -56,18 +56,30 @@
 //!
 //! # Costs and bounds
 //!
-//! A keyed call with no duplicate in flight takes the map lock twice (look up and
-//! register; retire on completion), the call's own lock once if it completes alone, and
-//! allocates its entry: the shared state and the boxed inner future (it must stay pinned
-//! while shared); `cargo bench -p palisade-benches --bench main -- coalesce` measures it.
-//! A request without a key costs a call to the key closure. The inner future must be
-//! `Send + 'static` (its waker is the shared state itself), and the response
-//! `Clone + Send`. Keys are hashed with the standard library's SipHash, since HTTP keys
-//! come from untrusted URIs.
+//! A keyed call with no duplicate in flight hashes its key once (the standard library's
+//! SipHash, since HTTP keys come from untrusted URIs), takes the table lock twice (look up
+//! and register; retire on completion) and, once the layer has warmed up, allocates
+//! nothing: its entry is a slot in the table, and the box its inner future is pinned in
+//! (it must stay pinned while shared) is reused from an earlier call (up to 64 emptied
+//! boxes are kept). `cargo bench -p palisade-benches --bench main -- coalesce` measures
+//! it. A request without a key costs a call to the key closure. Joining a call allocates
+//! the waiters' shared waker list once per contended call. The inner future must be
+//! `Send + 'static`, the response `Clone + Send`, and the key `Send + 'static`.
+//!
+//! One layer coalesces one kind of call: the first service type it serves owns its table,
+//! and a service of another future type built from the same layer calls uncoalesced
+//! (counted as bypassed). Build one layer per service.
+//!
+//! # Sharing only what can be shared
+//!
+//! [`CoalesceBuilder::share_if`] takes a rule ([`Share`]) that may refuse a response: the
+//! leader then gets it whole and every other waiter makes its own call with its own
+//! request (each follower keeps its request and a clone of the inner service meanwhile).
+//! [`http::BufferedOnly`] refuses HTTP bodies over the buffering cap.
 //!
 //! # Metrics (feature `metrics`)
 //!
-//! `palisade_decisions_total{policy="coalesce", decision="led"|"joined"|"bypassed"}`,
+//! `palisade_decisions_total{policy="coalesce", decision="led"|"joined"|"bypassed"|"unshared"}`,
 //! `palisade_in_flight{policy="coalesce"}` (keys in flight) and the histogram
 //! `palisade_coalesce_waiters` (waiters per call, recorded when it completes). Tracing
 //! events go to target `palisade::coalesce` (`trace` on joins, `debug` on bypasses).
@@ -82,7 +94,9 @@ pub mod http;
 mod layer;
 mod registry;
 mod service;
+mod share;
 
 pub use self::error::CoalescedError;
 pub use self::layer::{CoalesceBuilder, CoalesceHandle, CoalesceLayer, InvalidCoalesce};
 pub use self::service::Coalesce;
+pub use self::share::{Share, ShareAll, ShareIf};

@@ -1,55 +1,74 @@
-//! The keyed map of calls in flight, bounded, with waiter counts.
+//! The layer's shared state: its counts and metrics, and its table of calls in flight.
 //!
-//! Each entry holds a `Weak` to its [`Flight`] (type-erased, so one layer serves any
-//! service) and the number of waiters attached. The map never keeps a call alive: waiters
-//! do. An entry is removed when its call completes (by the waiter that completed it), or
-//! when its last waiter leaves; both under the map lock, so a joiner never finds an entry
-//! whose waiters are all gone.
+//! The table is typed by the inner service's future and response ([`Flights`]), which the
+//! layer does not know when it is built; it is made by the first keyed call and erased
+//! here. One layer coalesces one kind of call: a service of another future type built
+//! from the same layer calls uncoalesced (counted as bypassed).
 
 use std::any::Any;
-use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, OnceLock};
 
 use palisade_core::observe::{Counter, Gauge, Histogram};
 
-use crate::flight::Flight;
+use crate::flight::{Flights, ShareFn};
 
-struct Entry {
-    flight: Weak<dyn Any + Send + Sync>,
-    waiters: usize,
+/// Counts and metrics shared by the layer and its table.
+pub(crate) struct Stats {
+    pub(crate) name: Arc<str>,
+    bypassed: AtomicU64,
+    pub(crate) led_counter: Counter,
+    pub(crate) joined_counter: Counter,
+    bypassed_counter: Counter,
+    pub(crate) unshared_counter: Counter,
+    pub(crate) keys_gauge: Gauge,
+    pub(crate) waiters_histogram: Histogram,
 }
 
-/// What a keyed call does.
-pub(crate) enum Lookup<F, T> {
-    /// Join the call in flight.
-    Join(Arc<Flight<F, T>>, usize),
-    /// No call in flight for the key: lead this new one.
-    Lead(Arc<Flight<F, T>>),
-    /// Over the key bound (or the key's call is of another type): call uncoalesced.
-    Bypass,
+impl Stats {
+    pub(crate) fn bypass(&self) {
+        self.bypassed.fetch_add(1, Relaxed);
+        self.bypassed_counter.increment(1);
+        tracing::debug!(target: "palisade::coalesce", name = %self.name, "calling uncoalesced (key bound reached, or another service type under this layer)");
+    }
+}
+
+/// A typed table, seen through the layer (which knows only the key type).
+trait Erased<K>: Send + Sync {
+    fn counts(&self) -> (usize, u64, u64, u64);
+    fn waiters(&self, key: &K) -> usize;
+}
+
+/// The typed table twice: to find it by type (a boxed `Arc<Flights<..>>`, one type check
+/// per call), and to read it through the handle.
+struct Typed<K> {
+    any: Box<dyn Any + Send + Sync>,
+    erased: Arc<dyn Erased<K>>,
+}
+
+impl<K, F, T> Erased<K> for Flights<K, F, T>
+where
+    K: Hash + Eq + Send + 'static,
+    F: Send + 'static,
+    T: Send + 'static,
+{
+    fn counts(&self) -> (usize, u64, u64, u64) {
+        Flights::counts(self)
+    }
+
+    fn waiters(&self, key: &K) -> usize {
+        Flights::waiters(self, key)
+    }
 }
 
 pub(crate) struct Registry<K> {
-    map: Mutex<HashMap<K, Entry>>,
     max_keys: usize,
-    pub(crate) name: Arc<str>,
-    led: AtomicU64,
-    joined: AtomicU64,
-    bypassed: AtomicU64,
-    led_counter: Counter,
-    joined_counter: Counter,
-    bypassed_counter: Counter,
-    keys_gauge: Gauge,
-    waiters_histogram: Histogram,
+    pub(crate) stats: Arc<Stats>,
+    flights: OnceLock<Typed<K>>,
 }
 
-fn same<T: ?Sized, U: ?Sized>(weak: &Weak<T>, arc: *const U) -> bool {
-    std::ptr::addr_eq(weak.as_ptr(), arc)
-}
-
-impl<K: Hash + Eq> Registry<K> {
+impl<K> Registry<K> {
     pub(crate) fn new(max_keys: usize, name: Arc<str>) -> Self {
         let counter = |decision| {
             Counter::register(
@@ -59,15 +78,12 @@ impl<K: Hash + Eq> Registry<K> {
                 &[("decision", decision)],
             )
         };
-        Self {
-            map: Mutex::new(HashMap::new()),
-            max_keys,
-            led: AtomicU64::new(0),
-            joined: AtomicU64::new(0),
+        let stats = Stats {
             bypassed: AtomicU64::new(0),
             led_counter: counter("led"),
             joined_counter: counter("joined"),
             bypassed_counter: counter("bypassed"),
+            unshared_counter: counter("unshared"),
             keys_gauge: Gauge::register("palisade_in_flight", "coalesce", &name, &[]),
             waiters_histogram: Histogram::register(
                 "palisade_coalesce_waiters",
@@ -76,123 +92,64 @@ impl<K: Hash + Eq> Registry<K> {
                 &[],
             ),
             name,
+        };
+        Self {
+            max_keys,
+            stats: Arc::new(stats),
+            flights: OnceLock::new(),
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<K, Entry>> {
-        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    pub(crate) fn name(&self) -> &Arc<str> {
+        &self.stats.name
     }
 
-    /// Joins `key`'s call if one is in flight, else registers a new (not yet started)
-    /// one for the caller to lead; one lock, one hash.
-    pub(crate) fn join_or_lead<F, T>(&self, key: &K) -> Lookup<F, T>
+    /// The table of calls of future type `F` with output `T`: made by the first keyed
+    /// call (with the layer's share rule, from `share`); `None` (and counted as a bypass)
+    /// if this layer already serves another type.
+    pub(crate) fn flights<F, T>(
+        &self,
+        share: impl FnOnce() -> Option<ShareFn<T>>,
+    ) -> Option<Arc<Flights<K, F, T>>>
     where
-        K: Clone,
+        K: Hash + Eq + Send + 'static,
         F: Send + 'static,
         T: Send + 'static,
     {
-        let mut map = self.lock();
-        if let Some(entry) = map.get_mut(key) {
-            match entry
-                .flight
-                .upgrade()
-                .map(|any| any.downcast::<Flight<F, T>>())
-            {
-                Some(Ok(flight)) => {
-                    if let Some(slot) = flight.join() {
-                        entry.waiters += 1;
-                        drop(map);
-                        self.joined.fetch_add(1, Relaxed);
-                        self.joined_counter.increment(1);
-                        tracing::trace!(target: "palisade::coalesce", name = %self.name, slot, "joined a call in flight");
-                        return Lookup::Join(flight, slot);
-                    }
-                    // Completed a moment ago, its entry not yet retired: replace it below
-                    // (its completer then finds another call's entry and leaves it).
-                }
-                // Another service type under the same layer and key.
-                Some(Err(_)) => {
-                    drop(map);
-                    self.bypass();
-                    return Lookup::Bypass;
-                }
-                // Every waiter gone: entries are removed before that, but be safe.
-                None => {}
+        let typed = self.flights.get_or_init(|| {
+            let flights = Arc::new(Flights::<K, F, T>::new(
+                self.max_keys,
+                Arc::clone(&self.stats),
+                share(),
+            ));
+            Typed {
+                any: Box::new(Arc::clone(&flights)),
+                erased: flights,
             }
-            map.remove(key);
+        });
+        let flights = typed.any.downcast_ref::<Arc<Flights<K, F, T>>>().cloned();
+        if flights.is_none() {
+            self.stats.bypass();
         }
-        if map.len() >= self.max_keys {
-            drop(map);
-            self.bypass();
-            return Lookup::Bypass;
-        }
-        let flight = Flight::<F, T>::pending();
-        let weak: Weak<dyn Any + Send + Sync> = Arc::downgrade(&flight) as _;
-        map.insert(
-            key.clone(),
-            Entry {
-                flight: weak,
-                waiters: 1,
-            },
-        );
-        self.keys_gauge.set(map.len() as f64);
-        drop(map);
-        self.led.fetch_add(1, Relaxed);
-        self.led_counter.increment(1);
-        Lookup::Lead(flight)
+        flights
     }
 
-    fn bypass(&self) {
-        self.bypassed.fetch_add(1, Relaxed);
-        self.bypassed_counter.increment(1);
-        tracing::debug!(target: "palisade::coalesce", name = %self.name, "calling uncoalesced (key bound reached, or another service type under this key)");
-    }
-
-    /// The call for `key` completed: forget it, so the next request starts a new one.
-    pub(crate) fn finish<U: ?Sized>(&self, key: &K, flight: *const U) {
-        let mut map = self.lock();
-        // One hash: remove, and put back in the rare case it is another call's entry.
-        if let Some((k, entry)) = map.remove_entry(key) {
-            if same(&entry.flight, flight) {
-                self.keys_gauge.set(map.len() as f64);
-                drop(map);
-                self.waiters_histogram.record(entry.waiters as f64);
-            } else {
-                map.insert(k, entry);
-            }
-        }
-    }
-
-    /// A waiter of `key`'s call leaves before it completed; true if it was the last.
-    pub(crate) fn leave<U: ?Sized>(&self, key: &K, flight: *const U) -> bool {
-        let mut map = self.lock();
-        let Some(entry) = map.get_mut(key).filter(|e| same(&e.flight, flight)) else {
-            // Already completed (removed by its completer): nothing to cancel.
-            return false;
-        };
-        entry.waiters -= 1;
-        if entry.waiters == 0 {
-            map.remove(key);
-            self.keys_gauge.set(map.len() as f64);
-            true
-        } else {
-            false
-        }
+    /// Keys in flight, calls led, requests joined, calls not shared, requests bypassed.
+    pub(crate) fn counts(&self) -> (usize, u64, u64, u64, u64) {
+        let (keys, led, joined, unshared) = self
+            .flights
+            .get()
+            .map_or((0, 0, 0, 0), |t| t.erased.counts());
+        (
+            keys,
+            led,
+            joined,
+            unshared,
+            self.stats.bypassed.load(Relaxed),
+        )
     }
 
     pub(crate) fn waiters(&self, key: &K) -> usize {
-        self.lock().get(key).map_or(0, |e| e.waiters)
-    }
-
-    pub(crate) fn keys(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub(crate) fn counts(&self) -> (u64, u64, u64) {
-        (
-            self.led.load(Relaxed),
-            self.joined.load(Relaxed),
-            self.bypassed.load(Relaxed),
-        )
+        self.flights.get().map_or(0, |t| t.erased.waiters(key))
     }
 }

@@ -5,58 +5,108 @@ use std::task::{Context, Poll};
 use palisade_core::{BoxError, HasDeadline};
 use tower_service::Service;
 
-use crate::future::ResponseFuture;
-use crate::registry::{Lookup, Registry};
+use crate::flight::{Lookup, ShareFn};
+use crate::future::{ResponseFuture, ShareFuture};
+use crate::registry::Registry;
+use crate::share::{Share, ShareAll, ShareIf};
 
 /// Joins concurrent requests to `S` with the same key; built by
 /// [`CoalesceLayer`](crate::CoalesceLayer). See the [crate docs](crate).
-pub struct Coalesce<S, K, KF> {
+pub struct Coalesce<S, K, KF, M = ShareAll> {
     inner: S,
     registry: Arc<Registry<K>>,
     key: Arc<KF>,
+    mode: M,
 }
 
-impl<S, K, KF> Coalesce<S, K, KF> {
+impl<S, K, KF, M> Coalesce<S, K, KF, M> {
     palisade_core::inner_accessors!(S);
 }
 
-impl<S: Clone, K, KF> Clone for Coalesce<S, K, KF> {
+impl<S: Clone, K, KF, M: Clone> Clone for Coalesce<S, K, KF, M> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
             registry: Arc::clone(&self.registry),
             key: Arc::clone(&self.key),
+            mode: self.mode.clone(),
         }
     }
 }
 
-impl<S: std::fmt::Debug, K, KF> std::fmt::Debug for Coalesce<S, K, KF> {
+impl<S: std::fmt::Debug, K, KF, M> std::fmt::Debug for Coalesce<S, K, KF, M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Coalesce")
             .field("inner", &self.inner)
-            .field("name", &self.registry.name)
+            .field("name", self.registry.name())
             .finish_non_exhaustive()
     }
 }
 
-impl<S, K, KF> Coalesce<S, K, KF> {
-    pub(crate) fn from_parts(inner: S, registry: Arc<Registry<K>>, key: Arc<KF>) -> Self {
+impl<S, K, KF, M> Coalesce<S, K, KF, M> {
+    pub(crate) fn from_parts(inner: S, registry: Arc<Registry<K>>, key: Arc<KF>, mode: M) -> Self {
         Self {
             inner,
             registry,
             key,
+            mode,
+        }
+    }
+
+    /// The keyed call: joins, leads, or bypasses. `share` gives the layer's share rule
+    /// when the table is made; `keep` what a follower keeps to make its own call.
+    fn coalesce<Req, X>(
+        &mut self,
+        req: Req,
+        share: impl FnOnce() -> Option<ShareFn<S::Response>>,
+        keep: impl FnOnce(&S, Req) -> X,
+    ) -> (ResponseFuture<S::Future, S::Response, K>, Option<X>)
+    where
+        S: Service<Req>,
+        S::Future: Send + 'static,
+        S::Response: Send + 'static,
+        Req: HasDeadline,
+        K: Hash + Eq + Send + 'static,
+        KF: Fn(&Req) -> Option<K>,
+    {
+        let Some(key) = (self.key)(&req) else {
+            return (ResponseFuture::bypass(self.inner.call(req)), None);
+        };
+        let Some(flights) = self.registry.flights::<S::Future, S::Response>(share) else {
+            // This layer already coalesces another service type's calls.
+            return (ResponseFuture::bypass(self.inner.call(req)), None);
+        };
+        let deadline = req.deadline();
+        match flights.join_or_lead(key) {
+            Lookup::Join(ticket) => {
+                // The request itself is dropped (or kept for an unshared answer): the
+                // leader's request speaks for it.
+                let kept = keep(&self.inner, req);
+                (
+                    ResponseFuture::waiter(flights, ticket, None, deadline),
+                    Some(kept),
+                )
+            }
+            Lookup::Bypass => (ResponseFuture::bypass(self.inner.call(req)), None),
+            Lookup::Lead(ticket, boxed) => {
+                // The inner call is made outside the table lock (it is user code);
+                // joiners meanwhile wait for it to start.
+                let fut = ResponseFuture::waiter(flights, ticket, Some(boxed), deadline)
+                    .start(self.inner.call(req));
+                (fut, None)
+            }
         }
     }
 }
 
-impl<S, K, KF, Req> Service<Req> for Coalesce<S, K, KF>
+impl<S, K, KF, Req> Service<Req> for Coalesce<S, K, KF, ShareAll>
 where
     S: Service<Req>,
     S::Future: Send + 'static,
     S::Response: Clone + Send + 'static,
     S::Error: Into<BoxError>,
     Req: HasDeadline,
-    K: Hash + Eq + Clone,
+    K: Hash + Eq + Send + 'static,
     KF: Fn(&Req) -> Option<K>,
 {
     type Response = S::Response;
@@ -72,23 +122,36 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let Some(key) = (self.key)(&req) else {
-            return ResponseFuture::bypass(self.inner.call(req));
-        };
-        let deadline = req.deadline();
-        match self.registry.join_or_lead::<S::Future, S::Response>(&key) {
-            Lookup::Join(flight, slot) => {
-                // The request itself is dropped: the leader's request speaks for it.
-                ResponseFuture::waiter(flight, slot, key, Arc::clone(&self.registry), deadline)
-            }
-            Lookup::Bypass => ResponseFuture::bypass(self.inner.call(req)),
-            Lookup::Lead(flight) => {
-                // The inner call is made outside the map lock (it is user code); joiners
-                // meanwhile wait for it to start.
-                let waiter =
-                    ResponseFuture::waiter(flight, 0, key, Arc::clone(&self.registry), deadline);
-                waiter.start(self.inner.call(req))
-            }
-        }
+        self.coalesce(req, || None, |_, _| ()).0
+    }
+}
+
+impl<S, K, KF, P, Req> Service<Req> for Coalesce<S, K, KF, ShareIf<P>>
+where
+    S: Service<Req> + Clone,
+    S::Future: Send + 'static,
+    S::Response: Clone + Send + 'static,
+    S::Error: Into<BoxError>,
+    Req: HasDeadline,
+    K: Hash + Eq + Send + 'static,
+    KF: Fn(&Req) -> Option<K>,
+    P: Share<S::Response>,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = ShareFuture<S, Req, K>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // As without a share rule: see the impl above.
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let rule = Arc::clone(&self.mode.rule);
+        let share = move || Some(Arc::new(move |res: &S::Response| rule.share(res)) as ShareFn<_>);
+        // A follower keeps its request and an (unready) clone of the inner service, to
+        // make its own call if the shared answer is refused.
+        let (fut, kept) = self.coalesce(req, share, |inner, req| Box::new((inner.clone(), req)));
+        ShareFuture::new(fut, kept)
     }
 }

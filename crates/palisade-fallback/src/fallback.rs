@@ -59,6 +59,14 @@ pub trait Fallback<Req, Res> {
         let _ = (saved, res);
     }
 
+    /// Whether this fallback has no answer for the request (a cache with nothing for its
+    /// key): the call's own result is then returned as it is, and counted as declined
+    /// rather than failed. Never by default.
+    fn declines(&self, saved: &Self::Saved) -> bool {
+        let _ = saved;
+        false
+    }
+
     /// Answers the failed call.
     fn fallback(&self, saved: Self::Saved, failure: &Failure<Res>) -> Self::Future;
 }
@@ -270,7 +278,7 @@ where
                 .get(&key)
                 .cloned()
         });
-        ready(stale.ok_or_else(|| Box::new(NoStaleEntry { _priv: () }) as BoxError))
+        ready(stale.ok_or_else(|| Box::new(NoStaleEntry::new()) as BoxError))
     }
 }
 
@@ -278,6 +286,12 @@ where
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NoStaleEntry {
     _priv: (),
+}
+
+impl NoStaleEntry {
+    pub(crate) const fn new() -> Self {
+        Self { _priv: () }
+    }
 }
 
 impl fmt::Display for NoStaleEntry {

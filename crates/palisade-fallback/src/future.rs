@@ -85,6 +85,13 @@ where
                         return Poll::Ready(result);
                     };
                     this.shared.record_trigger(reason);
+                    if this.shared.fallback.declines(&saved) {
+                        // No answer here (e.g. nothing cached): the call's own result
+                        // goes on, so layers above still read its rejection.
+                        this.shared.record_declined();
+                        this.state.set(State::Done);
+                        return Poll::Ready(result);
+                    }
                     let failure = Failure { result, reason };
                     let fut = this.shared.fallback.fallback(saved, &failure);
                     // The original error is kept for the report if the fallback fails

@@ -99,8 +99,10 @@ struct Stats {
     triggered: AtomicU64,
     served: AtomicU64,
     failed: AtomicU64,
+    declined: AtomicU64,
     served_counter: Counter,
     failed_counter: Counter,
+    declined_counter: Counter,
 }
 
 impl<Fb, C> Shared<Fb, C> {
@@ -126,6 +128,12 @@ impl<Fb, C> Shared<Fb, C> {
     pub(crate) fn record_trigger(&self, reason: Reason) {
         self.stats.triggered.fetch_add(1, Relaxed);
         tracing::debug!(target: "palisade::fallback", name = %self.name, ?reason, "falling back");
+    }
+
+    pub(crate) fn record_declined(&self) {
+        self.stats.declined.fetch_add(1, Relaxed);
+        self.stats.declined_counter.increment(1);
+        tracing::debug!(target: "palisade::fallback", name = %self.name, "fallback has no answer; returning the call's own result");
     }
 
     pub(crate) fn record_answer(&self, ok: bool) {
@@ -274,6 +282,7 @@ impl<Fb, C> FallbackBuilder<Fb, C> {
         let stats = Stats {
             served_counter: counter("served"),
             failed_counter: counter("failed"),
+            declined_counter: counter("declined"),
             ..Stats::default()
         };
         let shared = Shared {
@@ -311,5 +320,11 @@ impl FallbackHandle {
     /// [`FallbackFailed`](crate::FallbackFailed)).
     pub fn failed(&self) -> u64 {
         self.stats.failed.load(Relaxed)
+    }
+
+    /// Triggered calls the fallback had no answer for
+    /// ([`Fallback::declines`](crate::Fallback::declines)): their own result was returned.
+    pub fn declined(&self) -> u64 {
+        self.stats.declined.load(Relaxed)
     }
 }

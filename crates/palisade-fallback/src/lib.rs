@@ -13,12 +13,17 @@
 //! - **Sources.** [`value`] (a clone of one value), [`from_fn`] (a closure of the
 //!   [`Failure`]), [`service`] / [`service_with`] (another service: a cache, a degraded
 //!   backend), [`StaleCache`] (the last good response for the key), and with feature
-//!   `http`, [`http::StaticResponse`].
+//!   `http`, [`http::StaticResponse`] (a fixed status, headers and body) and
+//!   [`http::StaleCache`] (the last good response per `GET` URI, bounded, copied as it is
+//!   read and served marked stale).
+//! - **Declining.** A fallback with no answer for a request (a cache with nothing for
+//!   its key, see [`Fallback::declines`]) lets the call's own result through untouched,
+//!   so layers above still read its rejection; counted as declined.
 //! - **Failures are reported.** If the fallback fails too, the caller gets
 //!   [`FallbackFailed`], carrying the fallback's error as its source and the call's
 //!   original error.
-//! - **Counts.** [`FallbackHandle`] reads how many calls triggered it, were served, and
-//!   failed.
+//! - **Counts.** [`FallbackHandle`] reads how many calls triggered it, were served,
+//!   failed, and were declined.
 //!
 //! Stacked over a circuit breaker, an open breaker's [`CircuitOpen`](palisade_core::CircuitOpen)
 //! is answered by the fallback and the inner service is not called at all.
@@ -47,7 +52,7 @@
 //!
 //! # Metrics (feature `metrics`)
 //!
-//! `palisade_decisions_total{policy="fallback", decision="served"|"failed"}`. Tracing
+//! `palisade_decisions_total{policy="fallback", decision="served"|"failed"|"declined"}`. Tracing
 //! events go to target `palisade::fallback` at `debug`.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]

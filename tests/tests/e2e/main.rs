@@ -3,6 +3,7 @@
 
 mod builders;
 mod canonical;
+mod coalesce;
 mod fleet;
 mod fuzz;
 mod grpc;

@@ -259,3 +259,71 @@ async fn a_call_that_panics_fails_every_waiter_and_leaves_no_entry() {
         .is_none());
     assert_eq!(handle.keys_in_flight(), 0);
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_refused_answer_goes_to_the_leader_and_followers_make_their_own_calls() {
+    let inner = Manual::default();
+    // Values of 100 or more are not shared (think: a body over a buffering cap).
+    let layer = CoalesceLayer::builder(|k: &u64| Some(*k))
+        .share_if(|v: &u64| *v < 100)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(inner.clone());
+    let mut leader = start(&mut svc, 1u64);
+    assert!(leader.poll().is_pending());
+    let mut followers: Vec<Fut> = (0..2).map(|_| start(&mut svc, 1u64)).collect();
+    for f in &mut followers {
+        assert!(f.poll().is_pending());
+    }
+    assert!(inner.answer(1, Answer::Value(500)));
+    assert_eq!(ready(&mut leader).unwrap(), 500, "the leader's own answer");
+    // The followers call on their own, with their own requests.
+    for f in &mut followers {
+        assert!(f.poll().is_pending());
+    }
+    assert_eq!(inner.calls(), 3);
+    assert_eq!(handle.unshared(), 1);
+    assert_eq!(handle.keys_in_flight(), 0, "own calls are not coalesced");
+    inner.answer_all(7);
+    for f in &mut followers {
+        assert_eq!(ready(f).unwrap(), 7);
+    }
+
+    // A shareable answer is shared as usual.
+    let mut futs: Vec<Fut> = (0..3).map(|_| start(&mut svc, 2u64)).collect();
+    for f in &mut futs {
+        assert!(f.poll().is_pending());
+    }
+    inner.answer_all(5);
+    for f in &mut futs {
+        assert_eq!(ready(f).unwrap(), 5);
+    }
+    assert_eq!(inner.calls(), 4);
+    assert_eq!(inner.live(), 0);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_refused_answer_without_its_leader_goes_to_the_waiter_that_drove_it() {
+    let inner = Manual::default();
+    let layer = CoalesceLayer::builder(|k: &u64| Some(*k))
+        .share_if(|v: &u64| *v < 100)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let mut svc = layer.layer(inner.clone());
+    let mut leader = start(&mut svc, 1u64);
+    assert!(leader.poll().is_pending());
+    let mut a = start(&mut svc, 1u64);
+    let mut b = start(&mut svc, 1u64);
+    assert!(a.poll().is_pending() && b.poll().is_pending());
+    drop(leader);
+    assert!(inner.answer(1, Answer::Value(500)));
+    assert_eq!(ready(&mut a).unwrap(), 500);
+    assert!(b.poll().is_pending(), "b makes its own call");
+    assert_eq!(inner.calls(), 2);
+    inner.answer_all(8);
+    assert_eq!(ready(&mut b).unwrap(), 8);
+    assert_eq!((handle.keys_in_flight(), handle.unshared()), (0, 1));
+    assert_eq!(inner.live(), 0);
+}

@@ -1,10 +1,13 @@
-//! HTTP presets (feature `http`): a static response.
+//! HTTP presets (feature `http`): a static response, and a stale cache.
 //!
 //! [`StaticResponse`] answers a failed call with a fixed status, headers and body, built
 //! afresh for each answer (an `http::Response` is not `Clone`). The body type is the inner
-//! service's, made `From<Bytes>` (hyper's `Full<Bytes>`, axum's `Body`). For a stale
-//! cached response, use [`StaleCache`](crate::StaleCache) over a service whose responses
-//! are `Clone` (buffer bodies below it).
+//! service's, made `From<Bytes>` (hyper's `Full<Bytes>`, axum's `Body`, or a
+//! [`StaleBody`]).
+//!
+//! [`StaleCache`] remembers the last good response per `GET`/`HEAD` method + URI (bounded
+//! in keys and body size, copied as the caller reads it) and serves it, marked with
+//! `Warning` and `Age` headers, when a call fails; see [its module](stale).
 //!
 //! # Example
 //!
@@ -36,6 +39,10 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use palisade_core::BoxError;
 
 use crate::fallback::{Failure, Fallback};
+
+pub mod stale;
+
+pub use self::stale::{Record, RecordFuture, RecordLayer, StaleBody, StaleCache, StaleKey};
 
 /// Answers with a fixed response; see the [module docs](self).
 #[derive(Debug, Clone)]

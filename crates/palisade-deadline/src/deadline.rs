@@ -96,10 +96,12 @@ where
     fn call(&mut self, mut req: Req) -> Self::Future {
         // One clock read per call: it is most of this layer's cost.
         let now = Instant::now();
+        // The deadline remembers how much was left at this reading, so the layers below
+        // can rule out a retry or a hedge copy without reading the clock again.
         let deadline = match (now.checked_add(self.timeout), req.deadline()) {
-            (Some(ours), Some(theirs)) => theirs.min(Deadline::at(ours)),
-            (Some(ours), None) => Deadline::at(ours),
-            (None, Some(theirs)) => theirs,
+            (Some(ours), Some(theirs)) => Deadline::at_from(theirs.instant().min(ours), now),
+            (Some(ours), None) => Deadline::at_from(ours, now),
+            (None, Some(theirs)) => Deadline::at_from(theirs.instant(), now),
             // A timeout too large to represent and no deadline: a deadline decades away.
             (None, None) => Deadline::after(self.timeout),
         };

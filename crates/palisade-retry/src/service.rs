@@ -94,7 +94,9 @@ where
         // budget does not stop the copy: waiting out a local rate limit costs no budget,
         // and a budgeted retry is refused (and counted) when it is planned.
         let retrier = if shared.max_attempts > 1
-            && deadline.is_none_or(|d| d.remaining() > shared.min_remaining)
+            // Without a clock read when the deadline knows its bound: a "maybe" only costs
+            // the copy, and a retry is planned against the real time left.
+            && deadline.is_none_or(|d| d.may_leave_more_than(shared.min_remaining))
         {
             self.policy
                 .clone_request(&req)

@@ -84,7 +84,14 @@ where
             let min_remaining = self.shared.min_remaining.unwrap_or(delay);
             if let Some(d) = deadline {
                 // The first hedge would start at `delay` and needs `min_remaining` after it.
-                if d.remaining() < delay.saturating_add(min_remaining) {
+                // Ruled out without a clock read when the deadline knows its bound; a
+                // "maybe" costs only the copy, as a hedge is fired against the real time
+                // left.
+                // (`remaining >= needed` is `remaining > needed - 1ns` at nanosecond grain.)
+                let needed = delay.saturating_add(min_remaining);
+                if !needed.is_zero()
+                    && !d.may_leave_more_than(needed - std::time::Duration::from_nanos(1))
+                {
                     return None;
                 }
             }

@@ -105,16 +105,20 @@ where
             // A timeout too large to represent and no deadline: a deadline decades away.
             (None, None) => Deadline::after(self.timeout),
         };
-        // Built in one place, so the (large) future is constructed where it is returned.
-        let inner = if deadline.instant() <= now {
+        if deadline.instant() <= now {
             // Already out of time: don't start work nobody will wait for.
             tracing::debug!(target: "palisade::deadline", "deadline already passed: rejected");
-            None
-        } else {
-            req.set_deadline(deadline);
-            Some(self.inner.call(req))
-        };
-        future::ResponseFuture::new(inner, deadline.instant(), Cause::Deadline)
+            return future::ResponseFuture::new(None, deadline.instant(), Cause::Deadline);
+        }
+        req.set_deadline(deadline);
+        // The inner call is made inside the expression that builds the returned future,
+        // so the compiler writes it in place instead of moving it (a profile showed two
+        // copies of the whole nested future per call when it went through a local).
+        future::ResponseFuture::new(
+            Some(self.inner.call(req)),
+            deadline.instant(),
+            Cause::Deadline,
+        )
     }
 }
 

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Instructions per call = the reported total ÷ `CALLS`. Contenders: `rate-keyless`,
-//! `rate-limiter`, `rate-keyed`, `governor`, `governor-keyed`, `breaker`, `stack`.
+//! `rate-limiter`, `rate-keyed`, `rate-keyed-limiter`, `governor`, `governor-keyed`, `breaker`, `stack`.
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
@@ -73,6 +73,17 @@ fn main() {
                 call_once(&mut svc, k).unwrap();
             }
             measure(&mut svc, |i| i.wrapping_mul(7919));
+        }
+        "rate-keyed-limiter" => {
+            let layer = palisade_rate::KeyedRateLimitLayer::new(huge(), |r: &u64| *r)
+                .max_keys(std::num::NonZeroUsize::new(100_000).unwrap());
+            let limiter = layer.limiter();
+            for k in 0..10_000u64 {
+                limiter.acquire(k, 1, Duration::ZERO);
+            }
+            measure_fn(|i| {
+                black_box(limiter.acquire(i.wrapping_mul(7919) % 10_000, 1, Duration::ZERO));
+            });
         }
         "governor-keyed" => {
             let limiter = governor::RateLimiter::hashmap(huge());

@@ -97,13 +97,23 @@ impl Shared {
 
     /// Waits in `slot` for a permit, first come first served; at most `max_wait` if given.
     ///
-    /// Returns a boxed future: this is the contended path, and the only place the limit
-    /// allocates. The slot (and so the queued count) lives exactly as long as the wait.
+    /// Returns a boxed future: this is the contended path of the queue mode, where each
+    /// waiting call owns its wait. The slot (and so the queued count) lives exactly as long
+    /// as the wait.
     pub(crate) fn acquire(
         slot: QueueSlot,
         max_wait: Option<Duration>,
     ) -> Pin<Box<dyn Future<Output = Option<Permit>> + Send + Sync + 'static>> {
-        Box::pin(async move {
+        Box::pin(Self::wait_for(slot, max_wait))
+    }
+
+    /// The wait of [`Shared::acquire`], unboxed, for a caller that keeps one allocation
+    /// for all its waits (the wait mode's [`ReusableBoxFuture`](tokio_util::sync::ReusableBoxFuture)).
+    pub(crate) fn wait_for(
+        slot: QueueSlot,
+        max_wait: Option<Duration>,
+    ) -> impl Future<Output = Option<Permit>> + Send + Sync + 'static {
+        async move {
             let shared = Arc::clone(&slot.shared);
             let acquired = match max_wait {
                 Some(wait) => tokio::time::timeout(wait, shared.semaphore.acquire())
@@ -121,7 +131,7 @@ impl Shared {
             } else {
                 None
             }
-        })
+        }
     }
 
     fn release(&self) {

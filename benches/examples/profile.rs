@@ -144,7 +144,7 @@ fn main() {
                 .service(tower::service_fn(|r: WithDeadline<u64>| {
                     std::future::ready(Ok::<_, BoxError>(r.request))
                 }));
-            measure(&mut svc, |i| WithDeadline::new(i));
+            measure(&mut svc, WithDeadline::new);
         }
         other => panic!("unknown contender {other}"),
     }

@@ -109,28 +109,23 @@ impl Shared {
 
     /// The wait of [`Shared::acquire`], unboxed, for a caller that keeps one allocation
     /// for all its waits (the wait mode's [`ReusableBoxFuture`](tokio_util::sync::ReusableBoxFuture)).
-    pub(crate) fn wait_for(
-        slot: QueueSlot,
-        max_wait: Option<Duration>,
-    ) -> impl Future<Output = Option<Permit>> + Send + Sync + 'static {
-        async move {
-            let shared = Arc::clone(&slot.shared);
-            let acquired = match max_wait {
-                Some(wait) => tokio::time::timeout(wait, shared.semaphore.acquire())
-                    .await
-                    .is_ok(),
-                None => {
-                    shared.semaphore.acquire().await;
-                    true
-                }
-            };
-            drop(slot);
-            // Not `then_some`: that would build (and drop, releasing) a Permit on timeout.
-            if acquired {
-                Some(Permit { shared })
-            } else {
-                None
+    pub(crate) async fn wait_for(slot: QueueSlot, max_wait: Option<Duration>) -> Option<Permit> {
+        let shared = Arc::clone(&slot.shared);
+        let acquired = match max_wait {
+            Some(wait) => tokio::time::timeout(wait, shared.semaphore.acquire())
+                .await
+                .is_ok(),
+            None => {
+                shared.semaphore.acquire().await;
+                true
             }
+        };
+        drop(slot);
+        // Not `then_some`: that would build (and drop, releasing) a Permit on timeout.
+        if acquired {
+            Some(Permit { shared })
+        } else {
+            None
         }
     }
 

@@ -7,7 +7,7 @@
 //!     target/release/examples/profile rate-keyless
 //! ```
 //!
-//! Instructions per call = the reported total ÷ `CALLS`. Contenders: `rate-keyless`,
+//! Instructions per call = the reported total ÷ `CALLS`. Contenders: `bare`, `rate-keyless`,
 //! `rate-limiter`, `rate-keyed`, `rate-keyed-limiter`, `governor`, `governor-keyed`, `breaker`, `stack`.
 
 use std::hint::black_box;
@@ -49,6 +49,10 @@ fn main() {
     let _enter = rt.enter();
     let bare: Echo<BoxError> = echo();
     match which.as_str() {
+        "bare" => {
+            let mut svc = bare;
+            measure(&mut svc, |i| i);
+        }
         "rate-keyless" => {
             let mut svc = palisade_rate::RateLimitLayer::new(huge()).layer(bare);
             measure(&mut svc, |i| i);

@@ -291,7 +291,9 @@ fn canonical_stack_happy_path_allocates_nothing() {
 
 /// The response future of the canonical stack, layer by layer, stays within the bound
 /// measured when it was last shrunk. A layer that grows its future (an inline timer, a
-/// second copy of the request) fails this test; lower the bound when you shrink one.
+/// second copy of the request) fails this test; lower the bound when you shrink one. The
+/// bounds are the sizes under `cargo test --workspace --all-features`, where unified
+/// features make a few types larger (8 B in the hedge) than in a build of this package.
 #[test]
 fn canonical_stack_future_size_is_bounded() {
     use std::task::{Context, Poll, Waker};
@@ -337,9 +339,9 @@ fn canonical_stack_future_size_is_bounded() {
         // Admitted calls store only the inner future: the rate limit adds nothing.
         ("rate limit", future_size(rate), 168),
         ("breaker", future_size(breaker), 208),
-        ("hedge", future_size(hedge), 656),
-        ("retry", future_size(retry), 936),
-        ("deadline (the whole stack)", future_size(deadline), 1072),
+        ("hedge", future_size(hedge), 664),
+        ("retry", future_size(retry), 952),
+        ("deadline (the whole stack)", future_size(deadline), 1088),
     ];
     for (layer, size, bound) in sizes {
         assert!(

@@ -118,6 +118,21 @@ where
     S::Error: Into<BoxError> + Send,
     S::Future: Send,
 {
+    simulate_with(layer, limit, |_| {})
+}
+
+/// [`simulate`], telling `on_phase` each phase's true capacity as it starts.
+fn simulate_with<L, S>(
+    layer: L,
+    limit: impl Fn(&S) -> usize + Send + 'static,
+    on_phase: impl Fn(usize) + Send + 'static,
+) -> Vec<PhaseReport>
+where
+    L: Layer<Upstream, Service = S>,
+    S: Service<u32, Response = ()> + Clone + Send + 'static,
+    S::Error: Into<BoxError> + Send,
+    S::Future: Send,
+{
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
@@ -127,7 +142,15 @@ where
         let upstream = Upstream::new(C, BASE, 1.2);
         let svc = layer.layer(upstream.clone());
         let probe = svc.clone();
-        sim::run(svc, &upstream, 4 * C, &phases(), move || limit(&probe)).await
+        sim::run_with(
+            svc,
+            &upstream,
+            4 * C,
+            &phases(),
+            move || limit(&probe),
+            on_phase,
+        )
+        .await
     })
 }
 
@@ -150,6 +173,18 @@ fn comparison() {
     rows.push((
         "palisade gradient2",
         ours(Box::new(Gradient2::new(20, 1, 1000))),
+    ));
+    // The oracle: a static limit set to the true capacity as each phase starts, the
+    // goodput an adaptive limit aims for without 429s.
+    let oracle = ConcurrencyLimitLayer::new(C);
+    let (handle, probe) = (oracle.handle(), oracle.handle());
+    rows.push((
+        "oracle (static = C)",
+        simulate_with(
+            oracle,
+            move |_| probe.limit(),
+            move |cap| handle.set_limit(cap).expect("a capacity is a valid limit"),
+        ),
     ));
     let fixed = ConcurrencyLimitLayer::new(4 * C);
     rows.push(("static limit 4×C", simulate(fixed, move |_| 4 * C)));

@@ -14,6 +14,7 @@ static GLOBAL: CountingAlloc = CountingAlloc;
 mod adaptive;
 mod breaker;
 mod coalesce;
+mod contention;
 mod deadline;
 mod fanout;
 mod limit;
@@ -37,6 +38,7 @@ fn main() {
     fanout::benches(&mut c, &mut report);
     coalesce::benches(&mut c, &mut report);
     stack::benches(&mut c, &mut report);
+    contention::benches(&mut c, &mut report);
     offload::benches();
 
     c.final_summary();

@@ -6,7 +6,8 @@
 //!   (same for all, so the comparison stays fair). `governor` is its direct `check()`
 //!   with its default clock, the floor any wrapper can reach.
 //! - `rate-keyed`: one admitted call with 10k live keys, vs governor's keyed
-//!   `check_key` on its `HashMap` store.
+//!   `check_key` on its `HashMap` store; `palisade-limiter` is the keyed limiter's
+//!   `acquire` alone, the like-for-like peer of `check_key`.
 //! - `rate-redis`: decisions per second against a local `redis-server` on one
 //!   multiplexed connection, sequential and with 64 in flight. Skipped (with a message)
 //!   when `redis-server` is not on PATH.
@@ -161,6 +162,27 @@ fn keyed(c: &mut Criterion, report: &mut Report) {
         false,
     );
 
+    // The shared keyed limiter alone, without the service around it: the like-for-like
+    // peer of governor's `check_key`.
+    let direct = layer.limiter();
+    group.bench_function("palisade-limiter", |b| {
+        b.iter(|| {
+            next = next.wrapping_add(7919);
+            black_box(direct.acquire(next % KEYS, 1, Duration::ZERO))
+        })
+    });
+    report.record(
+        GROUP,
+        "palisade-limiter",
+        count_allocations(10_000, || {
+            next = next.wrapping_add(7919);
+            black_box(direct.acquire(next % KEYS, 1, Duration::ZERO));
+        }),
+        false,
+    );
+
+    // governor's fastest single-threaded keyed store: its default `HashMap` behind a
+    // parking_lot mutex (its DashMap store shards for concurrency, at a cost per call).
     let governor = governor::RateLimiter::hashmap(huge());
     for k in 0..KEYS {
         governor.check_key(&k).unwrap();

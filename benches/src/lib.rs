@@ -227,6 +227,12 @@ impl Report {
         }
     }
 
+    /// Criterion's median estimate for `group`/`id` from this run, in ns (`None` if it
+    /// did not run this time).
+    pub fn median(&self, group: &str, id: &str) -> Option<f64> {
+        self.median_ns(group, id)
+    }
+
     fn median_ns(&self, group: &str, id: &str) -> Option<f64> {
         let path = Self::target_dir()
             .join("criterion")

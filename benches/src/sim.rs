@@ -150,6 +150,24 @@ where
     S::Error: Into<BoxError> + Send,
     S::Future: Send,
 {
+    run_with(svc, upstream, workers, phases, limit, |_| {}).await
+}
+
+/// [`run`], calling `on_phase(capacity)` as each phase starts (after the upstream's capacity
+/// is set): how an oracle contender learns the true capacity.
+pub async fn run_with<S>(
+    svc: S,
+    upstream: &Upstream,
+    workers: usize,
+    phases: &[(Duration, usize)],
+    limit: impl Fn() -> usize + Send + 'static,
+    on_phase: impl Fn(usize) + Send + 'static,
+) -> Vec<PhaseReport>
+where
+    S: Service<u32, Response = ()> + Clone + Send + 'static,
+    S::Error: Into<BoxError> + Send,
+    S::Future: Send,
+{
     let start = Instant::now();
     let total: Duration = phases.iter().map(|(d, _)| *d).sum();
     let end = start + total;
@@ -180,6 +198,7 @@ where
             let mut phase_end = start;
             for (d, cap) in phases {
                 upstream.set_capacity(cap);
+                on_phase(cap);
                 phase_end += d;
                 while Instant::now() < phase_end {
                     limits.lock().unwrap().push((start.elapsed(), limit()));

@@ -178,10 +178,21 @@ impl Core {
             return;
         }
         let slow = matches!((self.slow_after, elapsed), (Some(s), Some(e)) if e > s);
+        // The closed path without the lock: a fast success recorded into a window that it
+        // cannot change (full of fast successes, same generation) is skipped. This is
+        // exact, not an approximation (`Machine::clean`); it linearizes before whatever
+        // change next clears the flag, which is published under the lock.
+        if !failed
+            && !slow
+            && Machine::success_is_noop(self.mirror.load(Ordering::Acquire), ticket.generation)
+        {
+            return;
+        }
         let transition = {
             let mut m = self.lock();
             let t = m.complete(ticket, failed, slow, &mut || self.now());
-            if t.is_some() {
+            // A transition, or the window turning clean or not, changes the mirror.
+            if t.is_some() || m.packed() != self.mirror.load(Ordering::Relaxed) {
                 self.publish(&m);
             }
             t

@@ -96,6 +96,9 @@ pub(crate) struct Ticket {
     pub(crate) record: bool,
 }
 
+/// The mirror's flag for [`Machine::clean`], above the state's bits.
+const CLEAN: u64 = 0x80;
+
 /// The answer to "may this call pass?".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Admit {
@@ -160,13 +163,50 @@ impl Machine {
         }
     }
 
-    /// The state and generation packed for the service's lock-free mirror.
+    /// The state, generation and [`Machine::clean`] flag packed for the service's
+    /// lock-free mirror.
     pub(crate) fn packed(&self) -> u64 {
-        (u64::from(self.generation) << 8) | self.state as u64
+        let clean = if self.clean() { CLEAN } else { 0 };
+        (u64::from(self.generation) << 8) | clean | self.state as u64
     }
 
     pub(crate) fn unpack(packed: u64) -> (State, u32) {
-        (State::from_u8(packed as u8), (packed >> 8) as u32)
+        (
+            State::from_u8(packed as u8 & !(CLEAN as u8)),
+            (packed >> 8) as u32,
+        )
+    }
+
+    /// Whether recording a fast success would leave this machine exactly as it is, so the
+    /// service may skip the lock for one. True when the machine records without tripping
+    /// on it (Closed, MetricsOnly) and its window cannot change: a count window full of
+    /// fast successes (writing one more into a ring of identical slots only rotates it,
+    /// and a rotation of identical slots is the same ring), or a consecutive model whose
+    /// current run is one fast success. A time window is never clean: a success adds to
+    /// the current bucket's count.
+    pub(crate) fn clean(&self) -> bool {
+        if !matches!(self.state, State::Closed | State::MetricsOnly) {
+            return false;
+        }
+        let stats = match &self.window {
+            Window::Count(w) => {
+                let stats = w.stats();
+                if stats.calls != w.size() as u64 {
+                    return false;
+                }
+                stats
+            }
+            Window::Consecutive(c) => c.stats(),
+            Window::Time(_) => return false,
+        };
+        stats.failures == 0 && stats.slow == 0 && stats.calls > 0
+    }
+
+    /// Whether a fast success admitted in generation `generation` may skip the lock,
+    /// given the mirror's `packed` word (see [`Machine::clean`]).
+    #[inline]
+    pub(crate) fn success_is_noop(packed: u64, generation: u32) -> bool {
+        packed & CLEAN != 0 && (packed >> 8) as u32 == generation
     }
 
     /// When an open breaker turns half-open.
@@ -713,6 +753,20 @@ mod tests {
         run(&mut m, secs(0), true);
         let (s, g) = Machine::unpack(m.packed());
         assert_eq!((s, g), (State::Open, 1));
+        // The clean flag does not leak into the state.
+        let mut m = Machine::new(count_settings(2, 1));
+        run(&mut m, secs(0), false);
+        assert!(!m.clean(), "not full yet");
+        run(&mut m, secs(0), false);
+        assert!(m.clean());
+        assert_eq!(Machine::unpack(m.packed()), (State::Closed, 0));
+        assert!(Machine::success_is_noop(m.packed(), 0));
+        assert!(
+            !Machine::success_is_noop(m.packed(), 1),
+            "another generation"
+        );
+        run(&mut m, secs(0), true);
+        assert!(!m.clean() && !Machine::success_is_noop(m.packed(), 0));
     }
 }
 
@@ -723,7 +777,82 @@ mod proptests {
     use super::*;
     use proptest::prelude::*;
 
+    /// One step of a random run: an outcome (failed, slow) or a manual state change.
+    #[derive(Debug, Clone, Copy)]
+    enum Step {
+        Outcome(bool, bool),
+        Advance(u64),
+        Set(u8),
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            8 => (proptest::bool::weighted(0.25), proptest::bool::weighted(0.1)).prop_map(|(f, s)| Step::Outcome(f, s)),
+            1 => (0u64..20).prop_map(Step::Advance),
+            1 => (0u8..6).prop_map(Step::Set),
+        ]
+    }
+
+    /// Runs `step` on `m` at `*now`; what it changed, as an observable trace.
+    fn apply(m: &mut Machine, now: &mut Duration, step: Step) -> String {
+        match step {
+            Step::Outcome(failed, slow) => match m.acquire(*now) {
+                (Admit::Yes(t), tr) => {
+                    let done = m.complete(t, failed, slow, &mut || *now);
+                    format!("{tr:?} {done:?} {:?}", m.stats(*now))
+                }
+                (no, tr) => format!("{tr:?} {no:?}"),
+            },
+            Step::Advance(secs) => {
+                *now += Duration::from_secs(secs);
+                format!("{:?}", m.tick(*now))
+            }
+            Step::Set(to) => format!("{:?}", m.set(State::from_u8(to), *now)),
+        }
+    }
+
     proptest! {
+        /// The lock-free fast path is exact: whenever the mirror says a fast success is a
+        /// no-op, a machine that records it and one that skips it behave the same from then
+        /// on, whatever follows.
+        #[test]
+        fn skipping_a_clean_success_changes_nothing(
+            count in proptest::bool::ANY,
+            size in 1usize..12,
+            min in 1u64..12,
+            prefix in proptest::collection::vec(step(), 0..80),
+            suffix in proptest::collection::vec(step(), 0..80),
+        ) {
+            let model = if count { FailureModel::count(size) } else { FailureModel::consecutive(size as u64) };
+            let mut m = Machine::new(Settings {
+                model,
+                minimum_calls: min,
+                failure_rate: 0.5,
+                slow_call: Some((Duration::from_secs(1), 0.5)),
+                open_duration: Duration::from_secs(10),
+                max_half_open: None,
+                ..Settings::default()
+            });
+            let mut now = Duration::ZERO;
+            for s in prefix {
+                apply(&mut m, &mut now, s);
+                if Machine::success_is_noop(m.packed(), Machine::unpack(m.packed()).1) {
+                    let (mut recorded, mut skipped) = (m.clone(), m.clone());
+                    let Admit::Yes(t) = recorded.acquire(now).0 else {
+                        prop_assert!(false, "a clean machine admits");
+                        unreachable!()
+                    };
+                    prop_assert_eq!(recorded.complete(t, false, false, &mut || now), None);
+                    prop_assert_eq!(recorded.packed(), skipped.packed());
+                    let (mut n1, mut n2) = (now, now);
+                    for s in &suffix {
+                        prop_assert_eq!(apply(&mut recorded, &mut n1, *s), apply(&mut skipped, &mut n2, *s));
+                        prop_assert_eq!(recorded.packed(), skipped.packed());
+                    }
+                }
+            }
+        }
+
         #[test]
         fn trips_exactly_when_the_reference_says(
             size in 1usize..30,

@@ -92,6 +92,11 @@ impl CountWindow {
         self.stats
     }
 
+    /// How many outcomes the ring holds when full.
+    pub(crate) fn size(&self) -> usize {
+        self.slots.len()
+    }
+
     pub(crate) fn clear(&mut self) {
         self.slots.iter_mut().for_each(|s| *s = 0);
         self.next = 0;

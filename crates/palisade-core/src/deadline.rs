@@ -35,33 +35,104 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// An absolute point in (tokio) time by which a call must be done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Deadline(Instant);
+///
+/// A deadline made where the clock was just read ([`Deadline::after`],
+/// [`Deadline::at_from`]) also remembers how much time was left then: an upper bound on
+/// what is left now, which lets a policy rule out work that needs more than that (a copy
+/// of the request for a retry or a hedge) without reading the clock again
+/// ([`Deadline::may_leave_more_than`]). Deadlines compare, order and hash by their instant
+/// only.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    at: Instant,
+    // Nanoseconds left when the deadline was made; `u64::MAX` when not known.
+    left_at_most: u64,
+}
+
+impl PartialEq for Deadline {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+
+impl Eq for Deadline {}
+
+impl PartialOrd for Deadline {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Deadline {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.at.cmp(&other.at)
+    }
+}
+
+impl std::hash::Hash for Deadline {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.at.hash(state);
+    }
+}
+
+const UNKNOWN: u64 = u64::MAX;
+
+fn nanos(d: Duration) -> u64 {
+    // Saturating at `UNKNOWN` is right: a bound of 584 years rules nothing out.
+    u64::try_from(d.as_nanos()).unwrap_or(UNKNOWN)
+}
 
 impl Deadline {
     /// A deadline at `instant`.
     pub const fn at(instant: Instant) -> Self {
-        Self(instant)
+        Self {
+            at: instant,
+            left_at_most: UNKNOWN,
+        }
+    }
+
+    /// A deadline at `instant`, made at `now` (a clock reading the caller already has):
+    /// it remembers that at most `instant - now` is left.
+    pub fn at_from(instant: Instant, now: Instant) -> Self {
+        Self {
+            at: instant,
+            left_at_most: nanos(instant.saturating_duration_since(now)),
+        }
     }
 
     /// A deadline `timeout` from now (saturating far in the future on overflow).
     pub fn after(timeout: Duration) -> Self {
-        Self(crate::time::from_now(timeout))
+        let now = Instant::now();
+        Self::at_from(crate::time::add(now, timeout), now)
     }
 
     /// The instant.
     pub const fn instant(&self) -> Instant {
-        self.0
+        self.at
     }
 
     /// Time left until the deadline; zero once it has passed.
     pub fn remaining(&self) -> Duration {
-        self.0.saturating_duration_since(Instant::now())
+        self.at.saturating_duration_since(Instant::now())
+    }
+
+    /// Whether more than `d` may still be left: `false` only when at most `d` is left
+    /// for certain. Answered without reading the clock when the deadline remembers it had
+    /// `d` or less left when it was made (or more than `d`, in which case the answer is a
+    /// cheap "maybe": time may have passed since). Otherwise exact, from the clock. For
+    /// decisions that only save work when the answer is `false`; a decision that must be
+    /// exact (sleep or not, send or not) reads [`Deadline::remaining`].
+    pub fn may_leave_more_than(&self, d: Duration) -> bool {
+        if self.left_at_most == UNKNOWN {
+            self.remaining() > d
+        } else {
+            self.left_at_most > nanos(d)
+        }
     }
 
     /// Whether the deadline has passed.
     pub fn is_expired(&self) -> bool {
-        Instant::now() >= self.0
+        Instant::now() >= self.at
     }
 
     /// The earlier of two deadlines: a policy may shorten a caller's deadline, never
@@ -181,6 +252,32 @@ no_deadline!(
 mod tests {
     use super::*;
     use tokio::time;
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn may_leave_more_than_never_rules_out_time_that_is_left() {
+        let d = Deadline::after(Duration::from_millis(300));
+        // The bound remembered at creation decides without the clock...
+        assert!(!d.may_leave_more_than(Duration::from_millis(300)));
+        assert!(d.may_leave_more_than(Duration::from_millis(299)));
+        // ...so after time passes it may say "maybe" where only 100ms are left, but it
+        // never says "no" while more than `d` is left.
+        time::advance(Duration::from_millis(200)).await;
+        assert!(d.may_leave_more_than(Duration::from_millis(150)));
+        assert!(!d.may_leave_more_than(Duration::from_millis(300)));
+        // Without a remembered bound, it is exact.
+        let at = Deadline::at(d.instant());
+        assert!(!at.may_leave_more_than(Duration::from_millis(150)));
+        assert!(at.may_leave_more_than(Duration::from_millis(99)));
+        // A bound does not take part in comparisons.
+        assert_eq!(at, d);
+        let now = Instant::now();
+        assert_eq!(Deadline::at_from(d.instant(), now), at);
+        assert!(
+            !Deadline::at_from(d.instant(), now).may_leave_more_than(Duration::from_millis(100))
+        );
+        assert!(!Deadline::at_from(now, now + Duration::from_secs(1))
+            .may_leave_more_than(Duration::ZERO));
+    }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]
     async fn remaining_counts_down_and_saturates() {

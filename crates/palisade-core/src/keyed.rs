@@ -2,7 +2,8 @@
 //! eviction, behind keyed rate limits, per-key breakers and keyed concurrency limits.
 //!
 //! A [`KeyedStore`] is a sharded map (one short mutex per shard, hash-flood resistant
-//! hashing). Each entry says how it may be evicted ([`StoreEntry::eviction`]):
+//! hashing, computed once per operation: the same hash picks the shard and finds the entry
+//! in it). Each entry says how it may be evicted ([`StoreEntry::eviction`]):
 //!
 //! - [`Eviction::Idle`]: dropping it changes no decision (a full rate bucket, an unused
 //!   limit, a long-idle closed breaker): swept first, all at once;
@@ -43,11 +44,16 @@
 //! ```
 
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
 use std::fmt;
 use std::hash::{BuildHasher, Hash};
 use std::num::NonZeroUsize;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use hashbrown::HashTable;
+
+/// One shard: entries found by a hash computed once, outside the table (std's `HashMap`
+/// would hash the key a second time to find it).
+type Shard<K, V> = HashTable<(K, V)>;
 
 /// How an entry may be evicted; see the [module docs](self).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -82,7 +88,7 @@ impl std::error::Error for StoreFull {}
 /// A sharded, capped map of per-key state; see the [module docs](self).
 pub struct KeyedStore<K, V> {
     hasher: RandomState,
-    shards: Box<[Mutex<HashMap<K, V>>]>,
+    shards: Box<[Mutex<Shard<K, V>>]>,
     /// Each shard's cap; they add up to `max_keys` exactly.
     caps: Box<[usize]>,
     max_keys: usize,
@@ -97,7 +103,7 @@ impl<K, V> KeyedStore<K, V> {
         let caps: Box<[usize]> = (0..count)
             .map(|i| max / count + usize::from(i < max % count))
             .collect();
-        let shards = (0..count).map(|_| Mutex::new(HashMap::new())).collect();
+        let shards = (0..count).map(|_| Mutex::new(HashTable::new())).collect();
         Self {
             hasher: RandomState::new(),
             shards,
@@ -108,11 +114,16 @@ impl<K, V> KeyedStore<K, V> {
 }
 
 impl<K: Hash + Eq, V: StoreEntry> KeyedStore<K, V> {
-    fn shard_of(&self, key: &K) -> usize {
-        (self.hasher.hash_one(key) as usize) % self.shards.len()
+    /// The key's hash and its shard. The table's bucket index and tag come from the hash's
+    /// low and top bits; the shard is picked from bits in between, so every bucket of a
+    /// shard stays usable.
+    #[inline]
+    fn locate(&self, key: &K) -> (u64, usize) {
+        let hash = self.hasher.hash_one(key);
+        (hash, ((hash >> 32) as usize) % self.shards.len())
     }
 
-    fn lock(&self, index: usize) -> MutexGuard<'_, HashMap<K, V>> {
+    fn lock(&self, index: usize) -> MutexGuard<'_, Shard<K, V>> {
         // Callers' closures run under the lock; a panic in one leaves the map itself
         // consistent (entries are replaced whole), so a poisoned shard is still usable.
         self.shards[index]
@@ -134,10 +145,10 @@ impl<K: Hash + Eq, V: StoreEntry> KeyedStore<K, V> {
         now: u64,
         f: impl FnOnce(Option<&mut V>) -> (R, Option<V>),
     ) -> Result<R, StoreFull> {
-        let index = self.shard_of(&key);
+        let (hash, index) = self.locate(&key);
         let cap = self.caps[index];
         let mut map = self.lock(index);
-        if let Some(entry) = map.get_mut(&key) {
+        if let Some((_, entry)) = map.find_mut(hash, |(k, _)| *k == key) {
             let (r, replace) = f(Some(entry));
             if let Some(v) = replace {
                 *entry = v;
@@ -152,14 +163,18 @@ impl<K: Hash + Eq, V: StoreEntry> KeyedStore<K, V> {
         }
         let (r, insert) = f(None);
         if let Some(v) = insert {
-            map.insert(key, v);
+            let hasher = &self.hasher;
+            map.insert_unique(hash, (key, v), |(k, _)| hasher.hash_one(k));
         }
         Ok(r)
     }
 
     /// Reads `key`'s entry, if it is live.
     pub fn get<R>(&self, key: &K, f: impl FnOnce(&V) -> R) -> Option<R> {
-        self.lock(self.shard_of(key)).get(key).map(f)
+        let (hash, index) = self.locate(key);
+        self.lock(index)
+            .find(hash, |(k, _)| k == key)
+            .map(|(_, v)| f(v))
     }
 
     /// Live keys now.
@@ -187,8 +202,8 @@ impl<K: Hash + Eq, V: StoreEntry> KeyedStore<K, V> {
 
 /// Frees room in a full shard: every idle entry, then, if that freed less than an eighth
 /// of the cap, the lowest-ranked entries up to an eighth. Pinned entries stay.
-fn sweep<K: Hash + Eq, V: StoreEntry>(map: &mut HashMap<K, V>, now: u64, cap: usize) {
-    map.retain(|_, v| v.eviction(now) != Eviction::Idle);
+fn sweep<K, V: StoreEntry>(map: &mut Shard<K, V>, now: u64, cap: usize) {
+    map.retain(|(_, v)| v.eviction(now) != Eviction::Idle);
     let target = cap - (cap / 8).max(1);
     if map.len() <= target {
         return;
@@ -196,8 +211,8 @@ fn sweep<K: Hash + Eq, V: StoreEntry>(map: &mut HashMap<K, V>, now: u64, cap: us
     // The k-th smallest rank splits "evict" from "keep". This Vec is the only allocation,
     // once per sweep, so amortized over cap/8 inserts.
     let mut ranks: Vec<u64> = map
-        .values()
-        .filter_map(|v| match v.eviction(now) {
+        .iter()
+        .filter_map(|(_, v)| match v.eviction(now) {
             Eviction::Rank(r) => Some(r),
             _ => None,
         })
@@ -208,7 +223,7 @@ fn sweep<K: Hash + Eq, V: StoreEntry>(map: &mut HashMap<K, V>, now: u64, cap: us
     }
     let (_, &mut threshold, _) = ranks.select_nth_unstable(excess - 1);
     let mut to_drop = excess;
-    map.retain(|_, v| match v.eviction(now) {
+    map.retain(|(_, v)| match v.eviction(now) {
         Eviction::Rank(r) if to_drop > 0 && r <= threshold => {
             to_drop -= 1;
             false

@@ -51,6 +51,7 @@ impl TokioClock {
     }
 
     /// Nanoseconds since the origin.
+    #[inline]
     pub(crate) fn now_nanos(&self) -> u64 {
         crate::gcra::duration_to_nanos(self.origin.elapsed())
     }

@@ -19,49 +19,77 @@ pin_project! {
     /// service and readies it only when its slot is due, so it pins nothing below while it
     /// sleeps (core's [`Admission`]). Dropping it while waiting cancels the call; the
     /// reserved slot is not given back (it simply elapses). Only the waiting state
-    /// allocates (its timer); admitted and rejected calls do not.
+    /// allocates; admitted and rejected calls do not.
     pub struct ResponseFuture<S, Request>
     where
         S: Service<Request>,
     {
         #[pin]
-        inner: Admission<S, Request, Slot, (), RateLimited>,
+        kind: Kind<S, Request>,
     }
 }
 
-/// The wait for a reserved slot: it always ends in admission. The timer is boxed: it is
-/// large, and keeping it inline would make every admitted call move a future sized for
-/// the rare waiting one.
-#[derive(Debug)]
-pub(crate) struct Slot(Pin<Box<Sleep>>);
+pin_project! {
+    #[project = KindProj]
+    enum Kind<S, Request>
+    where
+        S: Service<Request>,
+    {
+        // Admitted at once: only the inner future is stored, so the future every admitted
+        // call moves is the size of the inner one plus a tag.
+        Called {
+            #[pin]
+            fut: S::Future,
+        },
+        // The rare waiting state (timer, unready clone, request) lives out of line, in the
+        // one allocation a waiting call makes.
+        Waiting {
+            admission: Pin<Box<Admission<S, Request, Slot, (), RateLimited>>>,
+        },
+        Rejected {
+            error: Option<RateLimited>,
+        },
+    }
+}
+
+pin_project! {
+    /// The wait for a reserved slot: it always ends in admission.
+    #[derive(Debug)]
+    pub(crate) struct Slot {
+        #[pin]
+        sleep: Sleep,
+    }
+}
 
 impl Future for Slot {
     type Output = Result<(), RateLimited>;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.0.as_mut().poll(cx).map(Ok)
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.project().sleep.poll(cx).map(Ok)
     }
 }
 
 // === impl ResponseFuture ===
 
 impl<S: Service<Request>, Request> ResponseFuture<S, Request> {
-    pub(crate) fn called(future: S::Future) -> Self {
+    pub(crate) fn called(fut: S::Future) -> Self {
         Self {
-            inner: Admission::called(future, ()),
+            kind: Kind::Called { fut },
         }
     }
 
     /// `service` is an unready clone: the ready one stays with the layer.
     pub(crate) fn waiting(sleep: Sleep, service: S, request: Request) -> Self {
         Self {
-            inner: Admission::waiting(Slot(Box::pin(sleep)), service, request),
+            kind: Kind::Waiting {
+                admission: Box::pin(Admission::waiting(Slot { sleep }, service, request)),
+            },
         }
     }
 
     pub(crate) fn rejected(error: RateLimited) -> Self {
         Self {
-            inner: Admission::rejected(error),
+            kind: Kind::Rejected { error: Some(error) },
         }
     }
 }
@@ -74,14 +102,25 @@ where
     type Output = Result<S::Response, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().inner.poll(cx)
+        match self.project().kind.project() {
+            KindProj::Called { fut } => fut.poll(cx).map_err(Into::into),
+            KindProj::Waiting { admission } => admission.as_mut().poll(cx),
+            KindProj::Rejected { error } => {
+                Poll::Ready(Err(error.take().expect("polled after completion").into()))
+            }
+        }
     }
 }
 
 impl<S: Service<Request>, Request> std::fmt::Debug for ResponseFuture<S, Request> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match &self.kind {
+            Kind::Called { .. } => "Called",
+            Kind::Waiting { .. } => "Waiting",
+            Kind::Rejected { .. } => "Rejected",
+        };
         f.debug_struct("ResponseFuture")
-            .field("inner", &self.inner)
+            .field("state", &state)
             .finish()
     }
 }

@@ -60,6 +60,7 @@ impl Gcra {
     ///
     /// The request is conforming when, after adding its cells, the bucket does not
     /// overflow: `max(tat, now) + cost * t <= now + tau`. The overflow is the wait.
+    #[inline]
     pub(crate) fn decide(&self, tat: u64, now: u64, cost: u32, max_wait: u64) -> Decision {
         if cost > self.burst {
             return Decision::TooCostly;
@@ -87,8 +88,12 @@ impl Gcra {
     }
 }
 
+/// `d` in nanoseconds, saturating at `u64::MAX` (584 years), without `u128` arithmetic.
+#[inline]
 pub(crate) fn duration_to_nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+    d.as_secs()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(u64::from(d.subsec_nanos()))
 }
 
 #[cfg(test)]
@@ -187,6 +192,22 @@ mod tests {
             Decision::Admit { tat, wait: 0 },
             "zero cost passes without touching state"
         );
+    }
+
+    #[test]
+    fn nanos_saturate_like_u128() {
+        for d in [
+            Duration::ZERO,
+            Duration::from_nanos(1),
+            Duration::new(1, 999_999_999),
+            Duration::from_nanos(u64::MAX),
+            Duration::from_nanos(u64::MAX) + Duration::from_nanos(1),
+            Duration::new(u64::MAX / 1_000_000_000, 999_999_999),
+            Duration::MAX,
+        ] {
+            let want = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+            assert_eq!(duration_to_nanos(d), want, "{d:?}");
+        }
     }
 
     #[test]

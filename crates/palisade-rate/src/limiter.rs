@@ -101,25 +101,41 @@ impl Limiter {
     /// Takes `cost` cells, reserving a slot up to `max_wait` ahead when the bucket is empty.
     /// Reservations are handed out in call order, so waiters are served first come, first
     /// served.
+    #[inline]
     pub fn acquire(&self, cost: u32, max_wait: Duration) -> Acquire {
         self.decisions.count(self.decide(cost, max_wait))
     }
 
+    #[inline]
     fn decide(&self, cost: u32, max_wait: Duration) -> Acquire {
         let max_wait = duration_to_nanos(max_wait);
+        // The one clock reading of the decision, taken before the state is loaded: a CAS
+        // retry reuses it (the decision is for this arrival time, whoever won the race).
         let now = self.clock.now_nanos();
-        let mut current = self.tat.load(Ordering::Acquire);
+        let mut current = self.tat.load(Ordering::Relaxed);
         loop {
             match self.gcra.decide(current, now, cost, max_wait) {
+                // The common case, a cell taken now: one compare-and-swap, then done.
+                Decision::Admit { tat, wait: 0 } if tat != current => {
+                    match self.tat.compare_exchange_weak(
+                        current,
+                        tat,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => return Acquire::Now,
+                        // Another caller took cells since we read: decide again on their
+                        // state so both decisions count.
+                        Err(actual) => current = actual,
+                    }
+                }
                 Decision::Admit { tat, wait } => {
                     if tat != current {
-                        // Another caller may have taken cells since we read: retry on
-                        // their state so both decisions count.
                         if let Err(actual) = self.tat.compare_exchange_weak(
                             current,
                             tat,
                             Ordering::AcqRel,
-                            Ordering::Acquire,
+                            Ordering::Relaxed,
                         ) {
                             current = actual;
                             continue;

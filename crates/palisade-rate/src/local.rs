@@ -149,10 +149,14 @@ impl<S, C> RateLimit<S, C> {
 }
 
 /// The wait a request may accept: `max_wait`, capped by what its deadline leaves.
+///
+/// A layer that rejects at once (`max_wait` zero, the default) never asks the deadline,
+/// so it does not read the clock for it: the limiter's own reading is the call's only one.
+#[inline]
 pub(crate) fn allowed_wait(max_wait: Duration, deadline: Option<Deadline>) -> Duration {
     match deadline {
-        Some(deadline) => max_wait.min(deadline.remaining()),
-        None => max_wait,
+        Some(deadline) if !max_wait.is_zero() => max_wait.min(deadline.remaining()),
+        _ => max_wait,
     }
 }
 

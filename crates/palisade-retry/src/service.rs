@@ -93,21 +93,24 @@ where
         // agrees to copy it. Otherwise the call costs what the inner one does. An empty
         // budget does not stop the copy: waiting out a local rate limit costs no budget,
         // and a budgeted retry is refused (and counted) when it is planned.
-        let retrier = if shared.max_attempts > 1
-            && deadline.is_none_or(|d| d.remaining() > shared.min_remaining)
+        let template = if shared.max_attempts > 1
+            // Without a clock read when the deadline knows its bound: a "maybe" only costs
+            // the copy, and a retry is planned against the real time left.
+            && deadline.is_none_or(|d| d.may_leave_more_than(shared.min_remaining))
         {
-            self.policy
-                .clone_request(&req)
-                .map(|template| Replayer::new(self.inner.clone(), template, self.policy.clone()))
+            self.policy.clone_request(&req)
         } else {
             None
         };
         // The first attempt uses the service `poll_ready` readied; the clone in the
-        // retrier is readied by the response future only when a retry is due.
-        let first = self.inner.call(req);
+        // retrier is readied by the response future only when a retry is due. Both are
+        // made inside the expression that builds the returned future, so the compiler
+        // writes them in place rather than moving them (a profile showed the nested future
+        // and the retrier each copied twice per call when they went through locals). The
+        // clone is taken after the call: a clone never inherits a reservation either way.
         ResponseFuture::new(
-            first,
-            retrier,
+            self.inner.call(req),
+            template.map(|t| Replayer::new(self.inner.clone(), t, self.policy.clone())),
             deadline,
             Arc::clone(&self.shared),
             self.classify.clone(),

@@ -288,3 +288,65 @@ fn canonical_stack_happy_path_allocates_nothing() {
         "allocations over 1,000 calls: {info:?}"
     );
 }
+
+/// The response future of the canonical stack, layer by layer, stays within the bound
+/// measured when it was last shrunk. A layer that grows its future (an inline timer, a
+/// second copy of the request) fails this test; lower the bound when you shrink one. The
+/// bounds are the sizes under `cargo test --workspace --all-features`, where unified
+/// features make a few types larger (8 B in the hedge) than in a build of this package.
+#[test]
+fn canonical_stack_future_size_is_bounded() {
+    use std::task::{Context, Poll, Waker};
+    use tower::Layer;
+
+    /// Size of the response future of `svc` for one call (made, not polled).
+    fn future_size<S: Service<Req>>(mut svc: S) -> usize {
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+        std::mem::size_of_val(&svc.call(WithDeadline::new(1)))
+    }
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _enter = rt.enter();
+    let quota = Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap());
+    let leaf = service_fn(|r: Req| std::future::ready(Ok::<_, BoxError>(r.request)));
+    let timeout = TimeoutLayer::new(ms(500)).layer(leaf);
+    let limit = ConcurrencyLimitLayer::new(1000).layer(timeout.clone());
+    let rate = RateLimitLayer::new(quota).layer(limit.clone());
+    let breaker = CircuitBreakerLayer::builder()
+        .build()
+        .unwrap()
+        .layer(rate.clone());
+    let hedge = HedgeLayer::builder(HedgeDelay::fixed(ms(50)))
+        .policy(palisade_fanout::hedge::CloneAll)
+        .build()
+        .unwrap()
+        .layer(breaker.clone());
+    let retry = RetryLayer::builder()
+        .max_attempts(3)
+        .budget(RetryBudget::ttl(Duration::from_secs(10), 10, 0.2))
+        .policy(palisade_retry::CloneAll)
+        .build()
+        .unwrap()
+        .layer(hedge.clone());
+    let deadline = DeadlineLayer::new(Duration::from_secs(1)).layer(retry.clone());
+    let sizes = [
+        ("timeout", future_size(timeout), 160),
+        ("concurrency limit", future_size(limit), 168),
+        // Admitted calls store only the inner future: the rate limit adds nothing.
+        ("rate limit", future_size(rate), 168),
+        ("breaker", future_size(breaker), 208),
+        ("hedge", future_size(hedge), 664),
+        ("retry", future_size(retry), 952),
+        ("deadline (the whole stack)", future_size(deadline), 1088),
+    ];
+    for (layer, size, bound) in sizes {
+        assert!(
+            size <= bound,
+            "{layer}: response future {size} B > {bound} B; all: {sizes:?}"
+        );
+    }
+}

@@ -84,24 +84,35 @@ where
             let min_remaining = self.shared.min_remaining.unwrap_or(delay);
             if let Some(d) = deadline {
                 // The first hedge would start at `delay` and needs `min_remaining` after it.
-                if d.remaining() < delay.saturating_add(min_remaining) {
+                // Ruled out without a clock read when the deadline knows its bound; a
+                // "maybe" costs only the copy, as a hedge is fired against the real time
+                // left.
+                // (`remaining >= needed` is `remaining > needed - 1ns` at nanosecond grain.)
+                let needed = delay.saturating_add(min_remaining);
+                if !needed.is_zero()
+                    && !d.may_leave_more_than(needed - std::time::Duration::from_nanos(1))
+                {
                     return None;
                 }
             }
             let template = self.policy.clone_request(&req)?;
-            Some(Spare::new(
-                Replayer::new(self.inner.clone(), template, self.policy.clone()),
-                self.shared.max_extra,
-                delay,
-                min_remaining,
-            ))
+            Some((template, delay, min_remaining))
         });
         // The primary uses the service `poll_ready` readied; the spare clone is readied
-        // by the response future only when a hedge is due.
-        let primary = self.inner.call(req);
+        // by the response future only when a hedge is due. Both are made inside the
+        // expression that builds the returned future, so the compiler writes them in place
+        // instead of moving them through locals (a copy each per call, in a profile). The
+        // clone is taken after the call: a clone never inherits a reservation either way.
         ResponseFuture::new(
-            primary,
-            spare,
+            self.inner.call(req),
+            spare.map(|(template, delay, min_remaining)| {
+                Spare::new(
+                    Replayer::new(self.inner.clone(), template, self.policy.clone()),
+                    self.shared.max_extra,
+                    delay,
+                    min_remaining,
+                )
+            }),
             deadline,
             Arc::clone(&self.shared),
             self.classify.clone(),

@@ -1,6 +1,4 @@
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -10,8 +8,7 @@ use tower_service::Service;
 use super::future_impl::ResponseFuture;
 use super::layer::OnFull;
 use super::shared::{Permit, Shared};
-
-type Acquire = Pin<Box<dyn Future<Output = Option<Permit>> + Send + Sync + 'static>>;
+use tokio_util::sync::ReusableBoxFuture;
 
 /// Limits the calls in flight through the inner service; built by
 /// [`ConcurrencyLimitLayer`](super::ConcurrencyLimitLayer). See the [module docs](super).
@@ -21,8 +18,12 @@ pub struct ConcurrencyLimit<S> {
     on_full: OnFull,
     /// `OnFull::Wait` only: the permit `poll_ready` reserved for the next `call`.
     permit: Option<Permit>,
-    /// `OnFull::Wait` only: a wait for a permit in progress.
-    waiting: Option<Acquire>,
+    /// `OnFull::Wait` only: the wait for a permit. Boxed once per service, the first time
+    /// it waits, and reused by every later wait (same future type, same allocation), so a
+    /// contended wait allocates nothing; linkerd's gate keeps its boxed future the same way.
+    wait: Option<ReusableBoxFuture<'static, Option<Permit>>>,
+    /// Whether `wait` holds a wait in progress (else it is a finished one, kept for reuse).
+    waiting: bool,
 }
 
 // === impl ConcurrencyLimit ===
@@ -34,7 +35,8 @@ impl<S> ConcurrencyLimit<S> {
             shared,
             on_full,
             permit: None,
-            waiting: None,
+            wait: None,
+            waiting: false,
         }
     }
 
@@ -42,7 +44,7 @@ impl<S> ConcurrencyLimit<S> {
 
     /// Backpressure: a permit now, or a place in line and `Pending`.
     fn poll_permit(&mut self, cx: &mut Context<'_>) -> Poll<Permit> {
-        if self.waiting.is_none() {
+        if !self.waiting {
             if let Some(permit) = self.shared.try_acquire() {
                 return Poll::Ready(permit);
             }
@@ -50,11 +52,18 @@ impl<S> ConcurrencyLimit<S> {
                 .shared
                 .enqueue(None)
                 .expect("an unbounded queue always has room");
-            self.waiting = Some(Shared::acquire(slot, None));
+            let wait = Shared::wait_for(slot, None);
+            match &mut self.wait {
+                // Same future type every time: `set` reuses the allocation.
+                Some(boxed) => boxed.set(wait),
+                None => self.wait = Some(ReusableBoxFuture::new(wait)),
+            }
+            self.waiting = true;
         }
-        let waiting = self.waiting.as_mut().expect("set above");
-        let permit = ready!(waiting.as_mut().poll(cx));
-        self.waiting = None;
+        let wait = self.wait.as_mut().expect("set above");
+        let permit = ready!(wait.poll(cx));
+        // The finished future (it holds nothing: its slot is gone) stays for the next wait.
+        self.waiting = false;
         Poll::Ready(permit.expect("a wait without a maximum only ends with a permit"))
     }
 
@@ -148,7 +157,7 @@ impl<S: fmt::Debug> fmt::Debug for ConcurrencyLimit<S> {
             .field("shared", &self.shared)
             .field("on_full", &self.on_full)
             .field("reserved", &self.permit.is_some())
-            .field("waiting", &self.waiting.is_some())
+            .field("waiting", &self.waiting)
             .finish()
     }
 }

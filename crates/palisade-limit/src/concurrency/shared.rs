@@ -115,39 +115,44 @@ impl Shared {
 
     /// Waits in `slot` for a permit, first come first served; at most `max_wait` if given.
     ///
-    /// Returns a boxed future: this is the contended path, and the only place the limit
-    /// allocates. The slot (and so the queued count) lives exactly as long as the wait.
+    /// Returns a boxed future: this is the contended path of the queue mode, where each
+    /// waiting call owns its wait. The slot (and so the queued count) lives exactly as long
+    /// as the wait.
     pub(crate) fn acquire(
         slot: QueueSlot,
         max_wait: Option<Duration>,
     ) -> Pin<Box<dyn Future<Output = Option<Permit>> + Send + Sync + 'static>> {
-        Box::pin(async move {
-            let shared = Arc::clone(&slot.shared);
-            // The wait is timed only when metrics are on: no clock read otherwise.
-            #[cfg(feature = "metrics")]
-            let waited_from = tokio::time::Instant::now();
-            let acquired = match max_wait {
-                Some(wait) => tokio::time::timeout(wait, shared.semaphore.acquire())
-                    .await
-                    .is_ok(),
-                None => {
-                    shared.semaphore.acquire().await;
-                    true
-                }
-            };
-            drop(slot);
-            #[cfg(feature = "metrics")]
-            shared
-                .queue_wait
-                .record(waited_from.elapsed().as_secs_f64());
-            // Not `then_some`: that would build (and drop, releasing) a Permit on timeout.
-            if acquired {
-                shared.in_flight_gauge.increment(1.0);
-                Some(Permit { shared })
-            } else {
-                None
+        Box::pin(Self::wait_for(slot, max_wait))
+    }
+
+    /// The wait of [`Shared::acquire`], unboxed, for a caller that keeps one allocation
+    /// for all its waits (the wait mode's [`ReusableBoxFuture`](tokio_util::sync::ReusableBoxFuture)).
+    pub(crate) async fn wait_for(slot: QueueSlot, max_wait: Option<Duration>) -> Option<Permit> {
+        let shared = Arc::clone(&slot.shared);
+        // The wait is timed only when metrics are on: no clock read otherwise.
+        #[cfg(feature = "metrics")]
+        let waited_from = tokio::time::Instant::now();
+        let acquired = match max_wait {
+            Some(wait) => tokio::time::timeout(wait, shared.semaphore.acquire())
+                .await
+                .is_ok(),
+            None => {
+                shared.semaphore.acquire().await;
+                true
             }
-        })
+        };
+        drop(slot);
+        #[cfg(feature = "metrics")]
+        shared
+            .queue_wait
+            .record(waited_from.elapsed().as_secs_f64());
+        // Not `then_some`: that would build (and drop, releasing) a Permit on timeout.
+        if acquired {
+            shared.in_flight_gauge.increment(1.0);
+            Some(Permit { shared })
+        } else {
+            None
+        }
     }
 
     fn release(&self) {

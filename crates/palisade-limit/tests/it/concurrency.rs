@@ -503,6 +503,40 @@ fn happy_path_allocates_nothing() {
     }
 }
 
+/// A contended wait in wait mode allocates nothing: the service boxes its wait once, the
+/// first time it waits, and reuses that allocation for every later wait.
+#[test]
+fn contended_waits_allocate_nothing_after_the_first() {
+    let leaf = service_fn(|r: u64| std::future::ready(Ok::<_, BoxError>(r)));
+    let layer = ConcurrencyLimitLayer::new(1);
+    let mut holder = layer.layer(leaf);
+    let mut waiter = layer.layer(leaf);
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut one_wait = |i: u64| {
+        // `holder` takes the only permit and keeps it in its unpolled response future...
+        assert!(matches!(holder.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+        let held = holder.call(i);
+        // ...so `waiter` waits in line,
+        assert!(waiter.poll_ready(&mut cx).is_pending());
+        assert!(waiter.poll_ready(&mut cx).is_pending(), "still waiting");
+        // until the permit comes back and goes to it.
+        drop(held);
+        assert!(matches!(waiter.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+        let fut = pin!(waiter.call(i));
+        assert!(matches!(fut.poll(&mut cx), Poll::Ready(Ok(n)) if n == i));
+    };
+    one_wait(0); // the first wait boxes the wait once
+    let info = allocation_counter::measure(|| {
+        for i in 1..=100 {
+            one_wait(i);
+        }
+    });
+    assert_eq!(
+        info.count_total, 0,
+        "100 contended waits allocated: {info:?}"
+    );
+}
+
 #[test]
 fn pending_wait_is_polled_to_readiness_by_the_task() {
     // Sanity: a waiter in poll_ready is woken, not spun.

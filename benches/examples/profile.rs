@@ -1,0 +1,155 @@
+//! A fixed number of happy-path calls through one contender, for instruction counts under
+//! `valgrind --tool=callgrind` (repeatable on a shared machine, unlike timings):
+//!
+//! ```text
+//! cargo build --release -p palisade-benches --example profile
+//! valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*profile::measure*' \
+//!     target/release/examples/profile rate-keyless
+//! ```
+//!
+//! Instructions per call = the reported total ÷ `CALLS`. Contenders: `bare`, `rate-keyless`,
+//! `rate-limiter`, `rate-keyed`, `rate-keyed-limiter`, `governor`, `governor-keyed`, `breaker`, `stack`.
+
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use palisade_benches::{call_once, echo, Echo};
+use palisade_core::{BoxError, WithDeadline};
+use tower::{Layer, Service, ServiceBuilder};
+
+const CALLS: u64 = 100_000;
+
+fn huge() -> palisade_rate::Quota {
+    palisade_rate::Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap())
+}
+
+#[inline(never)]
+fn measure<S: Service<R>, R>(svc: &mut S, mut req: impl FnMut(u64) -> R)
+where
+    S::Error: std::fmt::Debug,
+{
+    for i in 0..CALLS {
+        black_box(call_once(svc, req(i)).unwrap());
+    }
+}
+
+#[inline(never)]
+fn measure_fn(mut f: impl FnMut(u64)) {
+    for i in 0..CALLS {
+        f(i);
+    }
+}
+
+fn main() {
+    let which = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "rate-keyless".to_owned());
+    let rt = palisade_benches::runtime();
+    let _enter = rt.enter();
+    let bare: Echo<BoxError> = echo();
+    match which.as_str() {
+        "bare" => {
+            let mut svc = bare;
+            measure(&mut svc, |i| i);
+        }
+        "rate-keyless" => {
+            let mut svc = palisade_rate::RateLimitLayer::new(huge()).layer(bare);
+            measure(&mut svc, |i| i);
+        }
+        "rate-limiter" => {
+            let limiter = palisade_rate::Limiter::new(huge());
+            measure_fn(|_| {
+                black_box(limiter.check(1)).unwrap();
+            });
+        }
+        "governor" => {
+            let limiter = governor::RateLimiter::direct(huge());
+            measure_fn(|_| {
+                black_box(limiter.check()).unwrap();
+            });
+        }
+        "rate-keyed" => {
+            let layer = palisade_rate::KeyedRateLimitLayer::new(huge(), |r: &u64| *r % 10_000)
+                .max_keys(std::num::NonZeroUsize::new(100_000).unwrap());
+            let mut svc = layer.layer(bare);
+            for k in 0..10_000 {
+                call_once(&mut svc, k).unwrap();
+            }
+            measure(&mut svc, |i| i.wrapping_mul(7919));
+        }
+        "rate-keyed-limiter" => {
+            let layer = palisade_rate::KeyedRateLimitLayer::new(huge(), |r: &u64| *r)
+                .max_keys(std::num::NonZeroUsize::new(100_000).unwrap());
+            let limiter = layer.limiter();
+            for k in 0..10_000u64 {
+                limiter.acquire(k, 1, Duration::ZERO);
+            }
+            measure_fn(|i| {
+                black_box(limiter.acquire(i.wrapping_mul(7919) % 10_000, 1, Duration::ZERO));
+            });
+        }
+        "governor-keyed" => {
+            let limiter = governor::RateLimiter::hashmap(huge());
+            for k in 0..10_000u64 {
+                limiter.check_key(&k).unwrap();
+            }
+            measure_fn(|i| {
+                black_box(limiter.check_key(&(i.wrapping_mul(7919) % 10_000))).unwrap();
+            });
+        }
+        "breaker" => {
+            let mut svc = palisade_breaker::CircuitBreakerLayer::builder()
+                .failure_model(palisade_breaker::FailureModel::count(100))
+                .minimum_calls(100)
+                .failure_rate(0.5)
+                .build()
+                .unwrap()
+                .layer(bare);
+            measure(&mut svc, |i| i);
+        }
+        "stack" => {
+            let mut svc = ServiceBuilder::new()
+                .layer(palisade_deadline::DeadlineLayer::new(Duration::from_secs(
+                    1,
+                )))
+                .layer(
+                    palisade_retry::RetryLayer::builder()
+                        .max_attempts(3)
+                        .budget(palisade_retry::RetryBudget::ttl(
+                            Duration::from_secs(10),
+                            10,
+                            0.2,
+                        ))
+                        .policy(palisade_retry::CloneAll)
+                        .build()
+                        .unwrap(),
+                )
+                .layer(
+                    palisade_fanout::HedgeLayer::builder(palisade_fanout::HedgeDelay::fixed(
+                        Duration::from_millis(50),
+                    ))
+                    .policy(palisade_fanout::hedge::CloneAll)
+                    .build()
+                    .unwrap(),
+                )
+                .layer(
+                    palisade_breaker::CircuitBreakerLayer::builder()
+                        .build()
+                        .unwrap(),
+                )
+                .layer(palisade_rate::RateLimitLayer::new(
+                    huge().allow_burst(NonZeroU32::new(1_000_000).unwrap()),
+                ))
+                .layer(palisade_limit::ConcurrencyLimitLayer::new(1000))
+                .layer(palisade_deadline::TimeoutLayer::new(Duration::from_millis(
+                    500,
+                )))
+                .service(tower::service_fn(|r: WithDeadline<u64>| {
+                    std::future::ready(Ok::<_, BoxError>(r.request))
+                }));
+            measure(&mut svc, WithDeadline::new);
+        }
+        other => panic!("unknown contender {other}"),
+    }
+}

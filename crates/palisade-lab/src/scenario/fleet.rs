@@ -59,7 +59,7 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
 
     // One fleet layer per client, each over its own connection: nothing shared in process.
     let mut fleet_layers = Vec::new();
-    for i in 0..CALLS.len() {
+    for (i, calls) in CALLS.iter().enumerate() {
         let client = redis::Client::open(redis.url())
             .map_err(|e| LabError::Io(format!("redis at {}: {e}", redis.url())))?;
         let conn = redis::aio::ConnectionManager::new(client)
@@ -67,7 +67,7 @@ pub(super) async fn run(ctx: Ctx) -> Result<ScenarioReport, LabError> {
             .map_err(|e| LabError::Io(format!("connecting to redis at {}: {e}", redis.url())))?;
         let layer = FleetLimitLayer::builder(LeaseStore::new(conn), "vendor", CAPACITY)
             .expected_replicas(CALLS.len())
-            .queue(CALLS[i], Duration::from_secs(30))
+            .queue(*calls, Duration::from_secs(30))
             .name(format!("client-{i}"))
             .build()
             .map_err(|e| LabError::Config(format!("the fleet limit: {e}")))?;

@@ -13,10 +13,13 @@ pub const USAGE: &str = "\
 usage: palisade-lab [run SCENARIO|all] [--virtual] [--seed N] [--duration SECS] [--json] [--report FILE] [--config FILE]
        palisade-lab list
 
-With no command, runs the tour: every scenario, one after the other.
+With no command, runs the tour: every scenario but `gateway` and `fleet`, one after the
+other, in under a minute over loopback. `gateway` (blocking and CPU work on real threads)
+and `fleet` (a redis-server it starts, when one is on PATH) run over loopback only, with
+`run gateway`, `run fleet` or `run all`; `--virtual` skips them with a note.
 
   list             the scenarios and what each shows
-  run SCENARIO     one scenario (`all`: every one)
+  run SCENARIO     one scenario (`all`: every one, the tour's and the two above)
   --virtual        call the upstream in process on paused time (deterministic, fast)
                    instead of over loopback TCP on real time
   --seed N         seed of every random draw (default 1)
@@ -70,7 +73,11 @@ pub struct RunArgs {
 pub fn parse(args: &[String]) -> Result<Command, LabError> {
     let mut it = args.iter().peekable();
     let mut run = RunArgs {
-        scenarios: scenario::ALL.iter().map(|s| s.name).collect(),
+        scenarios: scenario::ALL
+            .iter()
+            .filter(|s| s.in_tour)
+            .map(|s| s.name)
+            .collect(),
         tour: true,
         mode: Mode::Loopback,
         seed: 1,
@@ -95,9 +102,11 @@ pub fn parse(args: &[String]) -> Result<Command, LabError> {
                 LabError::Usage("`run` needs a scenario name (see `palisade-lab list`)".into())
             })?;
             run.tour = false;
-            if name != "all" {
-                run.scenarios = vec![scenario::find(name)?.name];
-            }
+            run.scenarios = if name == "all" {
+                scenario::ALL.iter().map(|s| s.name).collect()
+            } else {
+                vec![scenario::find(name)?.name]
+            };
         }
         _ => {}
     }
@@ -166,7 +175,8 @@ pub fn main(args: &[String]) -> Result<(), LabError> {
                 .max()
                 .unwrap_or(0);
             for s in scenario::ALL {
-                println!("{:<w$}  {}", s.name, s.title);
+                let tour = if s.in_tour { "" } else { " (not in the tour)" };
+                println!("{:<w$}  {}{tour}", s.name, s.title);
             }
         }
         Command::Run(args) => run(&args)?,

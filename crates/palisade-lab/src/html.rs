@@ -75,6 +75,10 @@ fn scenario(out: &mut String, r: &ScenarioReport) {
         escape(r.mode),
         r.elapsed.as_secs_f64()
     );
+    if r.is_skipped() {
+        out.push_str("</section>\n");
+        return;
+    }
     out.push_str("<table><thead><tr><th>stack</th>");
     for c in &r.columns {
         let _ = write!(out, "<th>{}</th>", escape(c.name));

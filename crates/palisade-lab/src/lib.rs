@@ -5,12 +5,16 @@
 //! answers 429, a slow 1 %, an outage window, a capacity that halves, a share of 503s, one
 //! slow shard), drives the same load through a few client stacks (nothing, a peer's
 //! middleware, Palisade's), and prints what the caller and the upstream saw, each number
-//! measured by the run.
+//! measured by the run. Two scenarios run over loopback only, outside the tour (`run all`
+//! or by name): `gateway` (blocking and CPU work inline on the event loop vs on
+//! palisade-offload's pools) and `fleet` (local limits vs one fleet-wide limit in a
+//! `redis-server` it starts; skipped with a note when there is none).
 //!
 //! ```text
 //! cargo run --release -p palisade-lab                         # the tour: every scenario
 //! cargo run --release -p palisade-lab -- list
 //! cargo run --release -p palisade-lab -- run tail-latency --virtual --seed 7
+//! cargo run --release -p palisade-lab -- run gateway
 //! cargo run --release -p palisade-lab -- run all --virtual --json
 //! cargo run --release -p palisade-lab -- run all --virtual --report lab.html
 //! ```

@@ -144,6 +144,29 @@ impl Run {
     }
 }
 
+/// One run of several loads driven at the same time (one per client of a fleet): every
+/// call, the client counts of each tick summed and the upstream's taken from the first
+/// run (all sampled the same upstream), the longest wall time, and the clients' peaks
+/// summed (an upper bound of the fleet's peak).
+pub fn merge(runs: Vec<Run>) -> Run {
+    let mut out = Run::default();
+    for run in runs {
+        out.samples.extend(run.samples);
+        out.wall = out.wall.max(run.wall);
+        out.client_peak += run.client_peak;
+        for (i, p) in run.series.into_iter().enumerate() {
+            match out.series.get_mut(i) {
+                Some(q) => {
+                    q.client_in_flight += p.client_in_flight;
+                    q.upstream_in_flight = q.upstream_in_flight.max(p.upstream_in_flight);
+                }
+                None => out.series.push(p),
+            }
+        }
+    }
+    out
+}
+
 /// The `q` quantile of `values` (nearest rank; zero when empty). Sorts `values`.
 pub fn quantile(values: &mut [Duration], q: f64) -> Duration {
     if values.is_empty() {

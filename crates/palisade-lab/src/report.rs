@@ -21,6 +21,8 @@ pub enum Unit {
     Share,
     /// A multiple (`1.9×`).
     Times,
+    /// Per second (`38.5/s`).
+    PerSec,
 }
 
 /// A column of a scenario's table.
@@ -95,6 +97,23 @@ impl ScenarioReport {
         }
     }
 
+    /// A scenario that did not run, and why: no table, the reason as its setup and note.
+    pub fn skipped(name: &'static str, title: &'static str, why: String) -> Self {
+        Self::new(
+            name,
+            title,
+            format!("skipped: {why}"),
+            Vec::new(),
+            Vec::new(),
+            Vec::new(),
+        )
+    }
+
+    /// Whether it was skipped (it has no rows).
+    pub fn is_skipped(&self) -> bool {
+        self.rows.is_empty()
+    }
+
     /// With marks on the charts' time axis: `label` at `t` seconds.
     #[must_use]
     pub fn marks(mut self, marks: Vec<(f64, &'static str)>) -> Self {
@@ -135,6 +154,9 @@ impl ScenarioReport {
         let mut out = String::new();
         let _ = writeln!(out, "== {}: {} [{}]", self.name, self.title, self.mode);
         let _ = writeln!(out, "{}", self.setup);
+        if self.is_skipped() {
+            return out;
+        }
         let stack_w = self
             .rows
             .iter()
@@ -190,6 +212,7 @@ impl ScenarioReport {
             "rows": rows,
             "notes": self.notes,
             "elapsed_s": self.elapsed.as_secs_f64(),
+            "skipped": self.is_skipped(),
         })
     }
 }
@@ -202,6 +225,7 @@ pub fn unit_name(unit: Unit) -> &'static str {
         Unit::Secs => "s",
         Unit::Share => "share",
         Unit::Times => "times",
+        Unit::PerSec => "per_s",
     }
 }
 
@@ -218,6 +242,7 @@ pub fn format_value(unit: Unit, v: f64) -> String {
         Unit::Secs => format!("{v:.2} s"),
         Unit::Share => format!("{:.1}%", v * 100.0),
         Unit::Times => format!("{v:.2}×"),
+        Unit::PerSec => format!("{v:.1}/s"),
     }
 }
 

@@ -241,6 +241,37 @@ impl UpstreamHandle {
     pub fn started(&self) -> Instant {
         self.started
     }
+
+    /// A handle counting the calls of a server that is not a fault upstream (the gateway
+    /// scenario's own server counts its calls with [`UpstreamHandle::enter`]).
+    pub(crate) fn standalone() -> Result<Self, LabError> {
+        let off = || {
+            FaultLayer::builder()
+                .enabled(false)
+                .build_http()
+                .map_err(|e| LabError::Config(e.to_string()))
+        };
+        Ok(Self {
+            stats: Arc::default(),
+            capacity: Arc::new(AtomicUsize::new(usize::MAX)),
+            latency: off()?.handle(),
+            outage: off()?.handle(),
+            started: Instant::now(),
+        })
+    }
+
+    /// Counts one call arriving; the guard counts it out when dropped.
+    pub(crate) fn enter(&self) -> InFlight {
+        self.stats.lock_arrivals().push(Instant::now());
+        let n = self.stats.in_flight.fetch_add(1, SeqCst) + 1;
+        self.stats.peak.fetch_max(n, SeqCst);
+        InFlight(self.stats.clone())
+    }
+
+    /// Counts one call answered 2xx.
+    pub(crate) fn count_served(&self) {
+        self.stats.served.fetch_add(1, SeqCst);
+    }
 }
 
 /// A running upstream and a client of it.
@@ -322,7 +353,7 @@ impl Drop for Upstream {
 }
 
 /// A hyper client that sends each request's path to `addr`, and reads whole bodies.
-fn loopback_client(addr: SocketAddr) -> Client {
+pub(crate) fn loopback_client(addr: SocketAddr) -> Client {
     let hyper = HyperClient::builder(TokioExecutor::new())
         .pool_max_idle_per_host(usize::MAX)
         .build_http::<Full<Bytes>>();
@@ -411,7 +442,7 @@ struct Gate<S> {
 
 /// Takes one call off the in-flight count when dropped: when it is answered, or when the
 /// caller gives up on it (a stalled call).
-struct InFlight(Arc<UpstreamStats>);
+pub(crate) struct InFlight(Arc<UpstreamStats>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {

@@ -12,6 +12,8 @@ use crate::LabError;
 
 mod embeddings;
 mod fanout;
+mod fleet;
+mod gateway;
 mod outage;
 mod overload;
 mod retry_storm;
@@ -125,6 +127,8 @@ pub struct Scenario {
     pub name: &'static str,
     /// What it shows, in one line.
     pub title: &'static str,
+    /// Whether the tour (no command) runs it; `run all` runs every scenario.
+    pub in_tour: bool,
     run: fn(Ctx) -> Pending,
 }
 
@@ -143,37 +147,57 @@ impl Scenario {
     }
 }
 
-/// Every scenario, in the tour's order.
+/// Every scenario: the tour's, in its order, then the ones only `run` runs.
 pub const ALL: &[Scenario] = &[
     Scenario {
         name: "embeddings",
         title: embeddings::TITLE,
+        in_tour: true,
         run: |ctx| Box::pin(embeddings::run(ctx)),
     },
     Scenario {
         name: "tail-latency",
         title: tail::TITLE,
+        in_tour: true,
         run: |ctx| Box::pin(tail::run(ctx)),
     },
     Scenario {
         name: "cascading-outage",
         title: outage::TITLE,
+        in_tour: true,
         run: |ctx| Box::pin(outage::run(ctx)),
     },
     Scenario {
         name: "overload",
         title: overload::TITLE,
+        in_tour: true,
         run: |ctx| Box::pin(overload::run(ctx)),
     },
     Scenario {
         name: "retry-storm",
         title: retry_storm::TITLE,
+        in_tour: true,
         run: |ctx| Box::pin(retry_storm::run(ctx)),
     },
     Scenario {
         name: "partial-fanout",
         title: fanout::TITLE,
+        in_tour: true,
         run: |ctx| Box::pin(fanout::run(ctx)),
+    },
+    // Outside the tour: it keeps the tour under a minute, and these two run over loopback
+    // only (real threads; a real redis-server).
+    Scenario {
+        name: "gateway",
+        title: gateway::TITLE,
+        in_tour: false,
+        run: |ctx| Box::pin(gateway::run(ctx)),
+    },
+    Scenario {
+        name: "fleet",
+        title: fleet::TITLE,
+        in_tour: false,
+        run: |ctx| Box::pin(fleet::run(ctx)),
     },
 ];
 

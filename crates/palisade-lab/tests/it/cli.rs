@@ -23,6 +23,41 @@ fn list_names_every_scenario() {
     }
 }
 
+/// The tour leaves out the two loopback-only scenarios (it stays under a minute with no
+/// services to install); `run all` and `run NAME` run them, and `list` says so.
+#[test]
+fn the_tour_leaves_out_gateway_and_fleet_and_run_all_has_them() {
+    use palisade_lab::cli::{parse, Command};
+    let scenarios =
+        |args: &[&str]| match parse(&args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>()) {
+            Ok(Command::Run(run)) => run.scenarios,
+            other => panic!("{args:?}: {other:?}"),
+        };
+    let tour = scenarios(&[]);
+    assert_eq!(tour.len(), 6, "{tour:?}");
+    assert!(
+        !tour.contains(&"gateway") && !tour.contains(&"fleet"),
+        "{tour:?}"
+    );
+    let all = scenarios(&["run", "all"]);
+    assert_eq!(all.len(), palisade_lab::scenario::ALL.len());
+    assert!(
+        all.contains(&"gateway") && all.contains(&"fleet"),
+        "{all:?}"
+    );
+    assert_eq!(scenarios(&["run", "fleet"]), vec!["fleet"]);
+
+    let o = lab(&["list"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    for name in ["gateway", "fleet"] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{out}"));
+        assert!(line.ends_with("(not in the tour)"), "{out}");
+    }
+}
+
 #[test]
 fn bad_input_is_a_clear_error_and_exit_code_2() {
     for (args, says) in [

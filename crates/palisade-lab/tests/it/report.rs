@@ -125,3 +125,65 @@ async fn report_is_self_contained_and_renders_in_chromium() {
         png.len()
     );
 }
+
+/// The loopback-only scenarios' tables and charts render too (the fleet's, or its skip
+/// note when redis-server is missing outside CI), and a skipped scenario's section has
+/// its note and no chart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_and_fleet_render_in_chromium() {
+    use palisade_lab::scenario::{self, Ctx};
+    use palisade_lab::upstream::Mode;
+    let ctx = Ctx {
+        mode: Mode::Loopback,
+        seed: 1,
+        duration: None,
+        extra: None,
+    };
+    let mut reports = Vec::new();
+    for name in ["gateway", "fleet"] {
+        reports.push(scenario::find(name).unwrap().run(ctx).await.unwrap());
+    }
+    let fleet_ran = !reports[1].is_skipped();
+    // And a skipped one: its note, no table, no chart.
+    reports.push(
+        scenario::find("gateway")
+            .unwrap()
+            .run(Ctx {
+                mode: Mode::Virtual,
+                ..ctx
+            })
+            .await
+            .unwrap(),
+    );
+    let charts = if fleet_ran { 4 } else { 2 };
+    let lines = if fleet_ran { 2 * 2 + 2 * 3 } else { 2 * 2 };
+    let doc = palisade_lab::html::render(&reports, 1);
+    let dir = TempDir::new("report-new");
+    let page = dir.0.join("lab.html");
+    std::fs::write(&page, &doc).unwrap();
+    assert_eq!(doc.matches("<svg").count(), charts, "{doc}");
+
+    let Some(chromium) = chromium() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "Chromium is missing in CI"
+        );
+        eprintln!("skipping the browser half of this test: install chromium");
+        return;
+    };
+    let profile = TempDir::new("profile-new");
+    let dom = run_chromium(&chromium, &profile.0, &["--dump-dom".to_owned()], &page).await;
+    assert!(dom.contains("palisade BlockingPool + CpuPool"), "{dom}");
+    assert!(dom.contains("ticker max lag"), "{dom}");
+    assert!(
+        dom.contains("skipped: the gateway runs over loopback only"),
+        "{dom}"
+    );
+    if fleet_ran {
+        assert!(dom.contains("palisade fleet limit 20 (redis)"), "{dom}");
+    } else {
+        assert!(dom.contains("apt-get install -y redis-server"), "{dom}");
+    }
+    assert_eq!(dom.matches("<svg").count(), charts, "{dom}");
+    assert_eq!(dom.matches("<polyline").count(), lines, "{dom}");
+}

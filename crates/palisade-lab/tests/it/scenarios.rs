@@ -195,3 +195,85 @@ async fn embeddings_over_loopback_keeps_its_invariants() {
     );
     assert!(r.value("palisade limit 10", "wall time") < 30.0, "{text}");
 }
+
+/// The two scenarios that need real threads or a real redis-server do not fake numbers on
+/// paused time: they say why and have no table.
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn gateway_and_fleet_skip_virtual_mode_with_a_note() {
+    for name in ["gateway", "fleet"] {
+        let r = scenario::find(name).unwrap().run(ctx()).await.unwrap();
+        assert!(r.is_skipped(), "{}", r.text());
+        assert!(r.setup.contains("loopback only"), "{}", r.text());
+        assert!(r.text().contains("skipped: "), "{}", r.text());
+    }
+}
+
+/// The gateway over loopback, on real time: only invariants and one inequality between
+/// the two contenders (no speed). Inline, one event-loop thread runs one request at a
+/// time, each holding it for its 20 ms blocking call and 10 ms of CPU, so a 1 ms ticker on
+/// it is late by at least that; on the pools the unrelated `/ping` route answers sooner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_offload_keeps_the_event_loop_responsive() {
+    let ctx = Ctx {
+        mode: Mode::Loopback,
+        ..ctx()
+    };
+    let r = scenario::find("gateway").unwrap().run(ctx).await.unwrap();
+    let text = r.text();
+    let (inline, offload) = (
+        "inline on the event loop",
+        "palisade BlockingPool + CpuPool",
+    );
+    assert_eq!(r.mode, "loopback");
+    for stack in [inline, offload] {
+        assert_eq!(r.value(stack, "calls ok"), 1.0, "{stack}: {text}");
+    }
+    assert_eq!(r.value(inline, "peak in gateway"), 1.0, "{text}");
+    assert!(r.value(inline, "ticker max lag") >= 25.0, "{text}");
+    assert!(
+        r.value(offload, "ping p99") < r.value(inline, "ping p99"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "the pools completed 80 legacy calls and 80 computations (0 orphaned, 0 rejected)"
+        ),
+        "{text}"
+    );
+}
+
+/// The fleet over loopback with a real redis-server (CI installs it; elsewhere the test
+/// says how and skips): the vendor never holds more than its cap (it answers 429 past it);
+/// four local limits of 20 draw 429s, the split and the fleet limit none, every call served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_limit_holds_the_vendor_to_its_cap_across_clients() {
+    let ctx = Ctx {
+        mode: Mode::Loopback,
+        ..ctx()
+    };
+    let r = scenario::find("fleet").unwrap().run(ctx).await.unwrap();
+    let text = r.text();
+    if r.is_skipped() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "redis-server is missing in CI (bash scripts/test.sh installs it): {text}"
+        );
+        assert!(text.contains("apt-get install -y redis-server"), "{text}");
+        eprintln!("skipping the fleet scenario's test: {text}");
+        return;
+    }
+    let (local, split, fleet) = (
+        "local limit 20 each",
+        "local limit 5 each (20 split 4 ways)",
+        "palisade fleet limit 20 (redis)",
+    );
+    for stack in [local, split, fleet] {
+        assert!(r.value(stack, "peak upstream") <= 20.0, "{stack}: {text}");
+        assert_eq!(r.value(stack, "errors"), 0.0, "{stack}: {text}");
+    }
+    assert!(r.value(local, "429s") > 0.0, "{text}");
+    for stack in [split, fleet] {
+        assert_eq!(r.value(stack, "429s"), 0.0, "{stack}: {text}");
+        assert_eq!(r.value(stack, "calls ok"), 300.0, "{stack}: {text}");
+    }
+}

@@ -99,12 +99,12 @@ impl<K: Hash + Eq> KeyedLimiter<K> {
             clock: TokioClock::new(),
             store: KeyedStore::new(max_keys),
             global: None,
-            decisions: Decisions::register("keyed_rate_limit"),
+            decisions: Decisions::register("keyed_rate_limit", ""),
         }
     }
 
     fn with_global(mut self, global: Quota) -> Self {
-        self.global = Some(Limiter::for_policy(global, "keyed_rate_limit_global"));
+        self.global = Some(Limiter::for_policy(global, "keyed_rate_limit_global", ""));
         self
     }
 

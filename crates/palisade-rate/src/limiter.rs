@@ -16,6 +16,7 @@ use crate::TokioClock;
 /// Decisions are one compare-and-swap on an `AtomicU64`; no lock, no allocation.
 #[derive(Debug)]
 pub struct Limiter {
+    quota: Quota,
     gcra: Gcra,
     clock: TokioClock,
     tat: AtomicU64,
@@ -32,12 +33,12 @@ pub(crate) struct Decisions {
 }
 
 impl Decisions {
-    pub(crate) fn register(policy: &'static str) -> Self {
+    pub(crate) fn register(policy: &'static str, name: &str) -> Self {
         let counter = |decision| {
             Counter::register(
                 "palisade_decisions_total",
                 policy,
-                "",
+                name,
                 &[("decision", decision)],
             )
         };
@@ -74,16 +75,28 @@ impl Limiter {
     /// A limiter for `quota`, with its clock starting now.
     #[must_use]
     pub fn new(quota: Quota) -> Self {
-        Self::for_policy(quota, "rate_limit")
+        Self::for_policy(quota, "rate_limit", "")
     }
 
-    /// A limiter whose decisions are counted under metric label `policy`.
-    pub(crate) fn for_policy(quota: Quota, policy: &'static str) -> Self {
+    /// A limiter for `quota` whose metrics carry the instance name `name`.
+    #[must_use]
+    pub fn named(quota: Quota, name: &str) -> Self {
+        Self::for_policy(quota, "rate_limit", name)
+    }
+
+    /// The quota it enforces.
+    pub fn quota(&self) -> Quota {
+        self.quota
+    }
+
+    /// A limiter whose decisions are counted under metric labels `policy` and `name`.
+    pub(crate) fn for_policy(quota: Quota, policy: &'static str, name: &str) -> Self {
         Self {
+            quota,
             gcra: Gcra::new(quota),
             clock: TokioClock::new(),
             tat: AtomicU64::new(0),
-            decisions: Decisions::register(policy),
+            decisions: Decisions::register(policy, name),
         }
     }
 

@@ -86,6 +86,15 @@ impl<C> RateLimitLayer<C> {
         self
     }
 
+    /// The instance name used in metrics labels (default `""`). A new limiter: call it
+    /// before sharing the layer.
+    #[must_use]
+    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
+        let name: Arc<str> = name.into();
+        self.limiter = Arc::new(Limiter::named(self.limiter.quota(), &name));
+        self
+    }
+
     /// Reject at once when the rate is exceeded (the default).
     #[must_use]
     pub fn reject(self) -> Self {

@@ -185,7 +185,7 @@ impl ClientPolicy {
             rate_limit: self
                 .rate_limit
                 .as_ref()
-                .map(|r| r.layer("rate_limit"))
+                .map(|r| r.layer("rate_limit", name))
                 .transpose()?,
             concurrency: self
                 .concurrency

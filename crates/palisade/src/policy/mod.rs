@@ -540,8 +540,8 @@ impl RatePolicy {
         })
     }
 
-    pub(crate) fn layer(&self, path: &str) -> Result<RateLimitLayer, InvalidPolicy> {
-        let layer = RateLimitLayer::new(self.quota(path)?);
+    pub(crate) fn layer(&self, path: &str, name: &str) -> Result<RateLimitLayer, InvalidPolicy> {
+        let layer = RateLimitLayer::new(self.quota(path)?).name(name);
         Ok(match self.wait {
             Some(w) => layer.wait(w),
             None => layer.reject(),

@@ -204,7 +204,7 @@ impl ServerPolicy {
             }
             Some(r) => {
                 let quota = r.quota("rate_limit")?;
-                let layer = r.layer("rate_limit")?;
+                let layer = r.layer("rate_limit", name)?;
                 responses = responses.rate_limit_policy(crate::rate::response::policy(&quota));
                 if self.responses.rate_limit_fields {
                     responses =

@@ -71,3 +71,31 @@ async fn the_limit_emits_in_flight_queued_and_queue_wait() {
     assert!(wait.is_some_and(|w| (0.099..=0.101).contains(&w)), "{text}");
     let _ = svc.oneshot(0).await.unwrap();
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_rate_limit_counts_decisions_under_its_name() {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let layer = metrics::with_local_recorder(&recorder, || {
+        palisade::rate::RateLimitLayer::new(
+            palisade::rate::quota(1, Duration::from_secs(60)).unwrap(),
+        )
+        .name("api")
+    });
+    let svc = ServiceBuilder::new()
+        .rate_limiter(layer)
+        .service(service_fn(|n: u32| async move { Ok::<_, BoxError>(n) }));
+    svc.clone().oneshot(1).await.unwrap();
+    svc.oneshot(2).await.unwrap_err();
+    let text = handle.render();
+    let at = |d: &str| {
+        value(
+            &text,
+            &format!(
+                "palisade_decisions_total{{policy=\"rate_limit\",name=\"api\",decision=\"{d}\"}}"
+            ),
+        )
+    };
+    assert_eq!(at("admitted"), Some(1.0), "{text}");
+    assert_eq!(at("rejected"), Some(1.0), "{text}");
+}

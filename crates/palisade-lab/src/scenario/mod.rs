@@ -140,7 +140,33 @@ impl Scenario {
     /// If its upstream cannot start or a stack is misconfigured.
     pub async fn run(&self, ctx: Ctx) -> Result<ScenarioReport, LabError> {
         let start = tokio::time::Instant::now();
-        let mut report = (self.run)(ctx).await?;
+        // A spinner on stderr while it runs (indicatif hides it when stderr is not a
+        // terminal, so piped output and `--json` stay clean); it draws only after a
+        // second, so short runs show none.
+        let progress = indicatif::ProgressBar::with_draw_target(
+            None,
+            indicatif::ProgressDrawTarget::hidden(),
+        )
+        .with_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        )
+        .with_message(format!("{}: {}", self.name, self.title));
+        let shown = progress.clone();
+        let reveal = std::thread::spawn(move || {
+            // Reveal after a second of wall-clock time (paused tokio time says nothing
+            // about how long the user waits).
+            std::thread::park_timeout(std::time::Duration::from_secs(1));
+            if !shown.is_finished() {
+                shown.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+                shown.enable_steady_tick(std::time::Duration::from_millis(120));
+            }
+        });
+        let result = (self.run)(ctx).await;
+        progress.finish_and_clear();
+        reveal.thread().unpark();
+        let _ = reveal.join();
+        let mut report = result?;
         report.elapsed = start.elapsed();
         report.mode = ctx.mode.as_str();
         Ok(report)

@@ -143,15 +143,13 @@ impl Scenario {
         // A spinner on stderr while it runs (indicatif hides it when stderr is not a
         // terminal, so piped output and `--json` stay clean); it draws only after a
         // second, so short runs show none.
-        let progress = indicatif::ProgressBar::with_draw_target(
-            None,
-            indicatif::ProgressDrawTarget::hidden(),
-        )
-        .with_style(
-            indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
-        )
-        .with_message(format!("{}: {}", self.name, self.title));
+        let progress =
+            indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::hidden())
+                .with_style(
+                    indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                )
+                .with_message(format!("{}: {}", self.name, self.title));
         let shown = progress.clone();
         let reveal = std::thread::spawn(move || {
             // Reveal after a second of wall-clock time (paused tokio time says nothing

@@ -1,4 +1,4 @@
-//! HTTP helpers: [`key`] extractors for keyed policies, and the rejection [`response`]
+//! HTTP helpers: [`key`](crate::http::key) extractors for keyed policies, and the rejection [`response`](crate::http::response)
 //! layer that answers rejections as 429/503/504 (or gRPC statuses).
 
 pub use palisade_core::response::{self, RejectionResponse, RejectionResponseLayer};

@@ -102,7 +102,7 @@ pub mod classify {
     pub use palisade_core::classify::*;
 }
 
-/// Rejection errors and where they came from ([`Origin`](crate::Origin)).
+/// Rejection errors and where they came from ([`Origin`]).
 pub mod error {
     pub use palisade_core::error::*;
 }

@@ -1,4 +1,4 @@
-//! Presets: the stacks for common jobs, as [`ClientPolicy`] / [`ServerPolicy`] values.
+//! Presets: the stacks for common jobs, as [`ClientPolicy`] / [`ServerPolicy`](crate::ServerPolicy) values.
 //!
 //! A preset is data: change any field, then build it as any policy. Each documents its
 //! numbers; they are starting points sized for a typical service, not measurements of

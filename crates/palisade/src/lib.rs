@@ -209,6 +209,7 @@ pub use builder::ServiceBuilderExt;
 pub mod boxed;
 pub use boxed::{BoxErrors, BoxErrorsLayer};
 
+// Policies and presets build the canonical stack, so they need all of its families.
 #[cfg(all(
     feature = "limit",
     feature = "rate",
@@ -217,30 +218,10 @@ pub use boxed::{BoxErrors, BoxErrorsLayer};
     feature = "retry",
     feature = "hedge"
 ))]
-mod policy;
-#[cfg(all(
-    feature = "http",
-    feature = "limit",
-    feature = "rate",
-    feature = "breaker",
-    feature = "deadline",
-    feature = "retry",
-    feature = "hedge"
-))]
-pub use policy::server::{
-    ConfiguredBody, ResponsesPolicy, ServerDeadlinePolicy, ServerPolicy, ServerStack,
-    ServerStackLayer,
-};
-#[cfg(all(
-    feature = "config",
-    feature = "limit",
-    feature = "rate",
-    feature = "breaker",
-    feature = "deadline",
-    feature = "retry",
-    feature = "hedge"
-))]
-pub use policy::Format;
+mod canonical {
+    pub(crate) mod policy;
+    pub mod preset;
+}
 #[cfg(all(
     feature = "limit",
     feature = "rate",
@@ -249,21 +230,7 @@ pub use policy::Format;
     feature = "retry",
     feature = "hedge"
 ))]
-pub use policy::{
-    client::{ClientPolicy, ClientStack, ClientStackLayer},
-    BackoffPolicy, BreakerPolicy, BudgetPolicy, ConcurrencyPolicy, HedgePolicy, InvalidPolicy,
-    RatePolicy, RetryPolicy,
-};
-
-#[cfg(all(
-    feature = "limit",
-    feature = "rate",
-    feature = "breaker",
-    feature = "deadline",
-    feature = "retry",
-    feature = "hedge"
-))]
-pub mod preset;
+pub use canonical::{policy::exports::*, preset};
 
 /// HTTP helpers: request key extractors for keyed policies, and the rejection response
 /// layer for servers.

@@ -6,7 +6,7 @@ use ::http::{HeaderName, HeaderValue};
 use tower::util::Either;
 use tower_layer::Layer;
 
-use super::{config_struct, positive, ConcurrencyPolicy, InvalidPolicy, RatePolicy};
+use super::{config_struct, maybe, positive, ConcurrencyPolicy, InvalidPolicy, RatePolicy};
 use crate::deadline::{ServerDeadline, ServerDeadlineLayer};
 use crate::http::response::{
     ProblemJson, Rejected, RejectionBody, RejectionResponse, RejectionResponseLayer, TextBody,
@@ -246,13 +246,6 @@ impl ServerStackLayer {
     /// The concurrency limit, if on (for its [`handle`](ConcurrencyLimitLayer::handle)).
     pub fn concurrency(&self) -> Option<&ConcurrencyLimitLayer> {
         self.concurrency.as_ref()
-    }
-}
-
-fn maybe<L: Layer<S>, S>(layer: &Option<L>, inner: S) -> Either<L::Service, S> {
-    match layer {
-        Some(l) => Either::Left(l.layer(inner)),
-        None => Either::Right(inner),
     }
 }
 

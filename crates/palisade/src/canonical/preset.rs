@@ -20,7 +20,9 @@
 
 use std::time::Duration;
 
-use crate::policy::{BackoffPolicy, BreakerPolicy, BudgetPolicy, ConcurrencyPolicy, RetryPolicy};
+use crate::canonical::policy::{
+    BackoffPolicy, BreakerPolicy, BudgetPolicy, ConcurrencyPolicy, RetryPolicy,
+};
 use crate::ClientPolicy;
 
 /// An outbound HTTP client (build with [`ClientPolicy::http_layer`]): a 10 s deadline;
@@ -126,7 +128,7 @@ pub fn vendor_api() -> ClientPolicy {
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub fn http_server() -> crate::ServerPolicy {
-    use crate::policy::server::ServerDeadlinePolicy;
+    use crate::canonical::policy::server::ServerDeadlinePolicy;
     crate::ServerPolicy {
         name: "http_server".to_owned(),
         deadline: Some(ServerDeadlinePolicy {
@@ -149,7 +151,7 @@ pub fn http_server() -> crate::ServerPolicy {
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub fn grpc_server() -> crate::ServerPolicy {
-    use crate::policy::server::ServerDeadlinePolicy;
+    use crate::canonical::policy::server::ServerDeadlinePolicy;
     crate::ServerPolicy {
         name: "grpc_server".to_owned(),
         deadline: Some(ServerDeadlinePolicy::default()),

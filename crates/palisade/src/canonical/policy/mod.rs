@@ -22,8 +22,32 @@ mod load;
 #[cfg(feature = "http")]
 pub(crate) mod server;
 
-#[cfg(feature = "config")]
-pub use load::Format;
+/// What the crate root re-exports.
+pub(crate) mod exports {
+    pub use super::client::{ClientPolicy, ClientStack, ClientStackLayer};
+    #[cfg(feature = "config")]
+    pub use super::load::Format;
+    #[cfg(feature = "http")]
+    pub use super::server::{
+        ConfiguredBody, ResponsesPolicy, ServerDeadlinePolicy, ServerPolicy, ServerStack,
+        ServerStackLayer,
+    };
+    pub use super::{
+        BackoffPolicy, BreakerPolicy, BudgetPolicy, ConcurrencyPolicy, HedgePolicy, InvalidPolicy,
+        RatePolicy, RetryPolicy,
+    };
+}
+
+/// `layer` applied to `inner`, or `inner` as it is: an optional layer of a policy's stack.
+pub(crate) fn maybe<L: tower_layer::Layer<S>, S>(
+    layer: &Option<L>,
+    inner: S,
+) -> tower::util::Either<L::Service, S> {
+    match layer {
+        Some(l) => tower::util::Either::Left(l.layer(inner)),
+        None => tower::util::Either::Right(inner),
+    }
+}
 
 // === errors ===
 

@@ -6,8 +6,8 @@ use tower::util::Either;
 use tower_layer::Layer;
 
 use super::{
-    at, config_struct, positive, BreakerPolicy, ConcurrencyPolicy, HedgePolicy, InvalidPolicy,
-    RatePolicy, RetryPolicy,
+    at, config_struct, maybe, positive, BreakerPolicy, ConcurrencyPolicy, HedgePolicy,
+    InvalidPolicy, RatePolicy, RetryPolicy,
 };
 use crate::breaker::{CircuitBreaker, CircuitBreakerLayer};
 use crate::deadline::{ApplyDeadline, DeadlineLayer, Timeout, TimeoutLayer};
@@ -237,14 +237,6 @@ impl<P, C> ClientStackLayer<P, C> {
     /// The concurrency limit, if on.
     pub fn concurrency(&self) -> Option<&ConcurrencyLimitLayer> {
         self.concurrency.as_ref()
-    }
-}
-
-/// `layer` applied, or the service as it is.
-fn maybe<L: Layer<S>, S>(layer: &Option<L>, inner: S) -> Either<L::Service, S> {
-    match layer {
-        Some(l) => Either::Left(l.layer(inner)),
-        None => Either::Right(inner),
     }
 }
 

@@ -59,14 +59,11 @@ pub mod key {
                 return peer(req);
             }
             let headers = req.headers();
-            let from_forwarded = headers
-                .get_all(::http::header::FORWARDED)
-                .iter()
-                .any(|_| true)
-                .then(|| nth_from_right(forwarded_addrs(headers), trusted_hops));
-            let found = match from_forwarded {
-                Some(found) => found,
-                None => nth_from_right(xff_addrs(headers), trusted_hops),
+            // `Forwarded` (RFC 7239) when the request has it, else `X-Forwarded-For`.
+            let found = if headers.contains_key(::http::header::FORWARDED) {
+                nth_from_right(forwarded_addrs(headers), trusted_hops)
+            } else {
+                nth_from_right(xff_addrs(headers), trusted_hops)
             };
             found.or_else(|| peer(req))
         }

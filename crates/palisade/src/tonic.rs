@@ -116,17 +116,19 @@ where
 /// The status for `err`: a Palisade rejection's, `DEADLINE_EXCEEDED` for tonic's own
 /// timeout or any error after `deadline`, or `err` itself, untouched.
 fn to_status(err: BoxError, deadline: Option<Instant>) -> BoxError {
-    if err.is::<Status>() {
-        let status = err.downcast::<Status>().expect("checked");
-        // tonic's own grpc-timeout enforcement, or anything cancelled after the deadline:
-        // the deadline's doing.
-        let late = deadline.is_some_and(|d| Instant::now() >= d);
-        let timed_out = deadline.is_some() && status.message() == TONIC_TIMEOUT;
-        if (late || timed_out) && matches!(status.code(), Code::Cancelled | Code::Unknown) {
-            return Box::new(Status::deadline_exceeded(status.message().to_owned()));
+    let err = match err.downcast::<Status>() {
+        Ok(status) => {
+            // tonic's own grpc-timeout enforcement, or anything cancelled after the
+            // deadline: the deadline's doing.
+            let late = deadline.is_some_and(|d| Instant::now() >= d);
+            let timed_out = deadline.is_some() && status.message() == TONIC_TIMEOUT;
+            if (late || timed_out) && matches!(status.code(), Code::Cancelled | Code::Unknown) {
+                return Box::new(Status::deadline_exceeded(status.message().to_owned()));
+            }
+            return status;
         }
-        return status;
-    }
+        Err(err) => err,
+    };
     // A Channel enforcing the call's grpc-timeout (it wraps the error in its own
     // transport error): that timeout is the deadline, so it is DEADLINE_EXCEEDED.
     if in_chain::<::tonic::TimeoutExpired>(err.as_ref()) {

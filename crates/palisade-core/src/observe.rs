@@ -19,6 +19,18 @@
 //! `tracing` caches per call site whether anyone listens, so with no subscriber an event
 //! costs a relaxed load and a branch, and never allocates.
 //!
+//! # Spans
+//!
+//! Each call through a policy runs in a `debug` span of that policy's target, named
+//! `palisade.<policy>` (`palisade.retry`, `palisade.circuit_breaker`, …) with the instance
+//! `name` as a field where the layer has one. A layer opens its span in `call` and enters it
+//! there and in every poll of its response future, so the layers below nest inside it and
+//! every decision event of the call is a child of its policy's span: a trace of one request
+//! through the canonical stack reads `palisade.deadline > palisade.retry > palisade.hedge >
+//! palisade.circuit_breaker > …`. When `debug` is off for the target (or nothing listens),
+//! [`CallSpan`] is an empty `Option` of one word: no allocation, no field evaluated, one
+//! relaxed load per call.
+//!
 //! # Metrics (feature `metrics`)
 //!
 //! With the feature on, policies register handles through the [`metrics`] facade when they
@@ -199,3 +211,117 @@ impl Histogram {
         }
     }
 }
+
+/// The `debug` span of one call through one policy, or nothing when nobody listens at
+/// `debug`; see [Spans](self#spans).
+///
+/// One word in the response future; boxed only when the span is enabled, so a disabled
+/// span costs no allocation and no size beyond the pointer. Make one with [`call_span!`],
+/// enter it in `call` and in every `poll`.
+///
+/// ```
+/// use palisade_core::call_span;
+///
+/// let span = call_span!("palisade::limit", "palisade.concurrency_limit", name = "db");
+/// // No subscriber is installed: the span is disabled and holds nothing.
+/// assert!(span.is_disabled());
+/// let _entered = span.enter(); // a no-op here; enters the span when enabled
+/// ```
+#[derive(Default)]
+pub struct CallSpan(Option<Box<tracing::Span>>);
+
+impl CallSpan {
+    /// Keeps `span` if it is enabled; see [`call_span!`].
+    #[inline]
+    pub fn new(span: tracing::Span) -> Self {
+        if span.is_disabled() {
+            Self(None)
+        } else {
+            Self(Some(Box::new(span)))
+        }
+    }
+
+    /// No span.
+    pub const fn none() -> Self {
+        Self(None)
+    }
+
+    /// Whether the span is off (nobody listens at `debug` for its target).
+    pub fn is_disabled(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Enters the span until the guard is dropped; nothing when it is disabled.
+    #[inline]
+    pub fn enter(&self) -> Option<tracing::span::Entered<'_>> {
+        self.0.as_deref().map(tracing::Span::enter)
+    }
+
+    /// The span, when it is enabled.
+    pub fn span(&self) -> Option<&tracing::Span> {
+        self.0.as_deref()
+    }
+
+    /// Enters the span and keeps it, for `call`: the inner call is made inside it, then
+    /// [`EnteredCallSpan::exit`] hands the span back to be stored in the response future
+    /// (`ResponseFuture::new(inner.call(req), …, entered.exit())`: arguments are evaluated
+    /// in order, so the inner future is still written in place).
+    #[inline]
+    pub fn entered(self) -> EnteredCallSpan {
+        if let Some(span) = &self.0 {
+            span.with_subscriber(|(id, dispatch)| dispatch.enter(id));
+        }
+        EnteredCallSpan(self)
+    }
+}
+
+/// A [`CallSpan`] entered by [`CallSpan::entered`]; exited on [`exit`](Self::exit) or drop.
+#[derive(Debug)]
+pub struct EnteredCallSpan(CallSpan);
+
+impl EnteredCallSpan {
+    /// Exits the span and returns it.
+    #[inline]
+    pub fn exit(mut self) -> CallSpan {
+        self.leave();
+        CallSpan(self.0 .0.take())
+    }
+
+    fn leave(&self) {
+        if let Some(span) = &self.0 .0 {
+            span.with_subscriber(|(id, dispatch)| dispatch.exit(id));
+        }
+    }
+}
+
+impl Drop for EnteredCallSpan {
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+impl std::fmt::Debug for CallSpan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(span) => span.fmt(f),
+            None => f.write_str("CallSpan(disabled)"),
+        }
+    }
+}
+
+/// Opens the `debug` [`CallSpan`] of one call: `call_span!(target, name, fields…)`, with the
+/// target and span name as string literals and fields as in `tracing::debug_span!`
+/// (evaluated only when the span is enabled).
+#[macro_export]
+macro_rules! call_span {
+    ($target:literal, $name:literal $(, $($fields:tt)*)?) => {
+        $crate::observe::CallSpan::new($crate::observe::__tracing::debug_span!(
+            target: $target,
+            $name
+            $(, $($fields)*)?
+        ))
+    };
+}
+
+#[doc(hidden)]
+pub use tracing as __tracing;

@@ -37,7 +37,7 @@
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use palisade_core::{BoxError, Deadline, SetDeadline};
+use palisade_core::{call_span, BoxError, Deadline, SetDeadline};
 use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -105,10 +105,16 @@ where
             // A timeout too large to represent and no deadline: a deadline decades away.
             (None, None) => Deadline::after(self.timeout),
         };
+        let span = call_span!("palisade::deadline", "palisade.deadline").entered();
         if deadline.instant() <= now {
             // Already out of time: don't start work nobody will wait for.
             tracing::debug!(target: "palisade::deadline", "deadline already passed: rejected");
-            return future::ResponseFuture::new(None, deadline.instant(), Cause::Deadline);
+            return future::ResponseFuture::new(
+                None,
+                deadline.instant(),
+                Cause::Deadline,
+                span.exit(),
+            );
         }
         req.set_deadline(deadline);
         // The inner call is made inside the expression that builds the returned future,
@@ -118,6 +124,7 @@ where
             Some(self.inner.call(req)),
             deadline.instant(),
             Cause::Deadline,
+            span.exit(),
         )
     }
 }

@@ -37,9 +37,9 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, Request, Response};
-use palisade_core::observe::Counter;
+use palisade_core::observe::{CallSpan, Counter};
 use palisade_core::response::error_response;
-use palisade_core::{BoxError, Deadline, DeadlineExceeded, HasDeadline, SetDeadline};
+use palisade_core::{call_span, BoxError, Deadline, DeadlineExceeded, HasDeadline, SetDeadline};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower_layer::Layer;
@@ -55,6 +55,7 @@ pub struct ServerDeadlineLayer {
     header: Option<HeaderName>,
     max: Duration,
     default: Option<Duration>,
+    name: std::sync::Arc<str>,
     expired: Counter,
 }
 
@@ -72,6 +73,7 @@ impl ServerDeadlineLayer {
             header: None,
             max: Duration::from_secs(60),
             default: None,
+            name: "".into(),
             expired: Counter::register(
                 "palisade_decisions_total",
                 "server_deadline",
@@ -99,6 +101,7 @@ impl ServerDeadlineLayer {
             &name,
             &[("decision", "expired")],
         );
+        self.name = name;
         self
     }
 
@@ -196,8 +199,11 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let grpc = palisade_core::response::is_grpc(req.headers());
+        let span =
+            call_span!("palisade::deadline", "palisade.server_deadline", name = %self.config.name)
+                .entered();
         let Some(budget) = self.config.budget(req.headers(), grpc) else {
-            return future::ResponseFuture::unbounded(self.inner.call(req), grpc);
+            return future::ResponseFuture::unbounded(self.inner.call(req), grpc, span.exit());
         };
         let mut deadline = Deadline::after(budget);
         if let Some(existing) = req.deadline() {
@@ -205,7 +211,8 @@ where
         }
         if deadline.instant() <= Instant::now() {
             self.config.expired.increment(1);
-            return future::ResponseFuture::expired(grpc);
+            tracing::debug!(target: "palisade::deadline", "inbound deadline already passed: rejected");
+            return future::ResponseFuture::expired(grpc, span.exit());
         }
         req.set_deadline(deadline);
         future::ResponseFuture::bounded(
@@ -213,6 +220,7 @@ where
             deadline.instant(),
             grpc,
             self.config.expired.clone(),
+            span.exit(),
         )
     }
 }
@@ -230,31 +238,41 @@ pub mod future {
             race: Race<F>,
             grpc: bool,
             expired: Counter,
+            span: CallSpan,
         }
     }
 
     impl<F> ResponseFuture<F> {
-        pub(super) fn unbounded(inner: F, grpc: bool) -> Self {
+        pub(super) fn unbounded(inner: F, grpc: bool, span: CallSpan) -> Self {
             Self {
                 race: Race::new(Some(inner), None),
                 grpc,
                 expired: Counter::noop(),
+                span,
             }
         }
 
-        pub(super) fn bounded(inner: F, at: Instant, grpc: bool, expired: Counter) -> Self {
+        pub(super) fn bounded(
+            inner: F,
+            at: Instant,
+            grpc: bool,
+            expired: Counter,
+            span: CallSpan,
+        ) -> Self {
             Self {
                 race: Race::new(Some(inner), Some(at)),
                 grpc,
                 expired,
+                span,
             }
         }
 
-        pub(super) fn expired(grpc: bool) -> Self {
+        pub(super) fn expired(grpc: bool, span: CallSpan) -> Self {
             Self {
                 race: Race::new(None, None),
                 grpc,
                 expired: Counter::noop(),
+                span,
             }
         }
     }
@@ -268,6 +286,7 @@ pub mod future {
 
         fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
             let this = self.project();
+            let _entered = this.span.enter();
             match ready!(this.race.poll_race(cx)) {
                 Raced::Done(out) => return Poll::Ready(out),
                 // Out of time: the handler was cancelled; answer DEADLINE_EXCEEDED.

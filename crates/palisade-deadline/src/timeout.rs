@@ -41,7 +41,8 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use palisade_core::{BoxError, DeadlineExceeded, Elapsed, HasDeadline};
+use palisade_core::observe::CallSpan;
+use palisade_core::{call_span, BoxError, DeadlineExceeded, Elapsed, HasDeadline};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower_layer::Layer;
@@ -109,9 +110,10 @@ where
             // A timeout too large to represent, and no deadline: wait forever, in effect.
             (None, None) => (now + Duration::from_secs(86400 * 365 * 30), Cause::Timeout),
         };
+        let span = call_span!("palisade::deadline", "palisade.timeout").entered();
         // Deadline already passed: rejected at once, without calling the inner service.
         let inner = (cause != Cause::Deadline || at > now).then(|| self.inner.call(req));
-        future::ResponseFuture::new(inner, at, cause)
+        future::ResponseFuture::new(inner, at, cause, span.exit())
     }
 }
 
@@ -149,6 +151,7 @@ pub mod future {
             #[pin]
             race: Race<F>,
             cause: Cause,
+            span: CallSpan,
         }
     }
 
@@ -156,10 +159,11 @@ pub mod future {
         /// `inner` is `None` when the call was out of time before it started: the future
         /// then fails with `cause`'s error on first poll. Built in one place so the (large)
         /// future is constructed where it is returned.
-        pub(crate) fn new(inner: Option<F>, at: Instant, cause: Cause) -> Self {
+        pub(crate) fn new(inner: Option<F>, at: Instant, cause: Cause, span: CallSpan) -> Self {
             Self {
                 race: Race::new(inner, Some(at)),
                 cause,
+                span,
             }
         }
     }
@@ -173,6 +177,7 @@ pub mod future {
 
         fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
             let this = self.project();
+            let _entered = this.span.enter();
             match ready!(this.race.poll_race(cx)) {
                 Raced::Done(out) => Poll::Ready(out.map_err(Into::into)),
                 Raced::OutOfTime { in_flight } => {

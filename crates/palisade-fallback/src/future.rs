@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
+use palisade_core::observe::CallSpan;
 use palisade_core::{BoxError, Classify};
 use pin_project_lite::pin_project;
 
@@ -32,6 +33,8 @@ pin_project! {
         #[pin]
         state: State<F, Fb::Future, Fb::Saved>,
         shared: Arc<Shared<Fb, C>>,
+        // The call's span: the inner call and the fallback run inside it.
+        span: CallSpan,
     }
 }
 
@@ -48,13 +51,19 @@ impl<F, Fb, C, Req, T> ResponseFuture<F, Fb, C, Req, T>
 where
     Fb: Fallback<Req, T>,
 {
-    pub(crate) fn new(fut: F, saved: Fb::Saved, shared: Arc<Shared<Fb, C>>) -> Self {
+    pub(crate) fn new(
+        fut: F,
+        saved: Fb::Saved,
+        shared: Arc<Shared<Fb, C>>,
+        span: CallSpan,
+    ) -> Self {
         Self {
             state: State::Inner {
                 fut,
                 saved: Some(saved),
             },
             shared,
+            span,
         }
     }
 }
@@ -70,6 +79,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        let _entered = this.span.enter();
         loop {
             match this.state.as_mut().project() {
                 StateProj::Inner { fut, saved } => {

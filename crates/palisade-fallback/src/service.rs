@@ -1,7 +1,7 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use palisade_core::{BoxError, Classify};
+use palisade_core::{call_span, BoxError, Classify};
 use tower_service::Service;
 
 use crate::fallback::Fallback;
@@ -59,7 +59,14 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        let span = call_span!("palisade::fallback", "palisade.fallback", name = %self.shared.name)
+            .entered();
         let saved = self.shared.fallback.save(&req);
-        ResponseFuture::new(self.inner.call(req), saved, Arc::clone(&self.shared))
+        ResponseFuture::new(
+            self.inner.call(req),
+            saved,
+            Arc::clone(&self.shared),
+            span.exit(),
+        )
     }
 }

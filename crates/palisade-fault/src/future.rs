@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use palisade_core::observe::CallSpan;
 use palisade_core::BoxError;
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
@@ -57,6 +58,7 @@ pin_project! {
         delay: Delay,
         #[pin]
         kind: Kind<F>,
+        span: CallSpan,
     }
 }
 
@@ -67,8 +69,8 @@ impl<F> std::fmt::Debug for ResponseFuture<F> {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(delay: Delay, kind: Kind<F>) -> Self {
-        Self { delay, kind }
+    pub(crate) fn new(delay: Delay, kind: Kind<F>, span: CallSpan) -> Self {
+        Self { delay, kind, span }
     }
 }
 
@@ -81,6 +83,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let _entered = this.span.enter();
         ready!(this.delay.poll_done(cx));
         match this.kind.project() {
             KindProj::Call { fut } => fut.poll(cx).map_err(Into::into),

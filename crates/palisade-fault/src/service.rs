@@ -1,6 +1,6 @@
 use std::task::{Context, Poll};
 
-use palisade_core::BoxError;
+use palisade_core::{call_span, BoxError};
 use tower_service::Service;
 
 use crate::future::{Delay, Kind, ResponseFuture};
@@ -39,6 +39,7 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        let span = call_span!("palisade::fault", "palisade.faults").entered();
         let decision = self.layer.shared.decide();
         // Faults that answer instead of the inner service do not call it: the request
         // never leaves (injected before the call). A delayed call is made at once but its
@@ -59,6 +60,6 @@ where
                 fut: self.inner.call(req),
             },
         };
-        ResponseFuture::new(Delay::new(decision.delay), kind)
+        ResponseFuture::new(Delay::new(decision.delay), kind, span.exit())
     }
 }

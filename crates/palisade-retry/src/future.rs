@@ -8,6 +8,7 @@ use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use palisade_core::classify::Pushback;
+use palisade_core::observe::CallSpan;
 use palisade_core::{find_rejection, BoxError, Classify, Deadline, Outcome, Rejection};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
@@ -51,6 +52,8 @@ pin_project! {
         last: Option<Result<S::Response, BoxError>>,
         shared: Arc<Shared>,
         classify: C,
+        // The call's span: every attempt runs inside it.
+        span: CallSpan,
     }
 }
 
@@ -64,6 +67,7 @@ where
         deadline: Option<Deadline>,
         shared: Arc<Shared>,
         classify: C,
+        span: CallSpan,
     ) -> Self {
         Self {
             state: State::Running { fut: first },
@@ -74,6 +78,7 @@ where
             last: None,
             shared,
             classify,
+            span,
         }
     }
 }
@@ -179,6 +184,7 @@ where
     // has spent it (conservative: the budget errs towards fewer retries).
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        let _entered = this.span.enter();
         loop {
             match this.state.as_mut().project() {
                 StateProj::Running { fut } => {
@@ -217,7 +223,7 @@ where
                         *this.deadline,
                     ) {
                         Ok(wait) => {
-                            tracing::trace!(target: "palisade::retry", attempt = *this.attempts, ?wait, "retrying");
+                            tracing::debug!(target: "palisade::retry", attempt = *this.attempts, ?wait, "retrying");
                             *this.prev_wait = wait;
                             *this.last = Some(result);
                             this.state.set(State::Backoff {

@@ -2,7 +2,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use palisade_core::{BoxError, Classify, ErrorsAsFailures, HasDeadline};
+use palisade_core::{call_span, BoxError, Classify, ErrorsAsFailures, HasDeadline};
 use tower_service::Service;
 
 use super::future::ResponseFuture;
@@ -108,12 +108,14 @@ where
         // writes them in place rather than moving them (a profile showed the nested future
         // and the retrier each copied twice per call when they went through locals). The
         // clone is taken after the call: a clone never inherits a reservation either way.
+        let span = call_span!("palisade::retry", "palisade.retry", name = %shared.name).entered();
         ResponseFuture::new(
             self.inner.call(req),
             template.map(|t| Replayer::new(self.inner.clone(), t, self.policy.clone())),
             deadline,
             Arc::clone(&self.shared),
             self.classify.clone(),
+            span.exit(),
         )
     }
 }

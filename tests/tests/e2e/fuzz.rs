@@ -294,6 +294,7 @@ fn canonical_stack_happy_path_allocates_nothing() {
 /// second copy of the request) fails this test; lower the bound when you shrink one. The
 /// bounds are the sizes under `cargo test --workspace --all-features`, where unified
 /// features make a few types larger (8 B in the hedge) than in a build of this package.
+/// Each layer's tracing span is one word (`CallSpan`, boxed only when `debug` is on).
 #[test]
 fn canonical_stack_future_size_is_bounded() {
     use std::task::{Context, Poll, Waker};
@@ -334,14 +335,14 @@ fn canonical_stack_future_size_is_bounded() {
         .layer(hedge.clone());
     let deadline = DeadlineLayer::new(Duration::from_secs(1)).layer(retry.clone());
     let sizes = [
-        ("timeout", future_size(timeout), 160),
-        ("concurrency limit", future_size(limit), 168),
+        ("timeout", future_size(timeout), 168),
+        ("concurrency limit", future_size(limit), 176),
         // Admitted calls store only the inner future: the rate limit adds nothing.
-        ("rate limit", future_size(rate), 168),
-        ("breaker", future_size(breaker), 208),
-        ("hedge", future_size(hedge), 664),
-        ("retry", future_size(retry), 952),
-        ("deadline (the whole stack)", future_size(deadline), 1088),
+        ("rate limit", future_size(rate), 176),
+        ("breaker", future_size(breaker), 216),
+        ("hedge", future_size(hedge), 680),
+        ("retry", future_size(retry), 976),
+        ("deadline (the whole stack)", future_size(deadline), 1120),
     ];
     for (layer, size, bound) in sizes {
         assert!(

@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
+use palisade_core::observe::CallSpan;
 use palisade_core::{BoxError, Classify, Deadline};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
@@ -76,6 +77,8 @@ pin_project! {
         #[pin]
         timer: Option<Sleep>,
         classify: C,
+        // The call's span: every branch starts and runs inside it.
+        span: CallSpan,
     }
 }
 
@@ -89,6 +92,7 @@ where
         width: NonZeroUsize,
         deadline: Option<Deadline>,
         classify: C,
+        span: CallSpan,
     ) -> Self {
         let n = branches.len();
         Self {
@@ -100,6 +104,7 @@ where
             width,
             timer: deadline.map(|d| tokio::time::sleep_until(d.instant())),
             classify,
+            span,
         }
     }
 }
@@ -128,6 +133,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let _entered = this.span.enter();
         // A fan-out of nothing, or a quorum bigger than the fan-out, is decided at once.
         if let Some(done) = this.tally.check(*this.mode) {
             return Poll::Ready(Ok(finish(this.branches, this.running, done)));

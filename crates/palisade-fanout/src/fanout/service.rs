@@ -3,7 +3,7 @@ use std::num::NonZeroUsize;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use palisade_core::{BoxError, Classify, Deadline, ErrorsAsFailures, HasDeadline};
+use palisade_core::{call_span, BoxError, Classify, Deadline, ErrorsAsFailures, HasDeadline};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -161,6 +161,7 @@ where
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        let span = call_span!("palisade::fanout", "palisade.fan_out").entered();
         let branches = self.scatter.scatter(req);
         ResponseFuture::new(
             branches,
@@ -168,6 +169,7 @@ where
             self.width,
             deadline,
             self.classify.clone(),
+            span.exit(),
         )
     }
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use palisade_core::observe::CallSpan;
 use palisade_core::replay::{ReplayPolicy, Replayer};
 use palisade_core::{BoxError, Classify, Deadline};
 use pin_project_lite::pin_project;
@@ -88,6 +89,8 @@ pin_project! {
         last: Option<Result<S::Response, BoxError>>,
         shared: Arc<Shared>,
         classify: C,
+        // The call's span: the first attempt and every hedge run inside it.
+        span: CallSpan,
     }
 }
 
@@ -101,6 +104,7 @@ where
         deadline: Option<Deadline>,
         shared: Arc<Shared>,
         classify: C,
+        span: CallSpan,
     ) -> Self {
         Self {
             primary: Some(primary),
@@ -113,6 +117,7 @@ where
             last: None,
             shared,
             classify,
+            span,
         }
     }
 }
@@ -185,6 +190,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        let _entered = this.span.enter();
         loop {
             // 1. The first attempt.
             if let Some(fut) = this.primary.as_mut().as_pin_mut() {
@@ -335,7 +341,7 @@ where
         tracing::debug!(target: "palisade::fanout", "no hedge: budget spent");
         return Fire::Done;
     }
-    tracing::trace!(target: "palisade::fanout", "hedge attempt sent");
+    tracing::debug!(target: "palisade::fanout", "hedge attempt sent");
     s.left -= 1;
     s.sent += 1;
     extras.push(Attempt {

@@ -2,7 +2,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use palisade_core::{BoxError, Classify, HasDeadline};
+use palisade_core::{call_span, BoxError, Classify, HasDeadline};
 use tower_service::Service;
 
 use super::future::{ResponseFuture, Spare};
@@ -103,6 +103,8 @@ where
         // expression that builds the returned future, so the compiler writes them in place
         // instead of moving them through locals (a copy each per call, in a profile). The
         // clone is taken after the call: a clone never inherits a reservation either way.
+        let span =
+            call_span!("palisade::fanout", "palisade.hedge", name = %self.shared.name).entered();
         ResponseFuture::new(
             self.inner.call(req),
             spare.map(|(template, delay, min_remaining)| {
@@ -116,6 +118,7 @@ where
             deadline,
             Arc::clone(&self.shared),
             self.classify.clone(),
+            span.exit(),
         )
     }
 }

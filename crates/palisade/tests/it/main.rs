@@ -7,3 +7,4 @@ mod grpc;
 mod metrics;
 mod stack;
 mod status;
+mod tracing;

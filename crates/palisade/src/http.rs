@@ -29,9 +29,10 @@ pub mod key {
 
     use ::http::{HeaderName, HeaderValue, Request};
 
-    /// The peer's IP: a `SocketAddr` in the request's extensions (insert it from your
+    /// The peer's IP, from the request's extensions: a `SocketAddr` (insert it from your
     /// accept loop, or serve axum with `into_make_service_with_connect_info` and map
-    /// `ConnectInfo` into it; with tonic, map `TcpConnectInfo::remote_addr`).
+    /// `ConnectInfo` into it) or, with feature `tonic-server`, the `TcpConnectInfo` a
+    /// `tonic::transport::Server` puts on every request.
     pub fn peer_ip<B>() -> impl Fn(&Request<B>) -> Option<IpAddr> + Clone + Send + Sync + 'static {
         |req: &Request<B>| peer(req)
     }
@@ -39,6 +40,13 @@ pub mod key {
     fn peer<B>(req: &Request<B>) -> Option<IpAddr> {
         if let Some(addr) = req.extensions().get::<SocketAddr>() {
             return Some(addr.ip());
+        }
+        #[cfg(feature = "tonic-server")]
+        if let Some(info) = req
+            .extensions()
+            .get::<tonic::transport::server::TcpConnectInfo>()
+        {
+            return info.remote_addr().map(|a| a.ip());
         }
         None
     }

@@ -406,3 +406,39 @@ async fn hedges_over_a_channel_take_the_spare_attempt() {
         "the hedge carries grpc-previous-rpc-attempts"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tonic_server_keys_by_peer_ip() {
+    use palisade::http::key::peer_ip;
+    use palisade::rate::KeyedRateLimitLayer;
+    use std::net::IpAddr;
+
+    // The key closure sees the `TcpConnectInfo` tonic's server puts on each request.
+    let seen: Arc<Mutex<Vec<Option<IpAddr>>>> = Arc::default();
+    let key = {
+        let seen = seen.clone();
+        let peer = peer_ip();
+        move |req: &http::Request<Body>| {
+            let ip = peer(req);
+            seen.lock().unwrap().push(ip);
+            ip
+        }
+    };
+    let server_stack = ServiceBuilder::new()
+        .rejection_responses(RejectionResponseLayer::new().empty_body())
+        .layer(KeyedRateLimitLayer::new(
+            quota(2, Duration::from_secs(60)).unwrap(),
+            key,
+        ))
+        .box_errors()
+        .into_inner();
+    let addr = serve(Upstream::default(), server_stack).await;
+    let ch = channel(addr).await;
+
+    assert!(call(ch.clone(), "ok", None).await.is_ok());
+    assert!(call(ch.clone(), "ok", None).await.is_ok());
+    let s = call(ch.clone(), "ok", None).await.unwrap_err();
+    assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+    let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+    assert_eq!(*seen.lock().unwrap(), vec![Some(loopback); 3]);
+}

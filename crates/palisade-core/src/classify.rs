@@ -45,6 +45,7 @@
 //! ```
 
 use std::error::Error;
+use std::fmt;
 use std::time::Duration;
 
 use crate::error::{find_rejection, Rejection};
@@ -56,7 +57,7 @@ mod grpc;
 mod http;
 
 #[cfg(feature = "grpc")]
-pub use self::grpc::{GrpcClassifier, GrpcCode};
+pub use self::grpc::{EndOfStream, GrpcClassifier, GrpcCode};
 #[cfg(feature = "http")]
 pub use self::http::HttpClassifier;
 
@@ -258,6 +259,65 @@ impl Outcome {
 pub trait Classify<Res, E = BoxError> {
     /// Classifies one result.
     fn classify(&self, result: &Result<Res, E>) -> Outcome;
+
+    /// The outcome of a result that is only known later — a gRPC response streamed past
+    /// [`TrailerStatusLayer`]'s cap, whose status arrives in trailers at the end of the
+    /// body — or `None` (the default) when [`classify`](Self::classify) is final. Layers
+    /// that only *record* outcomes (breakers, throttles) wait for a deferred one: the call
+    /// counts when its stream ends, and not at all if the body is dropped first. Layers
+    /// that must decide now (retries, hedges) use `classify`.
+    ///
+    /// [`TrailerStatusLayer`]: https://docs.rs/palisade/latest/palisade/grpc/struct.TrailerStatusLayer.html
+    fn deferred(&self, result: &Result<Res, E>) -> Option<Deferred> {
+        let _ = result;
+        None
+    }
+}
+
+/// An outcome known later; see [`Classify::deferred`].
+///
+/// Holds how to register for it: [`then`](Self::then) hands over a function called once
+/// with the outcome, or dropped uncalled if the outcome never comes (the body was dropped
+/// before its end), so whatever it owns is released either way.
+///
+/// ```
+/// use palisade_core::classify::Deferred;
+/// use palisade_core::Outcome;
+/// use std::sync::{Arc, Mutex};
+///
+/// let slot: Arc<Mutex<Option<Box<dyn FnOnce(&Outcome) + Send>>>> = Arc::default();
+/// let later = Deferred::new({
+///     let slot = slot.clone();
+///     move |f| *slot.lock().unwrap() = Some(f)
+/// });
+/// let seen = Arc::new(Mutex::new(None));
+/// let s = seen.clone();
+/// later.then(move |o| *s.lock().unwrap() = Some(o.is_failure()));
+/// // … the stream ends with a failure:
+/// (slot.lock().unwrap().take().unwrap())(&Outcome::failure());
+/// assert_eq!(*seen.lock().unwrap(), Some(true));
+/// ```
+pub struct Deferred(Box<dyn FnOnce(Later) + Send>);
+
+/// The function a [`Deferred`] outcome is handed to.
+pub type Later = Box<dyn FnOnce(&Outcome) + Send>;
+
+impl Deferred {
+    /// An outcome delivered by whoever `register` hands the function to.
+    pub fn new(register: impl FnOnce(Later) + Send + 'static) -> Self {
+        Self(Box::new(register))
+    }
+
+    /// Calls `f` with the outcome when it is known (or drops it if it never is).
+    pub fn then(self, f: impl FnOnce(&Outcome) + Send + 'static) {
+        (self.0)(Box::new(f));
+    }
+}
+
+impl fmt::Debug for Deferred {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Deferred")
+    }
 }
 
 impl<F, Res, E> Classify<Res, E> for F

@@ -6,7 +6,8 @@
 //! through [`classify::outcome`](crate::classify::outcome) (so local rejections are marked
 //! as such), and the [`Recorder`] is consumed with the outcome. If the future is dropped
 //! before completion, the recorder is dropped unconsumed: its `Drop` forgets the call (a
-//! breaker hands a probe slot back, a throttle counts nothing).
+//! breaker hands a probe slot back, a throttle counts nothing). A result whose outcome is
+//! only known at the end of its body ([`Classify::deferred`]) is recorded then.
 //!
 //! # Example
 //!
@@ -73,16 +74,22 @@ where
     F: Future<Output = Result<T, E>>,
     E: Into<BoxError>,
     C: Classify<T>,
-    R: Recorder,
+    R: Recorder + Send + 'static,
 {
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let result = ready!(this.fut.poll(cx)).map_err(Into::into);
-        // Classify once, record once.
+        // Classify once, record once: now, or when a streamed body ends (a gRPC status in
+        // the trailers of a long stream). A deferred outcome holds the recorder until
+        // then; if the body is dropped first, the recorder is dropped unconsumed, as if
+        // this future had been.
         if let Some(recorder) = this.recorder.take() {
-            recorder.record(&crate::classify::outcome(this.classify, &result));
+            match this.classify.deferred(&result) {
+                Some(later) => later.then(move |outcome| recorder.record(outcome)),
+                None => recorder.record(&crate::classify::outcome(this.classify, &result)),
+            }
         }
         Poll::Ready(result)
     }

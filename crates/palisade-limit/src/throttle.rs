@@ -385,6 +385,10 @@ impl<T, C: Classify<T, BoxError>> Classify<T, BoxError> for SharedClassify<C> {
     fn classify(&self, result: &Result<T, BoxError>) -> Outcome {
         self.0.classify.classify(result)
     }
+
+    fn deferred(&self, result: &Result<T, BoxError>) -> Option<palisade_core::classify::Deferred> {
+        self.0.classify.deferred(result)
+    }
 }
 
 /// Counts a sent request when it finishes, as a request and maybe an accept: one still in

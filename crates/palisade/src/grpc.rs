@@ -8,9 +8,14 @@
 //! response body up to a cap; when the body ends within it, the status, message and
 //! pushback in the trailers are copied into the headers, so every layer above classifies
 //! the call by its real status. The body (and its trailers) are passed on unchanged. A
-//! body longer than the cap is passed on as it streams, its status unseen by the
-//! classifiers (as before); a response with `grpc-status` already in its headers is not
-//! touched.
+//! body longer than the cap is passed on as it streams, with an
+//! [`EndOfStream`](palisade_core::classify::EndOfStream) in the response's extensions:
+//! layers that only record outcomes (the circuit breaker, the throttle) then record the
+//! call when the body ends, from its trailers ([`Classify::deferred`]), and not at all if
+//! the body is dropped before its end; layers that decide at once (retries, hedges) see
+//! the headers only. A response with `grpc-status` already in its headers is not touched.
+//!
+//! [`Classify::deferred`]: palisade_core::Classify::deferred
 //!
 //! # Example
 //!
@@ -48,6 +53,7 @@ use std::task::{ready, Context, Poll};
 use ::http::{HeaderMap, Response};
 use bytes::{Buf, Bytes};
 use http_body::{Body, Frame, SizeHint};
+use palisade_core::classify::EndOfStream;
 use palisade_core::BoxError;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -202,14 +208,21 @@ pub mod future {
                         let over = *read > *this.cap;
                         if ended || over {
                             let mut head = head.take().expect("head until done");
+                            let mut end = None;
                             if ended {
                                 if let Some(t) = frames.back().and_then(Frame::trailers_ref) {
                                     hoist(t, &mut head.headers);
                                 }
+                            } else {
+                                // Streaming on: the status comes at the end of the body.
+                                let eos = EndOfStream::new();
+                                head.extensions.insert(eos.clone());
+                                end = Some(eos);
                             }
                             let body = TrailerBody {
                                 buffered: std::mem::take(frames),
                                 inner: if ended { None } else { body.take() },
+                                end,
                             };
                             this.state.set(State::Done);
                             return Poll::Ready(Ok(Response::from_parts(head, body)));
@@ -235,6 +248,8 @@ pub mod future {
 pub struct TrailerBody<B> {
     buffered: VecDeque<Frame<Bytes>>,
     inner: Option<B>,
+    // A body streamed past the cap: told its trailers when it ends, or abandoned on drop.
+    end: Option<EndOfStream>,
 }
 
 impl<B> TrailerBody<B> {
@@ -242,6 +257,21 @@ impl<B> TrailerBody<B> {
         Self {
             buffered: VecDeque::new(),
             inner: Some(inner),
+            end: None,
+        }
+    }
+
+    fn ended(&mut self, trailers: Option<&HeaderMap>) {
+        if let Some(end) = self.end.take() {
+            end.end(trailers);
+        }
+    }
+}
+
+impl<B> Drop for TrailerBody<B> {
+    fn drop(&mut self) {
+        if let Some(end) = self.end.take() {
+            end.abandon();
         }
     }
 }
@@ -262,10 +292,22 @@ where
         if let Some(frame) = self.buffered.pop_front() {
             return Poll::Ready(Some(Ok(frame)));
         }
-        match self.inner.as_mut() {
-            Some(inner) => Pin::new(inner).poll_frame(cx).map_err(Into::into),
-            None => Poll::Ready(None),
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = ready!(Pin::new(inner).poll_frame(cx)).map(|r| r.map_err(Into::into));
+        // The end of a streamed body: its trailers (or their absence, or an error) are
+        // the status the recording layers above wait for.
+        match &polled {
+            Some(Ok(frame)) => {
+                if let Some(t) = frame.trailers_ref() {
+                    let t = t.clone();
+                    self.ended(Some(&t));
+                }
+            }
+            Some(Err(_)) | None => self.ended(None),
         }
+        Poll::Ready(polled)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -1,8 +1,10 @@
 //! The gRPC classifier.
 
-use http::Response;
+use std::sync::{Arc, Mutex};
 
-use super::{Classify, Outcome, OutcomeKind, Pushback};
+use http::{HeaderMap, Response};
+
+use super::{Classify, Deferred, Later, Outcome, OutcomeKind, Pushback};
 use crate::header::{parse_grpc_status, parse_pushback_ms};
 use crate::BoxError;
 
@@ -166,7 +168,39 @@ impl GrpcClassifier {
     }
 }
 
+impl GrpcClassifier {
+    /// Classifies the status in a stream's trailers; `None` (the stream ended without
+    /// trailers, or failed) is `UNKNOWN`, as the gRPC spec says of a missing status.
+    pub fn classify_trailers(&self, trailers: Option<&HeaderMap>) -> Outcome {
+        let Some(t) = trailers else {
+            return self.classify_code(GrpcCode::Unknown, None);
+        };
+        let code = t.get("grpc-status").map_or(GrpcCode::Unknown, |v| {
+            parse_grpc_status(v).map_or(GrpcCode::Unknown, GrpcCode::from_u32)
+        });
+        let pushback = t.get("grpc-retry-pushback-ms").and_then(parse_pushback_ms);
+        self.classify_code(code, pushback)
+    }
+}
+
 impl<B> Classify<Response<B>, BoxError> for GrpcClassifier {
+    /// A response with no status in its headers whose body carries an [`EndOfStream`]
+    /// (it streamed past `TrailerStatusLayer`'s cap) is classified from its trailers,
+    /// when the body ends.
+    fn deferred(&self, result: &Result<Response<B>, BoxError>) -> Option<Deferred> {
+        let res = result.as_ref().ok()?;
+        if res.status() != http::StatusCode::OK || res.headers().contains_key("grpc-status") {
+            return None;
+        }
+        let eos = res.extensions().get::<EndOfStream>()?.clone();
+        let classifier = *self;
+        Some(Deferred::new(move |later: Later| {
+            eos.on_end(Box::new(move |trailers| {
+                later(&classifier.classify_trailers(trailers));
+            }));
+        }))
+    }
+
     fn classify(&self, result: &Result<Response<B>, BoxError>) -> Outcome {
         let res = match result {
             Ok(res) => res,
@@ -186,6 +220,122 @@ impl<B> Classify<Response<B>, BoxError> for GrpcClassifier {
             }
         };
         self.classify_code(code, pushback)
+    }
+}
+
+/// The end of a response body, for outcomes that wait for its trailers
+/// ([`Classify::deferred`]).
+///
+/// The layer that streams the body on (`TrailerStatusLayer`) puts one in the response's
+/// extensions and keeps a clone in the body; a classifier registers what to do with the
+/// trailers; the body calls [`end`](Self::end) when it ends. If the body is dropped
+/// first, [`abandon`](Self::abandon) drops what was registered, uncalled.
+///
+/// ```
+/// use palisade_core::classify::{EndOfStream, GrpcClassifier};
+/// use palisade_core::{BoxError, Classify};
+/// use std::sync::{Arc, Mutex};
+///
+/// let eos = EndOfStream::new();
+/// let mut res = http::Response::new(());
+/// res.extensions_mut().insert(eos.clone());
+/// let res: Result<_, BoxError> = Ok(res);
+/// let failed = Arc::new(Mutex::new(None));
+/// let f = failed.clone();
+/// GrpcClassifier::new()
+///     .deferred(&res)
+///     .expect("status in the trailers")
+///     .then(move |o| *f.lock().unwrap() = Some(o.is_failure()));
+/// assert_eq!(*failed.lock().unwrap(), None); // not yet: the body is still streaming
+/// let mut trailers = http::HeaderMap::new();
+/// trailers.insert("grpc-status", "14".parse().unwrap()); // UNAVAILABLE
+/// eos.end(Some(&trailers));
+/// assert_eq!(*failed.lock().unwrap(), Some(true));
+/// ```
+#[derive(Clone, Default)]
+pub struct EndOfStream(Arc<Mutex<Eos>>);
+
+type OnEnd = Box<dyn FnOnce(Option<&HeaderMap>) + Send>;
+
+#[derive(Default)]
+enum Eos {
+    // Still streaming: who waits for the trailers.
+    #[default]
+    Open,
+    Waiting(Vec<OnEnd>),
+    // Ended, with its trailers (for a late registration).
+    Ended(Option<HeaderMap>),
+    // Dropped before its end: nothing will come.
+    Abandoned,
+}
+
+impl EndOfStream {
+    /// A stream that has not ended.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Calls `f` with the trailers when the stream ends (at once if it has); drops it
+    /// uncalled if the stream is abandoned.
+    pub fn on_end(&self, f: OnEnd) {
+        let mut state = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &mut *state {
+            Eos::Open => *state = Eos::Waiting(vec![f]),
+            Eos::Waiting(waiting) => waiting.push(f),
+            Eos::Ended(trailers) => {
+                let trailers = trailers.clone();
+                drop(state);
+                f(trailers.as_ref());
+            }
+            Eos::Abandoned => {}
+        }
+    }
+
+    /// The stream ended, with these trailers (`None`: without, or with an error).
+    /// Called once; later calls do nothing.
+    pub fn end(&self, trailers: Option<&HeaderMap>) {
+        let waiting = {
+            let mut state = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match std::mem::replace(&mut *state, Eos::Ended(trailers.cloned())) {
+                Eos::Waiting(waiting) => waiting,
+                Eos::Open => Vec::new(),
+                done @ (Eos::Ended(_) | Eos::Abandoned) => {
+                    *state = done;
+                    Vec::new()
+                }
+            }
+        };
+        // Called outside the lock: a recorder may take locks of its own.
+        for f in waiting {
+            f(trailers);
+        }
+    }
+
+    /// The stream will not end (its body was dropped): what waits is dropped, uncalled.
+    pub fn abandon(&self) {
+        let waiting = {
+            let mut state = self
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match &*state {
+                Eos::Ended(_) => return,
+                _ => std::mem::replace(&mut *state, Eos::Abandoned),
+            }
+        };
+        drop(waiting);
+    }
+}
+
+impl std::fmt::Debug for EndOfStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EndOfStream")
     }
 }
 

@@ -116,3 +116,78 @@ async fn a_status_in_the_headers_is_left_alone() {
     let res = svc.oneshot(http::Request::new(())).await.unwrap();
     assert_eq!(res.headers()["grpc-status"], "0");
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn past_the_cap_a_breaker_records_the_status_when_the_stream_ends() {
+    let breaker = |n| {
+        CircuitBreakerLayer::builder()
+            .failure_model(FailureModel::consecutive(n))
+            .open_duration(Duration::from_secs(30))
+            .classify(GrpcClassifier::new())
+            .build()
+            .unwrap()
+    };
+    // Three long streams that end UNAVAILABLE: nothing is recorded while they stream;
+    // the breaker opens as the third one ends.
+    let layer = breaker(3);
+    let state = layer.handle();
+    let svc = ServiceBuilder::new()
+        .circuit_breaker(layer)
+        .layer(TrailerStatusLayer::new(16))
+        .service(upstream("14", 1000));
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let res = svc.clone().oneshot(http::Request::new(())).await.unwrap();
+        assert!(res.headers().get("grpc-status").is_none());
+        open.push(res);
+    }
+    assert_eq!(
+        state.state(),
+        State::Closed,
+        "still streaming: not recorded"
+    );
+    for res in open {
+        let collected = res.into_body().collect().await.unwrap();
+        assert_eq!(collected.trailers().unwrap()["grpc-status"], "14");
+        assert_eq!(collected.to_bytes().len(), 1000, "the body is unchanged");
+    }
+    assert_eq!(
+        state.state(),
+        State::Open,
+        "three UNAVAILABLE at end of stream"
+    );
+
+    // Long streams that end OK count as successes.
+    let layer = breaker(1);
+    let state = layer.handle();
+    let svc = ServiceBuilder::new()
+        .circuit_breaker(layer)
+        .layer(TrailerStatusLayer::new(16))
+        .service(upstream("0", 1000));
+    for _ in 0..3 {
+        let res = svc.clone().oneshot(http::Request::new(())).await.unwrap();
+        let _ = res.into_body().collect().await.unwrap();
+    }
+    assert_eq!(state.state(), State::Closed);
+
+    // A stream dropped before its end is not recorded at all, as a dropped call is not.
+    let layer = breaker(1);
+    let state = layer.handle();
+    let svc = ServiceBuilder::new()
+        .circuit_breaker(layer)
+        .layer(TrailerStatusLayer::new(16))
+        .service(upstream("14", 1000));
+    for _ in 0..3 {
+        let res = svc.clone().oneshot(http::Request::new(())).await.unwrap();
+        drop(res);
+    }
+    assert_eq!(
+        state.state(),
+        State::Closed,
+        "abandoned streams count nothing"
+    );
+    // …and one read to its end still trips it.
+    let res = svc.clone().oneshot(http::Request::new(())).await.unwrap();
+    let _ = res.into_body().collect().await.unwrap();
+    assert_eq!(state.state(), State::Open);
+}

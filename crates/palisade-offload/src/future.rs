@@ -6,7 +6,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use palisade_core::{BoxError, Deadline, DeadlineExceeded};
+use palisade_core::observe::CallSpan;
+use palisade_core::{call_span, BoxError, Deadline, DeadlineExceeded};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use crate::service::{dispatch, Work};
@@ -21,6 +22,8 @@ use crate::PoolShutdown;
 /// orphan ([`OffloadHandle::orphaned`](crate::OffloadHandle::orphaned)).
 pub struct ResponseFuture<T> {
     state: State<T>,
+    // The call's span: entered in every poll (the job's thread does not enter it).
+    span: CallSpan,
 }
 
 enum State<T> {
@@ -47,6 +50,7 @@ impl<T> ResponseFuture<T> {
         deadline: Option<Deadline>,
         work: Work<T>,
     ) -> Self {
+        let span = call_span!("palisade::offload", "palisade.offload", name = %shared.name);
         Self {
             state: State::Admitting {
                 admission: Admission::start(shared, reserved, deadline),
@@ -54,6 +58,7 @@ impl<T> ResponseFuture<T> {
                 work: Some(work),
                 shared: Arc::clone(shared),
             },
+            span,
         }
     }
 }
@@ -78,8 +83,10 @@ impl<T: Send + 'static> Future for ResponseFuture<T> {
     type Output = Result<T, BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let _entered = this.span.enter();
         loop {
-            match &mut self.state {
+            match &mut this.state {
                 State::Admitting {
                     admission,
                     deadline,
@@ -90,14 +97,14 @@ impl<T: Send + 'static> Future for ResponseFuture<T> {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Ok(permit)) => permit,
                         Poll::Ready(Err(e)) => {
-                            self.state = State::Done;
+                            this.state = State::Done;
                             return Poll::Ready(Err(e));
                         }
                     };
                     // Admitted after a wait that used up the deadline: do not start work
                     // nobody can use.
                     if deadline.is_some_and(|d| d.is_expired()) {
-                        self.state = State::Done;
+                        this.state = State::Done;
                         return Poll::Ready(Err(Box::new(DeadlineExceeded::new())));
                     }
                     let work = work.take().expect("work taken once");
@@ -105,7 +112,7 @@ impl<T: Send + 'static> Future for ResponseFuture<T> {
                     let job = JobState::new();
                     let (tx, rx) = oneshot::channel();
                     dispatch(&shared, permit, work, Arc::clone(&job), tx);
-                    self.state = State::Running { rx, job, shared };
+                    this.state = State::Running { rx, job, shared };
                 }
                 State::Running { rx, .. } => {
                     let out = match Pin::new(rx).poll(cx) {
@@ -113,7 +120,7 @@ impl<T: Send + 'static> Future for ResponseFuture<T> {
                         Poll::Ready(Ok(out)) => out,
                         Poll::Ready(Err(_)) => Err(Box::new(PoolShutdown::new()) as BoxError),
                     };
-                    self.state = State::Done;
+                    this.state = State::Done;
                     return Poll::Ready(out);
                 }
                 State::Done => panic!("ResponseFuture polled after completion"),

@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
-use palisade_core::{BoxError, Deadline, DeadlineExceeded, Elapsed, HasDeadline, WithDeadline};
+use palisade_core::observe::CallSpan;
+use palisade_core::{
+    call_span, BoxError, Deadline, DeadlineExceeded, Elapsed, HasDeadline, WithDeadline,
+};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio_util::codec::{FramedRead, FramedWrite, LengthDelimitedCodec};
 use tower_service::Service;
@@ -589,7 +592,10 @@ impl<R: Payload> Service<R> for ProcessService {
         let payload = req.into_bytes();
         let inner = Arc::clone(&self.inner);
         let mut admission = Admission::start(&inner.shared, reserved, deadline);
+        let span =
+            call_span!("palisade::offload", "palisade.offload_process", name = %inner.shared.name);
         ResponseFuture {
+            span,
             inner: Box::pin(async move {
                 let _permit = poll_fn(|cx| admission.poll(cx)).await?;
                 if deadline.is_some_and(|d| d.is_expired()) {
@@ -625,6 +631,7 @@ impl Drop for Running {
 /// the [module docs](super)).
 pub struct ResponseFuture {
     inner: Pin<Box<dyn Future<Output = Result<Bytes, BoxError>> + Send>>,
+    span: CallSpan,
 }
 
 impl fmt::Debug for ResponseFuture {
@@ -637,6 +644,8 @@ impl Future for ResponseFuture {
     type Output = Result<Bytes, BoxError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.inner.as_mut().poll(cx)
+        let this = &mut *self;
+        let _entered = this.span.enter();
+        this.inner.as_mut().poll(cx)
     }
 }

@@ -17,6 +17,7 @@ mod coalesce;
 mod contention;
 mod deadline;
 mod fanout;
+mod http;
 mod limit;
 mod offload;
 mod rate;
@@ -40,6 +41,7 @@ fn main() {
     stack::benches(&mut c, &mut report);
     contention::benches(&mut c, &mut report);
     offload::benches();
+    http::benches();
 
     c.final_summary();
     report.finish();

@@ -15,7 +15,8 @@ use palisade::retry::{Backoff, Jitter, RetryBudget, RetryLayer};
 use palisade::{BoxError, ClientPolicy, ServiceBuilderExt, WithDeadline};
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 
-const POLICY: &str = r#"
+/// The canonical client stack as a TOML policy (also traced in `tracing.rs`).
+pub(crate) const POLICY: &str = r#"
 deadline = "2s"
 attempt_timeout = "300ms"
 

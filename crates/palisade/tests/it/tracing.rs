@@ -8,40 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
+use super::stack::POLICY;
 use palisade::{BoxError, ClientPolicy, WithDeadline};
 use tower::{service_fn, Service, ServiceBuilder, ServiceExt};
 use tracing::span::{Attributes, Id, Record};
 use tracing::subscriber::Interest;
 use tracing::{Event, Level, Metadata, Subscriber};
-
-const POLICY: &str = r#"
-deadline = "2s"
-attempt_timeout = "300ms"
-
-[retry]
-max_attempts = 3
-jitter = false
-backoff = { base = "10ms", max = "100ms" }
-budget = { unlimited = true }
-
-[hedge]
-delay = "100ms"
-budget_percent = 100
-
-[breaker]
-consecutive_failures = 5
-open_for = "30s"
-
-[rate_limit]
-requests = 1000
-per = "1s"
-wait = "100ms"
-
-[concurrency]
-max = 8
-queue = 16
-max_wait = "1s"
-"#;
 
 /// One recorded span: its name and its parent's id.
 #[derive(Debug, Clone)]

@@ -193,9 +193,9 @@ fn loopback() {
         let ratio = ratios[ratios.len() / 2];
         println!("{:<66} {:>10} {:>8.3}x", server.label(), median, ratio);
         results.push(serde_json::json!({
-            "server": server.label(),
-            "median req/s": median,
-            "÷ bare axum (median of per-round ratios)": format!("{ratio:.3}x"),
+            "contender": server.label(),
+            "ratio to bare axum (median of per-round ratios)": format!("{ratio:.3}x"),
+            "req/s (median of rounds)": median,
         }));
     }
     let json = serde_json::json!({

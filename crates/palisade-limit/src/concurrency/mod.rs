@@ -47,12 +47,14 @@
 //!   too, so a stalled inner service does not pin capacity others could use.
 //! - Queue and reject modes, resizing, and live in-flight/queued counts.
 
+pub mod discipline;
 mod future_impl;
 mod layer;
 pub(crate) mod semaphore;
 mod service;
 pub(crate) mod shared;
 
+pub use self::discipline::{ByClass, Fifo, NoQueue};
 pub use self::layer::{
     ConcurrencyLimitBuilder, ConcurrencyLimitLayer, InvalidConcurrencyLimit, OnFull,
 };

@@ -3,7 +3,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_core::{BoxError, Overloaded, WithDeadline};
-use palisade_limit::criticality::{Criticality, CriticalityLimitLayer};
+use palisade_limit::concurrency::ByClass;
+use palisade_limit::criticality::Criticality;
+use palisade_limit::ConcurrencyLimitLayer;
 use tokio::time;
 use tokio_test::{assert_pending, assert_ready_err, assert_ready_ok, task};
 use tower::{service_fn, Layer, ServiceExt};
@@ -15,9 +17,13 @@ fn r(c: Criticality, i: u32) -> Req {
     WithDeadline::new((c, i))
 }
 
-fn layer(limit: usize, queue: usize) -> CriticalityLimitLayer<fn(&Req) -> Criticality> {
-    CriticalityLimitLayer::builder(limit, queue, Duration::from_secs(1))
-        .build((|r: &Req| r.request.0) as fn(&Req) -> Criticality)
+type Classify = fn(&Req) -> Criticality;
+
+fn layer(limit: usize, queue: usize) -> ConcurrencyLimitLayer<ByClass<Classify>> {
+    ConcurrencyLimitLayer::builder(limit)
+        .queue(queue, Duration::from_secs(1))
+        .criticality((|r: &Req| r.request.0) as Classify)
+        .build()
         .unwrap()
 }
 
@@ -188,8 +194,10 @@ fn header_parsing_and_config() {
     assert_eq!(f(&req("root-please")), Criticality::Default);
     assert_eq!(f(&http::Request::new(())), Criticality::Default);
     assert!(matches!(
-        CriticalityLimitLayer::builder(0, 1, Duration::from_secs(1))
-            .build(|_: &()| Criticality::Default),
-        Err(palisade_limit::criticality::InvalidCriticalityLimit::ZeroLimit)
+        ConcurrencyLimitLayer::builder(0)
+            .queue(1, Duration::from_secs(1))
+            .criticality(|_: &()| Criticality::Default)
+            .build(),
+        Err(palisade_limit::InvalidConcurrencyLimit::ZeroLimit)
     ));
 }

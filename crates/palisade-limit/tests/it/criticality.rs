@@ -212,6 +212,26 @@ where
     svc.call(req)
 }
 
+/// The layer over a mock service that accepts 100 calls.
+fn spawn<L: Layer<mock::Mock<Req, ()>>>(
+    layer: L,
+) -> (mock::Spawn<L::Service>, mock::Handle<Req, ()>) {
+    let (svc, mut upstream) = mock::spawn_layer(layer);
+    upstream.allow(100);
+    (svc, upstream)
+}
+
+/// Calls and polls once: the call is now in flight or waiting.
+fn start<S: Service<Req>>(svc: &mut mock::Spawn<S>, req: Req) -> task::Spawn<S::Future>
+where
+    S::Response: std::fmt::Debug,
+    S::Error: std::fmt::Debug,
+{
+    let mut call = task::spawn(ready_call(svc, req));
+    assert_pending!(call.poll());
+    call
+}
+
 fn layer_waiting(
     limit: usize,
     queue: usize,
@@ -230,11 +250,8 @@ fn layer_waiting(
 async fn grants_follow_class_then_arrival_order() {
     let layer = layer(1, 6);
     let handle = layer.handle();
-    let (mut svc, mut upstream) = mock::spawn_layer::<Req, (), _>(layer);
-    upstream.allow(100);
-    assert!(svc.poll_ready().is_ready());
-    let mut running = task::spawn(ready_call(&mut svc, r(Criticality::Default, 0)));
-    assert_pending!(running.poll());
+    let (mut svc, mut upstream) = spawn(layer);
+    let mut running = start(&mut svc, r(Criticality::Default, 0));
     let order = [
         (Criticality::Sheddable, 1),
         (Criticality::Default, 2),
@@ -245,11 +262,7 @@ async fn grants_follow_class_then_arrival_order() {
     ];
     let mut waiting: Vec<_> = order
         .iter()
-        .map(|&(c, i)| {
-            let mut f = task::spawn(ready_call(&mut svc, r(c, i)));
-            assert_pending!(f.poll());
-            Some(f)
-        })
+        .map(|&(c, i)| Some(start(&mut svc, r(c, i))))
         .collect();
     assert_eq!(handle.queued(), 6);
     assert_eq!(handle.queued_by(Criticality::Critical), 2);
@@ -286,11 +299,8 @@ async fn grants_follow_class_then_arrival_order() {
 async fn eviction_takes_the_newest_of_the_lowest_class() {
     let layer = layer(1, 3);
     let handle = layer.handle();
-    let (mut svc, mut upstream) = mock::spawn_layer::<Req, (), _>(layer);
-    upstream.allow(100);
-    assert!(svc.poll_ready().is_ready());
-    let mut running = task::spawn(ready_call(&mut svc, r(Criticality::Critical, 0)));
-    assert_pending!(running.poll());
+    let (mut svc, mut upstream) = spawn(layer);
+    let running = start(&mut svc, r(Criticality::Critical, 0));
     let mut default = task::spawn(ready_call(&mut svc, r(Criticality::Default, 1)));
     let mut old_shed = task::spawn(ready_call(&mut svc, r(Criticality::Sheddable, 2)));
     let mut new_shed = task::spawn(ready_call(&mut svc, r(Criticality::Sheddable, 3)));
@@ -304,8 +314,7 @@ async fn eviction_takes_the_newest_of_the_lowest_class() {
     assert_eq!(handle.queued(), 3);
 
     // A default newcomer evicts the newest sheddable, not the older one nor a default.
-    let mut second_default = task::spawn(ready_call(&mut svc, r(Criticality::Default, 5)));
-    assert_pending!(second_default.poll());
+    let _second_default = start(&mut svc, r(Criticality::Default, 5));
     assert!(new_shed.is_woken());
     assert!(assert_ready_err!(new_shed.poll()).is::<Overloaded>());
     assert_pending!(old_shed.poll());
@@ -313,8 +322,7 @@ async fn eviction_takes_the_newest_of_the_lowest_class() {
     assert_eq!(handle.queued_by(Criticality::Default), 2);
 
     // A critical newcomer evicts the last sheddable before any default.
-    let mut critical = task::spawn(ready_call(&mut svc, r(Criticality::Critical, 6)));
-    assert_pending!(critical.poll());
+    let mut critical = start(&mut svc, r(Criticality::Critical, 6));
     assert!(assert_ready_err!(old_shed.poll()).is::<Overloaded>());
     assert_eq!(handle.queued_by(Criticality::Sheddable), 0);
     assert_eq!(handle.queued(), 3);
@@ -335,11 +343,8 @@ async fn eviction_takes_the_newest_of_the_lowest_class() {
 async fn waits_are_capped_by_max_wait_and_the_deadline() {
     let layer = layer_waiting(1, 2, Duration::from_millis(100));
     let handle = layer.handle();
-    let (mut svc, mut upstream) = mock::spawn_layer::<Req, (), _>(layer);
-    upstream.allow(100);
-    assert!(svc.poll_ready().is_ready());
-    let mut running = task::spawn(ready_call(&mut svc, r(Criticality::Critical, 0)));
-    assert_pending!(running.poll());
+    let (mut svc, _upstream) = spawn(layer);
+    let running = start(&mut svc, r(Criticality::Critical, 0));
 
     let mut patient = task::spawn(ready_call(&mut svc, r(Criticality::Sheddable, 1)));
     let soon = Deadline::after(Duration::from_millis(30));
@@ -378,9 +383,7 @@ async fn waits_are_capped_by_max_wait_and_the_deadline() {
 async fn dropped_waiting_futures_leave_the_queue_and_leak_nothing() {
     let layer = layer(2, 2);
     let handle = layer.handle();
-    let (mut svc, mut upstream) = mock::spawn_layer::<Req, (), _>(layer);
-    upstream.allow(100);
-    assert!(svc.poll_ready().is_ready());
+    let (mut svc, _upstream) = spawn(layer);
     let mut a = task::spawn(ready_call(&mut svc, r(Criticality::Default, 0)));
     let mut b = task::spawn(ready_call(&mut svc, r(Criticality::Default, 1)));
     assert_pending!(a.poll());
@@ -424,11 +427,8 @@ async fn dropped_waiting_futures_leave_the_queue_and_leak_nothing() {
 async fn resizing_grants_by_class() {
     let layer = layer(1, 4);
     let handle = layer.handle();
-    let (mut svc, mut upstream) = mock::spawn_layer::<Req, (), _>(layer);
-    upstream.allow(100);
-    assert!(svc.poll_ready().is_ready());
-    let mut running = task::spawn(ready_call(&mut svc, r(Criticality::Default, 0)));
-    assert_pending!(running.poll());
+    let (mut svc, mut upstream) = spawn(layer);
+    let running = start(&mut svc, r(Criticality::Default, 0));
     let mut shed = task::spawn(ready_call(&mut svc, r(Criticality::Sheddable, 1)));
     let mut crit = task::spawn(ready_call(&mut svc, r(Criticality::Critical, 2)));
     assert_pending!(shed.poll());
@@ -490,20 +490,14 @@ async fn keyed_queues_serve_by_class() {
         .build()
         .unwrap();
     let handle = layer.handle();
-    let (mut svc, mut upstream) = mock::spawn_layer::<Req, (), _>(layer);
-    upstream.allow(100);
-    assert!(svc.poll_ready().is_ready());
-    let mut running = task::spawn(ready_call(&mut svc, r(Criticality::Default, 0)));
-    assert_pending!(running.poll());
-    let mut shed = task::spawn(ready_call(&mut svc, r(Criticality::Sheddable, 2)));
-    assert_pending!(shed.poll());
+    let (mut svc, mut upstream) = spawn(layer);
+    let mut running = start(&mut svc, r(Criticality::Default, 0));
+    let mut shed = start(&mut svc, r(Criticality::Sheddable, 2));
     // Key 0's queue (1 place) is full: a critical call of key 0 evicts the sheddable one.
-    let mut crit = task::spawn(ready_call(&mut svc, r(Criticality::Critical, 4)));
-    assert_pending!(crit.poll());
+    let mut crit = start(&mut svc, r(Criticality::Critical, 4));
     assert!(assert_ready_err!(shed.poll()).is::<Overloaded>());
     // Key 1 is untouched by key 0's queue.
-    let mut other = task::spawn(ready_call(&mut svc, r(Criticality::Sheddable, 1)));
-    assert_pending!(other.poll());
+    let _other = start(&mut svc, r(Criticality::Sheddable, 1));
     assert_eq!(handle.queued(&0), Some(1));
     assert_eq!(handle.in_flight(&1), Some(1));
 

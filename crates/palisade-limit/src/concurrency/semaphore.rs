@@ -31,15 +31,14 @@
 //!   goes to whoever asks, so no capacity is held back for a class that is not asking.
 
 use std::collections::VecDeque;
-use std::sync::atomic::AtomicU8;
 use std::sync::atomic::Ordering::SeqCst;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 #[cfg(palisade_loom)]
-use self::loom_slow::{load_sc, AtomicUsize, Slow};
+use self::loom_slow::{load_sc, AtomicU8, AtomicUsize, Mutex, MutexGuard, Slow};
 #[cfg(not(palisade_loom))]
-use self::tokio_slow::{load_sc, AtomicUsize, Slow};
+use self::tokio_slow::{load_sc, AtomicU8, AtomicUsize, Mutex, MutexGuard, Slow};
 
 pub(crate) struct FastSemaphore {
     /// Free permits, claimable without a lock while nobody waits.
@@ -415,8 +414,9 @@ impl std::ops::DerefMut for ClassGuard<'_> {
 /// The slow path on tokio's semaphore, and the atomics of the fast path.
 #[cfg(not(palisade_loom))]
 mod tokio_slow {
-    pub(super) use std::sync::atomic::AtomicUsize;
     use std::sync::atomic::Ordering::SeqCst;
+    pub(super) use std::sync::atomic::{AtomicU8, AtomicUsize};
+    pub(super) use std::sync::{Mutex, MutexGuard};
 
     use tokio::sync::Semaphore;
 
@@ -471,8 +471,8 @@ mod loom_slow {
     use std::sync::atomic::Ordering::SeqCst;
     use std::task::{Poll, Waker};
 
-    pub(super) use loom::sync::atomic::AtomicUsize;
-    use loom::sync::Mutex;
+    pub(super) use loom::sync::atomic::{AtomicU8, AtomicUsize};
+    pub(super) use loom::sync::{Mutex, MutexGuard};
 
     /// loom treats `SeqCst` loads as acquire loads, under which the Dekker-style re-check
     /// would be unsound; a read-modify-write always reads the latest value.
@@ -771,6 +771,34 @@ mod loom_tests {
             releaser.join().unwrap();
             assert_eq!(s.available(), 0);
             assert!(!s.try_acquire());
+        });
+    }
+
+    /// By class: a release racing a newcomer's enqueue never strands the permit: the
+    /// newcomer is admitted at once or granted it in its queue.
+    #[test]
+    fn loom_release_reaches_a_racing_class_waiter() {
+        use super::Enqueued;
+        loom::model(|| {
+            let s = Arc::new(FastSemaphore::by_class(1));
+            assert!(s.try_acquire());
+            let releaser = {
+                let s = s.clone();
+                thread::spawn(move || s.release(1))
+            };
+            match s.enqueue(1, 4) {
+                Enqueued::Admitted => {}
+                Enqueued::Queued { waiter, .. } => {
+                    let granted = loom::future::block_on(std::future::poll_fn(|cx| {
+                        s.poll_class(&waiter, cx)
+                    }));
+                    assert!(granted);
+                }
+                Enqueued::Full => panic!("room in the queue"),
+            }
+            releaser.join().unwrap();
+            assert_eq!(s.available(), 0);
+            assert_eq!(s.class_queued(), 0);
         });
     }
 

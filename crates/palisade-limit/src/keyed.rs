@@ -383,7 +383,7 @@ impl<K: Hash + Eq> Keyed<K> {
                     Mode::Queue { max_queued, .. } => {
                         let place = match class {
                             None => shared.enqueue(Some(max_queued)).map(Place::Fifo),
-                            Some(class) => shared.enqueue_class(class, max_queued).ok(),
+                            Some(class) => shared.enqueue_class(class, max_queued),
                         };
                         match place {
                             // A permit came free as it queued.

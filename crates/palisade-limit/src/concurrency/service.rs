@@ -106,7 +106,7 @@ impl<S, Q> ConcurrencyLimit<S, Q> {
         }
         let place = match waiting.class {
             None => self.shared.enqueue(Some(max_queued)).map(Place::Fifo),
-            Some(class) => self.shared.enqueue_class(class, max_queued).ok(),
+            Some(class) => self.shared.enqueue_class(class, max_queued),
         };
         match place {
             None => self.reject(Some(&waiting)),

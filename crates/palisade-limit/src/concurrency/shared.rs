@@ -138,22 +138,22 @@ impl Shared {
 
     /// A by-class limit: a permit if one is free, else a place in `class`'s queue (at most
     /// `max_queued` wait in all; a full queue evicts the newest waiter of a lower class,
-    /// which then fails, or else turns this call away).
+    /// which then fails), or `None`: the queue is full of this class or higher.
     pub(crate) fn enqueue_class(
         self: &Arc<Self>,
         class: Criticality,
         max_queued: usize,
-    ) -> Result<Place, Criticality> {
+    ) -> Option<Place> {
         match self.semaphore.enqueue(class as usize, max_queued) {
-            Enqueued::Admitted => Ok(Place::Admitted(Self::permit(Arc::clone(self)))),
-            Enqueued::Full => Err(class),
+            Enqueued::Admitted => Some(Place::Admitted(Self::permit(Arc::clone(self)))),
+            Enqueued::Full => None,
             Enqueued::Queued { waiter, evicted } => {
                 if evicted {
                     self.evicted.increment(1);
                     tracing::debug!(target: "palisade::limit", name = %self.name, ?class, "concurrency limit full: evicted a lower-criticality waiter");
                 }
                 self.queued_gauge.increment(1.0);
-                Ok(Place::ByClass(ClassSlot {
+                Some(Place::ByClass(ClassSlot {
                     shared: Arc::clone(self),
                     waiter,
                     holds_permit: false,

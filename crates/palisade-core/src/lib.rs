@@ -42,7 +42,9 @@
 //! layer decided locally (breakers, adaptive limits and throttles then ignore it, see
 //! [`Outcome::health`]) or a timer measured the dependency (it counts). A layer that
 //! makes a request wait never pins capacity below it ([`admission`]). The repository's
-//! `docs/ARCHITECTURE.md` explains each choice.
+//! `docs/ARCHITECTURE.md` explains each choice, and states the one public convention
+//! every crate follows (`builder(…).build()` with a `#[non_exhaustive]` error, `handle()`,
+//! `name()`, `pub mod future`, bounds only where a mode needs them).
 //!
 //! # Example
 //!

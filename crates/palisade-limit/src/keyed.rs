@@ -12,10 +12,12 @@
 //! modes are the request-aware ones:
 //! - **reject** (the default): over the key's (or the global) limit, fail at once with
 //!   [`Overloaded`];
-//! - **queue**: wait FIFO per key, at most `max_queued` waiters per key and at most
+//! - **queue**: wait per key, at most `max_queued` waiters per key and at most
 //!   `max_wait` (never past the request's [`Deadline`]), then
 //!   the global limit within the same budget. A waiting request holds nothing of the layer
-//!   below (core's [`Admission`]).
+//!   below (core's [`Admission`](palisade_core::admission::Admission)). Each key's queue is
+//!   FIFO, or served by [criticality](crate::criticality) with
+//!   [`criticality`](KeyedConcurrencyLimitBuilder::criticality).
 //!
 //! # Example
 //!
@@ -51,15 +53,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use palisade_core::admission::Admission;
 use palisade_core::keyed::{Eviction, KeyedStore, StoreEntry};
 use palisade_core::{BoxError, Deadline, HasDeadline, Overloaded};
-use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::concurrency::shared::{Permit, QueueSlot, Shared};
+use crate::concurrency::discipline::{ByClass, Discipline, Fifo};
+use crate::concurrency::shared::{Permit, Place, Shared};
+use crate::criticality::Criticality;
 use crate::InvalidConcurrencyLimit;
 
 const DEFAULT_MAX_KEYS: usize = 100_000;
@@ -103,27 +105,32 @@ struct Keyed<K> {
     per_key: usize,
     global: Option<Arc<Shared>>,
     mode: Mode,
+    /// Whether each key's queue serves by class.
+    by_class: bool,
     name: Arc<str>,
 }
 
-/// Applies per-key concurrency limits; see the [module docs](self).
-pub struct KeyedConcurrencyLimitLayer<K, F> {
+/// Applies per-key concurrency limits; see the [module docs](self). `Q` is each key's
+/// queue [discipline](crate::concurrency::discipline): [`Fifo`] or [`ByClass`].
+pub struct KeyedConcurrencyLimitLayer<K, F, Q = Fifo> {
     keyed: Arc<Keyed<K>>,
     key: F,
+    queue: Q,
 }
 
 /// Builds a [`KeyedConcurrencyLimitLayer`].
 #[must_use]
-pub struct KeyedConcurrencyLimitBuilder<F> {
+pub struct KeyedConcurrencyLimitBuilder<F, Q = Fifo> {
     per_key: usize,
     key: F,
     global: Option<usize>,
     max_keys: NonZeroUsize,
     mode: Mode,
     name: Arc<str>,
+    queue: Q,
 }
 
-impl<F> fmt::Debug for KeyedConcurrencyLimitBuilder<F> {
+impl<F, Q> fmt::Debug for KeyedConcurrencyLimitBuilder<F, Q> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedConcurrencyLimitBuilder")
             .field("per_key", &self.per_key)
@@ -147,11 +154,12 @@ impl KeyedConcurrencyLimitLayer<(), ()> {
             max_keys: NonZeroUsize::new(DEFAULT_MAX_KEYS).unwrap_or(NonZeroUsize::MIN),
             mode: Mode::Reject,
             name: Arc::from(""),
+            queue: Fifo,
         }
     }
 }
 
-impl<K, F> KeyedConcurrencyLimitLayer<K, F> {
+impl<K, F, Q> KeyedConcurrencyLimitLayer<K, F, Q> {
     /// A handle on the live keys.
     pub fn handle(&self) -> KeyedLimitHandle<K> {
         KeyedLimitHandle {
@@ -160,16 +168,17 @@ impl<K, F> KeyedConcurrencyLimitLayer<K, F> {
     }
 }
 
-impl<K, F: Clone> Clone for KeyedConcurrencyLimitLayer<K, F> {
+impl<K, F: Clone, Q: Clone> Clone for KeyedConcurrencyLimitLayer<K, F, Q> {
     fn clone(&self) -> Self {
         Self {
             keyed: Arc::clone(&self.keyed),
             key: self.key.clone(),
+            queue: self.queue.clone(),
         }
     }
 }
 
-impl<K, F> fmt::Debug for KeyedConcurrencyLimitLayer<K, F> {
+impl<K, F, Q> fmt::Debug for KeyedConcurrencyLimitLayer<K, F, Q> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedConcurrencyLimitLayer")
             .field("per_key", &self.keyed.per_key)
@@ -178,21 +187,22 @@ impl<K, F> fmt::Debug for KeyedConcurrencyLimitLayer<K, F> {
     }
 }
 
-impl<S, K, F: Clone> Layer<S> for KeyedConcurrencyLimitLayer<K, F> {
-    type Service = KeyedConcurrencyLimit<S, K, F>;
+impl<S, K, F: Clone, Q: Clone> Layer<S> for KeyedConcurrencyLimitLayer<K, F, Q> {
+    type Service = KeyedConcurrencyLimit<S, K, F, Q>;
 
     fn layer(&self, inner: S) -> Self::Service {
         KeyedConcurrencyLimit {
             inner,
             keyed: Arc::clone(&self.keyed),
             key: self.key.clone(),
+            queue: self.queue.clone(),
         }
     }
 }
 
 // === impl KeyedConcurrencyLimitBuilder ===
 
-impl<F> KeyedConcurrencyLimitBuilder<F> {
+impl<F, Q> KeyedConcurrencyLimitBuilder<F, Q> {
     /// Also at most `limit` calls in flight over all keys together.
     pub fn global(mut self, limit: usize) -> Self {
         self.global = Some(limit);
@@ -211,8 +221,9 @@ impl<F> KeyedConcurrencyLimitBuilder<F> {
         self
     }
 
-    /// Over a limit, wait FIFO: at most `max_queued` waiters per key, each at most
-    /// `max_wait` in all, and never past the request's deadline.
+    /// Over a limit, wait: at most `max_queued` waiters per key, each at most `max_wait` in
+    /// all, and never past the request's deadline. FIFO, unless served by
+    /// [`criticality`](Self::criticality).
     pub fn queue(mut self, max_queued: usize, max_wait: Duration) -> Self {
         self.mode = Mode::Queue {
             max_queued,
@@ -227,13 +238,25 @@ impl<F> KeyedConcurrencyLimitBuilder<F> {
         self
     }
 
-    /// Validates and builds the layer.
-    ///
-    /// # Errors
-    ///
-    /// [`InvalidConcurrencyLimit`] for a per-key or global limit of 0 (or too large), or a
-    /// queue of 0 places or 0 wait.
-    pub fn build<K>(self) -> Result<KeyedConcurrencyLimitLayer<K, F>, InvalidConcurrencyLimit> {
+    /// Serves each key's queue by criticality, `classify` telling each request's
+    /// [`Criticality`] (see [`ByClass`]): a tenant's critical calls overtake its sheddable
+    /// ones. Needs a [`queue`](Self::queue): `build()` refuses it otherwise.
+    pub fn criticality<G: Clone>(self, classify: G) -> KeyedConcurrencyLimitBuilder<F, ByClass<G>> {
+        KeyedConcurrencyLimitBuilder {
+            per_key: self.per_key,
+            key: self.key,
+            global: self.global,
+            max_keys: self.max_keys,
+            mode: self.mode,
+            name: self.name,
+            queue: ByClass::new(classify),
+        }
+    }
+
+    fn finish<K>(
+        self,
+        by_class: bool,
+    ) -> Result<KeyedConcurrencyLimitLayer<K, F, Q>, InvalidConcurrencyLimit> {
         InvalidConcurrencyLimit::check_limit(self.per_key)?;
         if let Some(global) = self.global {
             InvalidConcurrencyLimit::check_limit(global)?;
@@ -243,8 +266,13 @@ impl<F> KeyedConcurrencyLimitBuilder<F> {
             Mode::Queue { max_wait, .. } if max_wait.is_zero() => {
                 return Err(InvalidConcurrencyLimit::ZeroWait)
             }
+            Mode::Reject if by_class => {
+                return Err(InvalidConcurrencyLimit::CriticalityWithoutQueue)
+            }
             _ => {}
         }
+        // The global limit's own queue stays FIFO: a call reaches it already admitted by
+        // its key, in its key's class order.
         let global = self
             .global
             .map(|limit| Arc::new(Shared::new(limit, Arc::clone(&self.name))));
@@ -254,35 +282,65 @@ impl<F> KeyedConcurrencyLimitBuilder<F> {
                 per_key: self.per_key,
                 global,
                 mode: self.mode,
+                by_class,
                 name: self.name,
             }),
             key: self.key,
+            queue: self.queue,
         })
     }
 }
 
+impl<F> KeyedConcurrencyLimitBuilder<F, Fifo> {
+    /// Validates and builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidConcurrencyLimit`] for a per-key or global limit of 0 (or too large), or a
+    /// queue of 0 places or 0 wait.
+    pub fn build<K>(self) -> Result<KeyedConcurrencyLimitLayer<K, F>, InvalidConcurrencyLimit> {
+        self.finish(false)
+    }
+}
+
+impl<F, G> KeyedConcurrencyLimitBuilder<F, ByClass<G>> {
+    /// Validates and builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// As the FIFO `build`, and
+    /// [`InvalidConcurrencyLimit::CriticalityWithoutQueue`] without a queue.
+    pub fn build<K>(
+        self,
+    ) -> Result<KeyedConcurrencyLimitLayer<K, F, ByClass<G>>, InvalidConcurrencyLimit> {
+        self.finish(true)
+    }
+}
+
 /// A service under per-key concurrency limits; built by [`KeyedConcurrencyLimitLayer`].
-pub struct KeyedConcurrencyLimit<S, K, F> {
+pub struct KeyedConcurrencyLimit<S, K, F, Q = Fifo> {
     inner: S,
     keyed: Arc<Keyed<K>>,
     key: F,
+    queue: Q,
 }
 
-impl<S, K, F> KeyedConcurrencyLimit<S, K, F> {
+impl<S, K, F, Q> KeyedConcurrencyLimit<S, K, F, Q> {
     palisade_core::inner_accessors!(S);
 }
 
-impl<S: Clone, K, F: Clone> Clone for KeyedConcurrencyLimit<S, K, F> {
+impl<S: Clone, K, F: Clone, Q: Clone> Clone for KeyedConcurrencyLimit<S, K, F, Q> {
     fn clone(&self) -> Self {
         Self {
             inner: self.inner.clone(),
             keyed: Arc::clone(&self.keyed),
             key: self.key.clone(),
+            queue: self.queue.clone(),
         }
     }
 }
 
-impl<S: fmt::Debug, K, F> fmt::Debug for KeyedConcurrencyLimit<S, K, F> {
+impl<S: fmt::Debug, K, F, Q> fmt::Debug for KeyedConcurrencyLimit<S, K, F, Q> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyedConcurrencyLimit")
             .field("inner", &self.inner)
@@ -293,20 +351,25 @@ impl<S: fmt::Debug, K, F> fmt::Debug for KeyedConcurrencyLimit<S, K, F> {
 /// How a call's key decided, under the store's lock.
 enum KeyDecision {
     Permit(Permit),
-    Wait(Arc<Shared>, QueueSlot),
+    Wait(Arc<Shared>, Place),
     Full,
 }
 
 impl<K: Hash + Eq> Keyed<K> {
     /// Takes a permit of `key`'s limit, or a place in its queue, under the key's shard lock
     /// (so eviction, which takes the same lock, never forgets a key that is in use).
-    fn decide_key(&self, key: K) -> KeyDecision {
+    fn decide_key(&self, key: K, class: Option<Criticality>) -> KeyDecision {
         let per_key = self.per_key;
         let decided = self.store.update(key, 0, |entry| {
             let (shared, insert) = match entry {
                 Some(e) => (Arc::clone(&e.shared), None),
                 None => {
-                    let shared = Arc::new(Shared::new(per_key, Arc::clone(&self.name)));
+                    let name = Arc::clone(&self.name);
+                    let shared = Arc::new(if self.by_class {
+                        Shared::by_class(per_key, name)
+                    } else {
+                        Shared::new(per_key, name)
+                    });
                     let entry = Entry {
                         shared: Arc::clone(&shared),
                     };
@@ -317,10 +380,18 @@ impl<K: Hash + Eq> Keyed<K> {
                 Some(permit) => KeyDecision::Permit(permit),
                 None => match self.mode {
                     Mode::Reject => KeyDecision::Full,
-                    Mode::Queue { max_queued, .. } => match shared.enqueue(Some(max_queued)) {
-                        Some(slot) => KeyDecision::Wait(Arc::clone(&shared), slot),
-                        None => KeyDecision::Full,
-                    },
+                    Mode::Queue { max_queued, .. } => {
+                        let place = match class {
+                            None => shared.enqueue(Some(max_queued)).map(Place::Fifo),
+                            Some(class) => shared.enqueue_class(class, max_queued),
+                        };
+                        match place {
+                            // A permit came free as it queued.
+                            Some(Place::Admitted(permit)) => KeyDecision::Permit(permit),
+                            Some(place) => KeyDecision::Wait(Arc::clone(&shared), place),
+                            None => KeyDecision::Full,
+                        }
+                    }
                 },
             };
             (decision, insert)
@@ -330,12 +401,13 @@ impl<K: Hash + Eq> Keyed<K> {
     }
 }
 
-impl<S, K, F, Req> Service<Req> for KeyedConcurrencyLimit<S, K, F>
+impl<S, K, F, Q, Req> Service<Req> for KeyedConcurrencyLimit<S, K, F, Q>
 where
     S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
     K: Hash + Eq,
     F: Fn(&Req) -> K,
+    Q: Discipline<S, Req>,
     Req: HasDeadline,
 {
     type Response = S::Response;
@@ -362,7 +434,11 @@ where
             }
             Mode::Reject => None,
         };
-        let key_wait = match keyed.decide_key((self.key)(&req)) {
+        let class = match keyed.mode {
+            Mode::Queue { .. } => self.queue.class(&req),
+            Mode::Reject => None,
+        };
+        let key_wait = match keyed.decide_key((self.key)(&req), class) {
             KeyDecision::Full => return reject(),
             KeyDecision::Permit(permit) => Ok(permit),
             KeyDecision::Wait(shared, slot) => Err((shared, slot)),
@@ -386,14 +462,14 @@ where
             Err(waiting) => waiting,
         };
         // Waiting never pins: the request waits with an unready clone of the inner service.
-        let (shared, slot) = key_permit;
+        let (shared, place) = key_permit;
         let global = keyed.global.clone();
         let at = until.unwrap_or_else(Instant::now);
         let wait: Wait = Box::pin(async move {
             let left = at.saturating_duration_since(Instant::now());
-            let permit = Shared::acquire(slot, Some(left))
+            let permit = Shared::acquire(place, Some(left))
                 .await
-                .ok_or_else(Overloaded::new);
+                .map_err(|_| Overloaded::new());
             drop(shared);
             let permit = permit?;
             match global {
@@ -417,8 +493,8 @@ fn global_wait(global: Arc<Shared>, until: Option<Instant>, key: Option<Permit>)
         };
         let left = until.map(|at| at.saturating_duration_since(Instant::now()));
         match Shared::acquire(slot, left).await {
-            Some(p) => Ok((key, Some(p))),
-            None => Err(Overloaded::new()),
+            Ok(p) => Ok((key, Some(p))),
+            Err(_) => Err(Overloaded::new()),
         }
     })
 }
@@ -471,59 +547,11 @@ impl<K: Hash + Eq> KeyedLimitHandle<K> {
 
 /// Response future of [`KeyedConcurrencyLimit`].
 pub mod future {
-    use super::*;
-
-    pin_project! {
-        /// Response future of [`KeyedConcurrencyLimit`](super::KeyedConcurrencyLimit): holds
-        /// the call's permits (its key's and the global one), so completing, failing or
-        /// dropping it releases them; a waiting request holds an unready clone of the
-        /// inner service (core's [`Admission`]).
-        pub struct ResponseFuture<S, Req>
-        where
-            S: Service<Req>,
-        {
-            #[pin]
-            inner: Admission<S, Req, Wait, Permits, Overloaded>,
-        }
-    }
-
-    impl<S: Service<Req>, Req> ResponseFuture<S, Req> {
-        pub(super) fn called(fut: S::Future, permits: Permits) -> Self {
-            Self {
-                inner: Admission::called(fut, permits),
-            }
-        }
-
-        pub(super) fn waiting(wait: Wait, svc: S, req: Req) -> Self {
-            Self {
-                inner: Admission::waiting(wait, svc, req),
-            }
-        }
-
-        pub(super) fn rejected() -> Self {
-            Self {
-                inner: Admission::rejected(Overloaded::new()),
-            }
-        }
-    }
-
-    impl<S, Req> Future for ResponseFuture<S, Req>
-    where
-        S: Service<Req>,
-        S::Error: Into<BoxError>,
-    {
-        type Output = Result<S::Response, BoxError>;
-
-        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-            self.project().inner.poll(cx)
-        }
-    }
-
-    impl<S: Service<Req>, Req> fmt::Debug for ResponseFuture<S, Req> {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.debug_struct("ResponseFuture")
-                .field("inner", &self.inner)
-                .finish()
-        }
-    }
+    /// Response future of [`KeyedConcurrencyLimit`](super::KeyedConcurrencyLimit): holds
+    /// the call's permits (its key's and the global one), so completing, failing or
+    /// dropping it releases them; a waiting request holds an unready clone of the inner
+    /// service. An alias of the crate's one limit future (shared with the concurrency and
+    /// fleet limits): only what the call waits on and holds differs.
+    pub type ResponseFuture<S, Req> =
+        crate::future::ResponseFuture<S, Req, super::Wait, super::Permits>;
 }

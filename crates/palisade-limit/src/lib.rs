@@ -9,8 +9,9 @@
 //!   each call's round-trip time and overload signals.
 //! - [`keyed`]: per-key (per-tenant) limits, N in flight per key plus an optional global
 //!   limit, in core's memory-capped keyed store.
-//! - [`criticality`]: under saturation, lower-criticality requests wait behind and are shed
-//!   before higher ones; work-conserving.
+//! - [`criticality`]: a queue discipline of every limit above: under saturation,
+//!   lower-criticality requests wait behind and are shed before higher ones;
+//!   work-conserving.
 //! - `fleet` (feature `redis`): one limit across a fleet of processes, kept as leases in
 //!   Redis (standalone, Cluster or Valkey), reclaimed by TTL when a process dies.
 //! - [`throttle`]: client-side adaptive throttling (Google SRE): shed locally what an
@@ -44,6 +45,7 @@ pub mod concurrency;
 pub mod criticality;
 #[cfg(feature = "redis")]
 pub mod fleet;
+mod future;
 pub mod keyed;
 pub mod throttle;
 

@@ -110,13 +110,14 @@ pub trait ServiceBuilderExt<L>: sealed::Sealed<L> + Sized {
         layer: crate::rate::RateLimitLayer<C>,
     ) -> ServiceBuilder<Stack<crate::rate::RateLimitLayer<C>, L>>;
 
-    /// A concurrency limit shared by every service the layer builds.
+    /// A concurrency limit shared by every service the layer builds, whatever its queue
+    /// discipline (`Q`: FIFO, by criticality, or none).
     #[cfg(feature = "limit")]
     #[cfg_attr(docsrs, doc(cfg(feature = "limit")))]
-    fn concurrency_limiter(
+    fn concurrency_limiter<Q>(
         self,
-        layer: crate::limit::ConcurrencyLimitLayer,
-    ) -> ServiceBuilder<Stack<crate::limit::ConcurrencyLimitLayer, L>>;
+        layer: crate::limit::ConcurrencyLimitLayer<Q>,
+    ) -> ServiceBuilder<Stack<crate::limit::ConcurrencyLimitLayer<Q>, L>>;
 
     /// An adaptive concurrency limit (AIMD, Vegas, Gradient2).
     #[cfg(feature = "limit")]
@@ -237,10 +238,10 @@ impl<L> ServiceBuilderExt<L> for ServiceBuilder<L> {
     }
 
     #[cfg(feature = "limit")]
-    fn concurrency_limiter(
+    fn concurrency_limiter<Q>(
         self,
-        layer: crate::limit::ConcurrencyLimitLayer,
-    ) -> ServiceBuilder<Stack<crate::limit::ConcurrencyLimitLayer, L>> {
+        layer: crate::limit::ConcurrencyLimitLayer<Q>,
+    ) -> ServiceBuilder<Stack<crate::limit::ConcurrencyLimitLayer<Q>, L>> {
         self.layer(layer)
     }
 

@@ -281,11 +281,9 @@ fn named_bad_values_are_refused() {
     assert!(AdaptiveLimitLayer::builder(Vegas::new(0, 10))
         .build()
         .is_err());
-    assert!(palisade_limit::criticality::CriticalityLimitLayer::builder(
-        4,
-        0,
-        Duration::from_secs(1)
-    )
-    .build(|_: &Req| palisade_limit::criticality::Criticality::Default)
-    .is_err());
+    assert!(ConcurrencyLimitLayer::builder(4)
+        .queue(0, Duration::from_secs(1))
+        .criticality(|_: &Req| palisade_limit::criticality::Criticality::Default)
+        .build()
+        .is_err());
 }

@@ -16,6 +16,10 @@
 //! Calls the limit itself shed (reject mode, full queue, queue timeout) are not samples:
 //! they say nothing about the dependency.
 //!
+//! The queue may serve by [criticality](crate::criticality)
+//! ([`AdaptiveLimitBuilder::criticality`]): as the algorithm shrinks the limit, fewer
+//! permits free up, and the sheddable requests are the ones that wait and are shed.
+//!
 //! # Example
 //!
 //! ```

@@ -13,15 +13,15 @@ use tower_service::Service;
 
 use super::algorithm::{Algorithm, InvalidAlgorithm};
 use super::window::Window;
-use crate::concurrency::{ConcurrencyLimitLayer, InvalidConcurrencyLimit, OnFull};
-use crate::criticality::{CriticalityHandle, CriticalityLimitLayer, InvalidCriticalityLimit};
+use crate::concurrency::{
+    ByClass, ConcurrencyLimitBuilder, ConcurrencyLimitLayer, Fifo, InvalidConcurrencyLimit, OnFull,
+};
 use crate::LimitHandle;
 
 /// A limit's response future that knows whether its call was admitted (so its outcome is
 /// evidence about the dependency) or shed by the limit itself. Implemented by the response
-/// futures of [`ConcurrencyLimit`](crate::ConcurrencyLimit) and
-/// [`CriticalityLimit`](crate::criticality::CriticalityLimit), the limits an adaptive
-/// limit can drive.
+/// future of [`ConcurrencyLimit`](crate::ConcurrencyLimit) (whatever its queue discipline),
+/// the limit an adaptive limit drives.
 pub trait Admitted {
     /// Whether the call got a permit.
     fn is_admitted(&self) -> bool;
@@ -33,48 +33,11 @@ impl<S: Service<Req>, Req> Admitted for crate::concurrency::future::ResponseFutu
     }
 }
 
-impl<S: Service<Req>, Req> Admitted for crate::criticality::ResponseFuture<S, Req> {
-    fn is_admitted(&self) -> bool {
-        self.admitted()
-    }
-}
-
-/// The limit the feedback loop resizes: a FIFO concurrency limit, or one whose queue
-/// serves by criticality.
-enum Resize {
-    Fifo(LimitHandle),
-    ByClass(CriticalityHandle),
-}
-
-impl Resize {
-    fn limit(&self) -> usize {
-        match self {
-            Self::Fifo(h) => h.limit(),
-            Self::ByClass(h) => h.limit(),
-        }
-    }
-
-    fn set_limit(&self, limit: usize) {
-        // Both refuse only 0, which the caller never asks for.
-        let _ = match self {
-            Self::Fifo(h) => h.set_limit(limit).is_ok(),
-            Self::ByClass(h) => h.set_limit(limit).is_ok(),
-        };
-    }
-
-    fn in_flight(&self) -> usize {
-        match self {
-            Self::Fifo(h) => h.in_flight(),
-            Self::ByClass(h) => h.in_flight(),
-        }
-    }
-}
-
 /// The feedback loop one adaptive limit shares across services and clones.
 struct Shared<C> {
     window: Window,
     algorithm: Mutex<Box<dyn Algorithm>>,
-    handle: Resize,
+    handle: LimitHandle,
     classify: C,
 }
 
@@ -100,15 +63,17 @@ impl<C> Shared<C> {
         let new = algorithm.update(&sample).max(1);
         drop(algorithm);
         if new != self.handle.limit() {
-            self.handle.set_limit(new);
+            // Refused only for 0 (or more than the semaphore counts), which `max(1)` and the
+            // algorithms' own maximum rule out.
+            let _ = self.handle.set_limit(new);
             tracing::debug!(target: "palisade::limit", ?sample, new, "adaptive limit updated");
         }
     }
 }
 
 /// An adaptive concurrency limit; see the [module docs](super). `L` is the limit it
-/// drives: a [`ConcurrencyLimitLayer`] (FIFO), or a [`CriticalityLimitLayer`] from
-/// [`AdaptiveLimitBuilder::build_with_criticality`].
+/// drives: a [`ConcurrencyLimitLayer`] whose queue is FIFO, or served by criticality
+/// ([`AdaptiveLimitBuilder::criticality`]).
 pub struct AdaptiveLimitLayer<C = ErrorsAsFailures, L = ConcurrencyLimitLayer> {
     limit: L,
     shared: Arc<Shared<C>>,
@@ -132,22 +97,24 @@ impl<C, L: fmt::Debug> fmt::Debug for AdaptiveLimitLayer<C, L> {
     }
 }
 
-/// Builds an [`AdaptiveLimitLayer`]; see [`AdaptiveLimitLayer::builder`].
+/// Builds an [`AdaptiveLimitLayer`]; see [`AdaptiveLimitLayer::builder`]. `Q` is the
+/// queue discipline of the limit it drives ([`Fifo`], or [`ByClass`] from
+/// [`criticality`](Self::criticality)).
 #[must_use]
-pub struct AdaptiveLimitBuilder<C = ErrorsAsFailures> {
+pub struct AdaptiveLimitBuilder<C = ErrorsAsFailures, Q = Fifo> {
     algorithm: Box<dyn Algorithm>,
-    on_full: OnFull,
+    /// The limit's own configuration (its initial size is the algorithm's).
+    limit: ConcurrencyLimitBuilder<Q>,
     classify: C,
     min_window: Duration,
     min_samples: u64,
     rtt_floor: Duration,
-    name: Arc<str>,
 }
 
-impl<C> fmt::Debug for AdaptiveLimitBuilder<C> {
+impl<C, Q: fmt::Debug> fmt::Debug for AdaptiveLimitBuilder<C, Q> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AdaptiveLimitBuilder")
-            .field("on_full", &self.on_full)
+            .field("limit", &self.limit)
             .field("min_window", &self.min_window)
             .field("min_samples", &self.min_samples)
             .finish()
@@ -162,8 +129,6 @@ pub enum InvalidAdaptiveLimit {
     Limit(InvalidConcurrencyLimit),
     /// The algorithm's settings.
     Algorithm(InvalidAlgorithm),
-    /// The criticality queue's configuration.
-    Criticality(InvalidCriticalityLimit),
 }
 
 impl fmt::Display for InvalidAdaptiveLimit {
@@ -171,7 +136,6 @@ impl fmt::Display for InvalidAdaptiveLimit {
         match self {
             Self::Limit(e) => e.fmt(f),
             Self::Algorithm(e) => e.fmt(f),
-            Self::Criticality(e) => e.fmt(f),
         }
     }
 }
@@ -185,28 +149,21 @@ impl AdaptiveLimitLayer {
     /// Defaults: wait when full, errors as failures (overload errors as drops), windows of at
     /// least 100 ms and 10 samples, RTTs under 100 µs ignored.
     pub fn builder(algorithm: impl Algorithm) -> AdaptiveLimitBuilder {
+        let limit = ConcurrencyLimitLayer::builder(algorithm.initial_limit()).on_full(OnFull::Wait);
         AdaptiveLimitBuilder {
             algorithm: Box::new(algorithm),
-            on_full: OnFull::Wait,
+            limit,
             classify: ErrorsAsFailures,
             min_window: Duration::from_millis(100),
             min_samples: 10,
             rtt_floor: Duration::from_micros(100),
-            name: Arc::from(""),
         }
     }
 }
 
-impl<C> AdaptiveLimitLayer<C> {
-    /// The limit's handle: live limit, in-flight and queued counts.
+impl<C, Q> AdaptiveLimitLayer<C, ConcurrencyLimitLayer<Q>> {
+    /// The limit's handle: live limit, in-flight and queued counts (by class too).
     pub fn handle(&self) -> LimitHandle {
-        self.limit.handle()
-    }
-}
-
-impl<C, F> AdaptiveLimitLayer<C, CriticalityLimitLayer<F>> {
-    /// The criticality limit's handle: live limit, in-flight and queued counts by class.
-    pub fn handle(&self) -> CriticalityHandle {
         self.limit.handle()
     }
 }
@@ -224,36 +181,38 @@ impl<S, C, L: Layer<S>> Layer<S> for AdaptiveLimitLayer<C, L> {
 
 // === impl AdaptiveLimitBuilder ===
 
-impl<C> AdaptiveLimitBuilder<C> {
-    /// What happens when the limit is full (default [`OnFull::Wait`]).
-    pub fn on_full(mut self, on_full: OnFull) -> Self {
-        self.on_full = on_full;
-        self
-    }
-
-    /// Shorthand for `on_full(OnFull::Queue { max_queued, max_wait })`.
-    pub fn queue(self, max_queued: usize, max_wait: Duration) -> Self {
-        self.on_full(OnFull::Queue {
-            max_queued,
-            max_wait,
-        })
-    }
-
+impl<C, Q> AdaptiveLimitBuilder<C, Q> {
     /// Shorthand for `on_full(OnFull::Reject)`.
     pub fn reject(self) -> Self {
-        self.on_full(OnFull::Reject)
+        let limit = self.limit.reject();
+        Self { limit, ..self }
     }
 
     /// How outcomes are classified; an outcome marked overloaded is a drop.
-    pub fn classify<C2>(self, classify: C2) -> AdaptiveLimitBuilder<C2> {
+    pub fn classify<C2>(self, classify: C2) -> AdaptiveLimitBuilder<C2, Q> {
         AdaptiveLimitBuilder {
             algorithm: self.algorithm,
-            on_full: self.on_full,
+            limit: self.limit,
             classify,
             min_window: self.min_window,
             min_samples: self.min_samples,
             rtt_floor: self.rtt_floor,
-            name: self.name,
+        }
+    }
+
+    /// Serves the limit's queue by criticality (see
+    /// [`ConcurrencyLimitBuilder::criticality`]): critical before default before
+    /// sheddable, a full queue evicting the newest lower-class waiter. As the algorithm
+    /// shrinks the limit, fewer permits free up, so the sheddable requests are the ones that
+    /// wait and are shed. Needs a [`queue`](Self::queue).
+    pub fn criticality<F: Clone>(self, classify: F) -> AdaptiveLimitBuilder<C, ByClass<F>> {
+        AdaptiveLimitBuilder {
+            algorithm: self.algorithm,
+            limit: self.limit.criticality(classify),
+            classify: self.classify,
+            min_window: self.min_window,
+            min_samples: self.min_samples,
+            rtt_floor: self.rtt_floor,
         }
     }
 
@@ -272,13 +231,19 @@ impl<C> AdaptiveLimitBuilder<C> {
     }
 
     /// Names the limit in tracing events and metrics.
-    pub fn name(mut self, name: impl Into<Arc<str>>) -> Self {
-        self.name = name.into();
-        self
+    pub fn name(self, name: impl Into<Arc<str>>) -> Self {
+        let limit = self.limit.name(name);
+        Self { limit, ..self }
     }
 
-    /// The algorithm's settings and the window, checked by both builds.
-    fn validate(&self) -> Result<(), InvalidAdaptiveLimit> {
+    /// Checks the algorithm's settings and the window, then builds the layer around the
+    /// limit `build` makes.
+    fn finish<Q2>(
+        self,
+        build: impl FnOnce(
+            ConcurrencyLimitBuilder<Q>,
+        ) -> Result<ConcurrencyLimitLayer<Q2>, InvalidConcurrencyLimit>,
+    ) -> Result<AdaptiveLimitLayer<C, ConcurrencyLimitLayer<Q2>>, InvalidAdaptiveLimit> {
         self.algorithm
             .validate()
             .map_err(InvalidAdaptiveLimit::Algorithm)?;
@@ -287,58 +252,8 @@ impl<C> AdaptiveLimitBuilder<C> {
                 "window's minimum samples",
             )));
         }
-        Ok(())
-    }
-
-    /// Validates and builds the layer.
-    ///
-    /// # Errors
-    ///
-    /// [`InvalidAdaptiveLimit`] for an invalid queue configuration, an algorithm whose
-    /// settings cannot work ([`Algorithm::validate`]), or a window of 0 samples.
-    pub fn build(self) -> Result<AdaptiveLimitLayer<C>, InvalidAdaptiveLimit> {
-        self.validate()?;
-        let limit = ConcurrencyLimitLayer::builder(self.algorithm.initial_limit())
-            .on_full(self.on_full)
-            .name(self.name)
-            .build()
-            .map_err(InvalidAdaptiveLimit::Limit)?;
-        let handle = Resize::Fifo(limit.handle());
-        Ok(AdaptiveLimitLayer {
-            limit,
-            shared: Arc::new(Shared {
-                window: Window::new(self.min_window, self.min_samples, self.rtt_floor),
-                algorithm: Mutex::new(self.algorithm),
-                handle,
-                classify: self.classify,
-            }),
-        })
-    }
-
-    /// Builds an adaptive limit whose queue serves by criticality: critical before default
-    /// before sheddable, a full queue evicting the newest lower-class waiter, each wait at
-    /// most `max_wait` and never past the request's deadline (see
-    /// [`criticality`](crate::criticality)). As the algorithm shrinks the limit, fewer
-    /// permits free up, so the sheddable requests are the ones that wait and are shed.
-    /// `on_full` does not apply (the criticality queue is the behaviour when full).
-    ///
-    /// # Errors
-    ///
-    /// As [`build`](Self::build), and [`InvalidAdaptiveLimit::Criticality`] for a zero
-    /// queue or wait.
-    pub fn build_with_criticality<F>(
-        self,
-        criticality: F,
-        max_queued: usize,
-        max_wait: Duration,
-    ) -> Result<AdaptiveLimitLayer<C, CriticalityLimitLayer<F>>, InvalidAdaptiveLimit> {
-        self.validate()?;
-        let limit =
-            CriticalityLimitLayer::builder(self.algorithm.initial_limit(), max_queued, max_wait)
-                .name(self.name)
-                .build(criticality)
-                .map_err(InvalidAdaptiveLimit::Criticality)?;
-        let handle = Resize::ByClass(limit.handle());
+        let limit = build(self.limit).map_err(InvalidAdaptiveLimit::Limit)?;
+        let handle = limit.handle();
         Ok(AdaptiveLimitLayer {
             limit,
             shared: Arc::new(Shared {
@@ -351,9 +266,55 @@ impl<C> AdaptiveLimitBuilder<C> {
     }
 }
 
+impl<C> AdaptiveLimitBuilder<C, Fifo> {
+    /// What happens when the limit is full (default [`OnFull::Wait`]).
+    pub fn on_full(self, on_full: OnFull) -> Self {
+        let limit = self.limit.on_full(on_full);
+        Self { limit, ..self }
+    }
+
+    /// Shorthand for `on_full(OnFull::Queue { max_queued, max_wait })`.
+    pub fn queue(self, max_queued: usize, max_wait: Duration) -> Self {
+        let limit = self.limit.queue(max_queued, max_wait);
+        Self { limit, ..self }
+    }
+
+    /// Validates and builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidAdaptiveLimit`] for an invalid queue configuration, an algorithm whose
+    /// settings cannot work ([`Algorithm::validate`]), or a window of 0 samples.
+    pub fn build(self) -> Result<AdaptiveLimitLayer<C>, InvalidAdaptiveLimit> {
+        self.finish(ConcurrencyLimitBuilder::<Fifo>::build)
+    }
+}
+
+impl<C, F> AdaptiveLimitBuilder<C, ByClass<F>> {
+    /// At most `max_queued` calls wait, each at most `max_wait` and never past the
+    /// request's deadline; served by criticality.
+    pub fn queue(self, max_queued: usize, max_wait: Duration) -> Self {
+        let limit = self.limit.queue(max_queued, max_wait);
+        Self { limit, ..self }
+    }
+
+    /// Validates and builds the layer.
+    ///
+    /// # Errors
+    ///
+    /// As the FIFO `build`, and [`InvalidConcurrencyLimit::CriticalityWithoutQueue`] (in
+    /// [`InvalidAdaptiveLimit::Limit`]) without a queue.
+    pub fn build(
+        self,
+    ) -> Result<AdaptiveLimitLayer<C, ConcurrencyLimitLayer<ByClass<F>>>, InvalidAdaptiveLimit>
+    {
+        self.finish(ConcurrencyLimitBuilder::<ByClass<F>>::build)
+    }
+}
+
 /// An adaptive concurrency limit; built by [`AdaptiveLimitLayer`]. `L` is the limit
-/// service it resizes ([`ConcurrencyLimit`](crate::ConcurrencyLimit) or
-/// [`CriticalityLimit`](crate::criticality::CriticalityLimit)) around the inner service.
+/// service it resizes ([`ConcurrencyLimit`](crate::ConcurrencyLimit)) around the inner
+/// service.
 pub struct AdaptiveLimit<L, C = ErrorsAsFailures> {
     inner: L,
     shared: Arc<Shared<C>>,

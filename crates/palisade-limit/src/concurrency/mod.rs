@@ -16,6 +16,16 @@
 //! - [`OnFull::Reject`]: load shedding. A call that finds the limit full fails at once with
 //!   [`Overloaded`](palisade_core::Overloaded).
 //!
+//! A queue is served in the order of the limit's [`discipline`]: first come first
+//! served ([`Fifo`], the default), or by [criticality](crate::criticality) ([`ByClass`],
+//! from [`ConcurrencyLimitBuilder::criticality`]: critical before default before
+//! sheddable, a full queue evicting the newest lower-class waiter). The discipline is part
+//! of the type, and so are the bounds: a limit without a queue ([`NoQueue`], what
+//! [`ConcurrencyLimitLayer::new`] and a builder without a queue make) takes any request and
+//! any inner service; a queue needs the request's deadline (`Req:`
+//! [`HasDeadline`](palisade_core::HasDeadline)) and a clone of the inner service to wait
+//! with (`S: Clone`).
+//!
 //! A permit is released when the response future completes, fails or is dropped. The limit
 //! can be changed at run time through a [`LimitHandle`] (the adaptive limits drive it so);
 //! shrinking it never revokes calls already in flight: permits are retired as they return.
@@ -45,14 +55,17 @@
 //!   every `layer()` call, so two services built from one layer value each get N.
 //! - `poll_ready` takes its permit first but stores it only once the inner service is ready
 //!   too, so a stalled inner service does not pin capacity others could use.
-//! - Queue and reject modes, resizing, and live in-flight/queued counts.
+//! - Queue and reject modes, a queue by criticality, resizing, and live in-flight/queued
+//!   counts (by class too).
 
+pub mod discipline;
 mod future_impl;
 mod layer;
 pub(crate) mod semaphore;
 mod service;
 pub(crate) mod shared;
 
+pub use self::discipline::{ByClass, Fifo, NoQueue};
 pub use self::layer::{
     ConcurrencyLimitBuilder, ConcurrencyLimitLayer, InvalidConcurrencyLimit, OnFull,
 };

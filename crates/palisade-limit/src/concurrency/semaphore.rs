@@ -17,17 +17,28 @@
 //! after a permit was assigned to it); [`FastSemaphore::try_acquire`] looks there too, so
 //! it is never lost, only briefly on the slower path.
 //!
-//! # Fairness
+//! # Queue disciplines
 //!
 //! While anyone waits, new callers do not take `fast` permits: they queue behind the
-//! waiters, first come first served (tokio's queue is FIFO).
+//! waiters. The order they are served in is the semaphore's discipline, fixed when it is
+//! made:
+//!
+//! - **FIFO** (the default): first come first served (tokio's queue is FIFO).
+//! - **By class** ([`FastSemaphore::by_class`]): waiters queue in one of [`CLASSES`] classes
+//!   (higher is more important, see [`ClassQueue`]). A permit given back goes to the oldest
+//!   waiter of the highest class waiting, and a full queue makes room for a newcomer by
+//!   evicting the newest waiter of a lower class. The fast path is the same: a free permit
+//!   goes to whoever asks, so no capacity is held back for a class that is not asking.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
 
 #[cfg(palisade_loom)]
-use self::loom_slow::{load_sc, AtomicUsize, Slow};
+use self::loom_slow::{load_sc, AtomicU8, AtomicUsize, Mutex, MutexGuard, Slow};
 #[cfg(not(palisade_loom))]
-use self::tokio_slow::{load_sc, AtomicUsize, Slow};
+use self::tokio_slow::{load_sc, AtomicU8, AtomicUsize, Mutex, MutexGuard, Slow};
 
 pub(crate) struct FastSemaphore {
     /// Free permits, claimable without a lock while nobody waits.
@@ -36,6 +47,9 @@ pub(crate) struct FastSemaphore {
     waiters: AtomicUsize,
     /// The FIFO queue of waiters, and permits handed to it.
     slow: Slow,
+    /// The class queues, for a semaphore that serves by class; the FIFO `slow` is then
+    /// never waited on. Boxed: only by-class semaphores pay for it.
+    classes: Option<Box<ClassQueue>>,
 }
 
 impl FastSemaphore {
@@ -46,6 +60,15 @@ impl FastSemaphore {
             fast: AtomicUsize::new(permits),
             waiters: AtomicUsize::new(0),
             slow: Slow::new(),
+            classes: None,
+        }
+    }
+
+    /// A semaphore whose waiters are served by class; see [`FastSemaphore::enqueue`].
+    pub(crate) fn by_class(permits: usize) -> Self {
+        Self {
+            classes: Some(Box::new(ClassQueue::new())),
+            ..Self::new(permits)
         }
     }
 
@@ -56,12 +79,25 @@ impl FastSemaphore {
             return false;
         }
         // Else a permit may have been left in the slow semaphore with nobody waiting.
-        self.take_fast(1) == 1 || self.slow.try_take()
+        self.take_fast(1) == 1 || self.try_take_slow()
+    }
+
+    /// A permit left on the slow side with nobody waiting for it.
+    #[inline(never)]
+    fn try_take_slow(&self) -> bool {
+        match &self.classes {
+            None => self.slow.try_take(),
+            Some(classes) => classes.lock().take_spare(),
+        }
     }
 
     /// Waits for a permit, in FIFO order behind earlier waiters. Cancel-safe: dropping the
     /// future gives back any permit assigned to it.
     pub(crate) async fn acquire(&self) {
+        debug_assert!(
+            self.classes.is_none(),
+            "a by-class semaphore queues by class"
+        );
         self.waiters.fetch_add(1, SeqCst);
         let _registered = Registered(&self.waiters);
         // Re-check after registering: a release that did not see us left its permit here.
@@ -75,7 +111,7 @@ impl FastSemaphore {
     #[inline]
     pub(crate) fn release(&self, n: usize) {
         if self.waiters.load(SeqCst) != 0 {
-            self.slow.give(n);
+            self.give_slow(n);
             return;
         }
         self.fast.fetch_add(n, SeqCst);
@@ -83,20 +119,134 @@ impl FastSemaphore {
         if load_sc(&self.waiters) != 0 {
             let moved = self.take_fast(n);
             if moved > 0 {
-                self.slow.give(moved);
+                self.give_slow(moved);
             }
+        }
+    }
+
+    /// Hands `n` permits to the waiters (or leaves them on the slow side).
+    #[inline(never)]
+    fn give_slow(&self, n: usize) {
+        match &self.classes {
+            None => self.slow.give(n),
+            Some(classes) => classes.lock().give(n, &self.waiters),
         }
     }
 
     /// Retires up to `n` free permits; returns how many were retired.
     pub(crate) fn forget(&self, n: usize) -> usize {
         let from_fast = self.take_fast(n);
-        from_fast + self.slow.forget(n - from_fast)
+        let rest = n - from_fast;
+        from_fast
+            + match &self.classes {
+                None => self.slow.forget(rest),
+                Some(classes) => classes.lock().forget(rest),
+            }
     }
 
     /// Free permits now.
     pub(crate) fn available(&self) -> usize {
-        self.fast.load(SeqCst) + self.slow.available()
+        self.fast.load(SeqCst)
+            + match &self.classes {
+                None => self.slow.available(),
+                Some(classes) => classes.lock().spare,
+            }
+    }
+
+    /// Waiters queued by class now, all classes (0 for a FIFO semaphore).
+    pub(crate) fn class_queued(&self) -> usize {
+        self.classes.as_ref().map_or(0, |c| c.queued.load(SeqCst))
+    }
+
+    /// Waiters of class `class` queued now (0 for a FIFO semaphore).
+    pub(crate) fn queued_in(&self, class: usize) -> usize {
+        self.classes
+            .as_ref()
+            .map_or(0, |c| c.lock().queues[class].len())
+    }
+
+    /// Takes a permit for a newcomer of class `class` on a by-class semaphore, or a place in
+    /// its class queue: at most `max_queued` wait in all, and when that many already wait,
+    /// the newest waiter of the lowest class below `class` is evicted to make room (see
+    /// [`Enqueued`]). A work-conserving grant: a free permit goes to the newcomer whatever
+    /// its class.
+    ///
+    /// # Panics
+    ///
+    /// On a FIFO semaphore (a bug: the limit chose its discipline when it was built).
+    pub(crate) fn enqueue(&self, class: usize, max_queued: usize) -> Enqueued {
+        let classes = self.classes.as_ref().expect("a by-class semaphore");
+        let mut q = classes.lock();
+        // Register first, then look for a permit: the same hand-off as `acquire` (a release
+        // that did not see us left its permit in `fast`). Registered under the lock, so a
+        // release that saw us gives its permit to the queues only once we are in them.
+        self.waiters.fetch_add(1, SeqCst);
+        if self.take_fast(1) == 1 || q.take_spare() {
+            self.waiters.fetch_sub(1, SeqCst);
+            return Enqueued::Admitted;
+        }
+        let mut evicted = false;
+        if q.len() >= max_queued {
+            // Full: make room by evicting the newest waiter of the lowest class below ours.
+            match q.queues[..class].iter_mut().find_map(VecDeque::pop_back) {
+                Some(victim) => {
+                    victim.settle(EVICTED);
+                    q.unqueued(&self.waiters);
+                    evicted = true;
+                }
+                None => {
+                    self.waiters.fetch_sub(1, SeqCst);
+                    return Enqueued::Full;
+                }
+            }
+        }
+        let waiter = Arc::new(Waiter::new());
+        q.queues[class].push_back(Arc::clone(&waiter));
+        classes.queued.fetch_add(1, SeqCst);
+        Enqueued::Queued { waiter, evicted }
+    }
+
+    /// Polls a class waiter: `Ready(true)` once granted a permit (which the caller now
+    /// holds), `Ready(false)` once evicted, else registers `cx` to be woken.
+    pub(crate) fn poll_class(&self, waiter: &Waiter, cx: &mut Context<'_>) -> Poll<bool> {
+        let classes = self.classes.as_ref().expect("a by-class semaphore");
+        // Under the queue lock: a grant or eviction happens entirely before or after.
+        let _q = classes.lock();
+        match waiter.state.load(SeqCst) {
+            GRANTED => Poll::Ready(true),
+            EVICTED => Poll::Ready(false),
+            _ => {
+                let mut waker = waiter.waker.lock().unwrap_or_else(|e| e.into_inner());
+                if !waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    /// A class waiter gives up (out of time, or dropped): leaves its queue if still in it.
+    /// Returns whether it had been granted a permit meanwhile, which the caller then holds
+    /// (and must use or give back).
+    pub(crate) fn leave(&self, waiter: &Arc<Waiter>) -> bool {
+        let classes = self.classes.as_ref().expect("a by-class semaphore");
+        let mut q = classes.lock();
+        match waiter.state.load(SeqCst) {
+            GRANTED => true,
+            EVICTED => false,
+            _ => {
+                for queue in &mut q.queues {
+                    if let Some(i) = queue.iter().position(|w| Arc::ptr_eq(w, waiter)) {
+                        queue.remove(i);
+                        break;
+                    }
+                }
+                // Settled as evicted, so a second `leave` (a drop after a timeout) is a no-op.
+                waiter.settle(EVICTED);
+                q.unqueued(&self.waiters);
+                false
+            }
+        }
     }
 
     /// Takes up to `n` permits from the fast counter; returns how many.
@@ -114,11 +264,159 @@ impl FastSemaphore {
     }
 }
 
+/// Classes of a by-class semaphore: 0 is served last and evicted first.
+pub(crate) const CLASSES: usize = 3;
+
+/// What [`FastSemaphore::enqueue`] decided for a newcomer.
+pub(crate) enum Enqueued {
+    /// A permit was free: the newcomer holds it.
+    Admitted,
+    /// The newcomer waits in its class queue; `evicted` says whether a lower-class waiter
+    /// was evicted to make room.
+    Queued { waiter: Arc<Waiter>, evicted: bool },
+    /// The queue is full of waiters of the newcomer's class or higher: it is shed.
+    Full,
+}
+
+// A class waiter's state. Changed only under the queue lock; `WAITING` until it is
+// granted a permit or evicted (a waiter that gives up is settled as evicted too).
+const WAITING: u8 = 0;
+const GRANTED: u8 = 1;
+const EVICTED: u8 = 2;
+
+/// One waiter of a by-class semaphore, shared by its queue and its wait.
+pub(crate) struct Waiter {
+    state: AtomicU8,
+    waker: Mutex<Option<Waker>>,
+}
+
+impl Waiter {
+    fn new() -> Self {
+        Self {
+            state: AtomicU8::new(WAITING),
+            waker: Mutex::new(None),
+        }
+    }
+
+    /// Settles the waiter and wakes its task (which only schedules it: it cannot re-enter
+    /// the queue lock we hold).
+    fn settle(&self, state: u8) {
+        self.state.store(state, SeqCst);
+        let waker = self.waker.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// The slow side of a by-class semaphore: one FIFO queue per class, under one lock that is
+/// never taken on the fast path.
+pub(crate) struct ClassQueue {
+    state: Mutex<ClassState>,
+    /// Waiters queued now, readable without the lock (for handles and keyed eviction).
+    queued: AtomicUsize,
+}
+
+struct ClassState {
+    /// Permits given to the slow side that no waiter took. Invariant: `spare > 0` only
+    /// while every queue is empty (a permit given back goes to a waiter first).
+    spare: usize,
+    /// Waiters by class, oldest first.
+    queues: [VecDeque<Arc<Waiter>>; CLASSES],
+}
+
+impl ClassQueue {
+    fn new() -> Self {
+        Self {
+            state: Mutex::new(ClassState {
+                spare: 0,
+                queues: Default::default(),
+            }),
+            queued: AtomicUsize::new(0),
+        }
+    }
+
+    fn lock(&self) -> ClassGuard<'_> {
+        ClassGuard {
+            state: self.state.lock().unwrap_or_else(|e| e.into_inner()),
+            queued: &self.queued,
+        }
+    }
+}
+
+/// The locked class queues.
+struct ClassGuard<'a> {
+    state: MutexGuard<'a, ClassState>,
+    queued: &'a AtomicUsize,
+}
+
+impl ClassGuard<'_> {
+    fn len(&self) -> usize {
+        self.state.queues.iter().map(VecDeque::len).sum()
+    }
+
+    /// A waiter left the queues (granted, evicted, gave up): it is no longer registered.
+    fn unqueued(&mut self, waiters: &AtomicUsize) {
+        self.queued.fetch_sub(1, SeqCst);
+        waiters.fetch_sub(1, SeqCst);
+    }
+
+    fn take_spare(&mut self) -> bool {
+        if self.state.spare > 0 {
+            self.state.spare -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Grants `n` permits, each to the oldest waiter of the highest class waiting; what no
+    /// waiter takes is kept as spare.
+    fn give(&mut self, n: usize, waiters: &AtomicUsize) {
+        for given in 0..n {
+            let next = self
+                .state
+                .queues
+                .iter_mut()
+                .rev()
+                .find_map(VecDeque::pop_front);
+            let Some(waiter) = next else {
+                // Nobody else waits: the rest are spare (one step, however large a resize).
+                self.state.spare += n - given;
+                return;
+            };
+            waiter.settle(GRANTED);
+            self.unqueued(waiters);
+        }
+    }
+
+    fn forget(&mut self, n: usize) -> usize {
+        let f = self.state.spare.min(n);
+        self.state.spare -= f;
+        f
+    }
+}
+
+impl std::ops::Deref for ClassGuard<'_> {
+    type Target = ClassState;
+
+    fn deref(&self) -> &ClassState {
+        &self.state
+    }
+}
+
+impl std::ops::DerefMut for ClassGuard<'_> {
+    fn deref_mut(&mut self) -> &mut ClassState {
+        &mut self.state
+    }
+}
+
 /// The slow path on tokio's semaphore, and the atomics of the fast path.
 #[cfg(not(palisade_loom))]
 mod tokio_slow {
-    pub(super) use std::sync::atomic::AtomicUsize;
     use std::sync::atomic::Ordering::SeqCst;
+    pub(super) use std::sync::atomic::{AtomicU8, AtomicUsize};
+    pub(super) use std::sync::{Mutex, MutexGuard};
 
     use tokio::sync::Semaphore;
 
@@ -173,8 +471,8 @@ mod loom_slow {
     use std::sync::atomic::Ordering::SeqCst;
     use std::task::{Poll, Waker};
 
-    pub(super) use loom::sync::atomic::AtomicUsize;
-    use loom::sync::Mutex;
+    pub(super) use loom::sync::atomic::{AtomicU8, AtomicUsize};
+    pub(super) use loom::sync::{Mutex, MutexGuard};
 
     /// loom treats `SeqCst` loads as acquire loads, under which the Dekker-style re-check
     /// would be unsound; a read-modify-write always reads the latest value.
@@ -349,6 +647,72 @@ mod tests {
         assert!(!s.try_acquire());
     }
 
+    fn queued(s: &FastSemaphore, class: usize, max: usize) -> Arc<Waiter> {
+        match s.enqueue(class, max) {
+            Enqueued::Queued { waiter, .. } => waiter,
+            _ => panic!("expected to queue"),
+        }
+    }
+
+    fn state(s: &FastSemaphore, w: &Waiter) -> Poll<bool> {
+        s.poll_class(w, &mut Context::from_waker(Waker::noop()))
+    }
+
+    #[test]
+    fn by_class_grants_highest_class_oldest_first() {
+        let s = FastSemaphore::by_class(1);
+        assert!(matches!(s.enqueue(0, 4), Enqueued::Admitted));
+        let low = queued(&s, 0, 4);
+        let high_old = queued(&s, 2, 4);
+        let high_new = queued(&s, 2, 4);
+        // Newcomers may not barge past the waiters on the fast path.
+        assert!(!s.try_acquire());
+        s.release(1);
+        assert_eq!(state(&s, &high_old), Poll::Ready(true));
+        assert!(state(&s, &high_new).is_pending());
+        s.release(1);
+        assert_eq!(state(&s, &high_new), Poll::Ready(true));
+        s.release(1);
+        assert_eq!(state(&s, &low), Poll::Ready(true));
+        // Nobody waits: the permit is spare, and the fast path finds it.
+        s.release(1);
+        assert!(s.try_acquire());
+        assert_eq!(s.class_queued(), 0);
+    }
+
+    #[test]
+    fn by_class_full_queue_evicts_newest_lower_or_sheds() {
+        let s = FastSemaphore::by_class(1);
+        assert!(matches!(s.enqueue(1, 2), Enqueued::Admitted));
+        let old = queued(&s, 0, 2);
+        let new = queued(&s, 0, 2);
+        assert!(matches!(s.enqueue(0, 2), Enqueued::Full));
+        assert!(matches!(
+            s.enqueue(1, 2),
+            Enqueued::Queued { evicted: true, .. }
+        ));
+        assert_eq!(state(&s, &new), Poll::Ready(false));
+        assert!(state(&s, &old).is_pending());
+        assert_eq!((s.queued_in(0), s.queued_in(1)), (1, 1));
+    }
+
+    #[test]
+    fn by_class_leaving_returns_what_was_granted() {
+        let s = FastSemaphore::by_class(1);
+        assert!(matches!(s.enqueue(1, 2), Enqueued::Admitted));
+        let w = queued(&s, 1, 2);
+        let gone = queued(&s, 1, 2);
+        assert!(!s.leave(&gone), "never granted");
+        assert_eq!(s.class_queued(), 1);
+        s.release(1);
+        assert!(
+            s.leave(&w),
+            "granted before it left: the caller gives it back"
+        );
+        s.release(1);
+        assert_eq!(s.available(), 1);
+    }
+
     #[test]
     fn forget_takes_fast_then_slow() {
         let s = FastSemaphore::new(3);
@@ -407,6 +771,34 @@ mod loom_tests {
             releaser.join().unwrap();
             assert_eq!(s.available(), 0);
             assert!(!s.try_acquire());
+        });
+    }
+
+    /// By class: a release racing a newcomer's enqueue never strands the permit: the
+    /// newcomer is admitted at once or granted it in its queue.
+    #[test]
+    fn loom_release_reaches_a_racing_class_waiter() {
+        use super::Enqueued;
+        loom::model(|| {
+            let s = Arc::new(FastSemaphore::by_class(1));
+            assert!(s.try_acquire());
+            let releaser = {
+                let s = s.clone();
+                thread::spawn(move || s.release(1))
+            };
+            match s.enqueue(1, 4) {
+                Enqueued::Admitted => {}
+                Enqueued::Queued { waiter, .. } => {
+                    let granted = loom::future::block_on(std::future::poll_fn(|cx| {
+                        s.poll_class(&waiter, cx)
+                    }));
+                    assert!(granted);
+                }
+                Enqueued::Full => panic!("room in the queue"),
+            }
+            releaser.join().unwrap();
+            assert_eq!(s.available(), 0);
+            assert_eq!(s.class_queued(), 0);
         });
     }
 

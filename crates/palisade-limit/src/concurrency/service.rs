@@ -1,21 +1,26 @@
 use std::fmt;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
-use palisade_core::{BoxError, Deadline, HasDeadline, Overloaded};
+use palisade_core::{BoxError, Deadline};
 use tower_service::Service;
 
-use super::future_impl::ResponseFuture;
+use super::discipline::{Discipline, Fifo, Waiting};
+use super::future_impl::{QueueWait, ResponseFuture};
 use super::layer::OnFull;
-use super::shared::{Permit, Shared};
+use super::shared::{Permit, Place, Shared};
 use tokio_util::sync::ReusableBoxFuture;
 
 /// Limits the calls in flight through the inner service; built by
-/// [`ConcurrencyLimitLayer`](super::ConcurrencyLimitLayer). See the [module docs](super).
-pub struct ConcurrencyLimit<S> {
+/// [`ConcurrencyLimitLayer`](super::ConcurrencyLimitLayer). `Q` is its queue
+/// [discipline](super::discipline), which says what it needs of the request and of `S`.
+/// See the [module docs](super).
+pub struct ConcurrencyLimit<S, Q = Fifo> {
     inner: S,
     shared: Arc<Shared>,
     on_full: OnFull,
+    queue: Q,
     /// `OnFull::Wait` only: the permit `poll_ready` reserved for the next `call`.
     permit: Option<Permit>,
     /// `OnFull::Wait` only: the wait for a permit. Boxed once per service, the first time
@@ -28,12 +33,13 @@ pub struct ConcurrencyLimit<S> {
 
 // === impl ConcurrencyLimit ===
 
-impl<S> ConcurrencyLimit<S> {
-    pub(crate) fn from_parts(inner: S, shared: Arc<Shared>, on_full: OnFull) -> Self {
+impl<S, Q> ConcurrencyLimit<S, Q> {
+    pub(crate) fn from_parts(inner: S, shared: Arc<Shared>, on_full: OnFull, queue: Q) -> Self {
         Self {
             inner,
             shared,
             on_full,
+            queue,
             permit: None,
             wait: None,
             waiting: false,
@@ -67,18 +73,59 @@ impl<S> ConcurrencyLimit<S> {
         Poll::Ready(permit.expect("a wait without a maximum only ends with a permit"))
     }
 
-    fn reject(&self) -> Overloaded {
-        self.shared.rejected.increment(1);
-        tracing::debug!(target: "palisade::limit", name = %self.shared.name, "concurrency limit full: rejected");
-        Overloaded::new()
+    /// Turns a call away at once (counted and traced as the discipline says).
+    fn reject<Req>(&self, waiting: Option<&Waiting<S>>) -> ResponseFuture<S, Req>
+    where
+        S: Service<Req>,
+    {
+        self.shared.turned_away(waiting.and_then(|w| w.class));
+        ResponseFuture::rejected()
+    }
+
+    /// Queue mode, the limit full: wait in the queue (in the discipline's order), never
+    /// longer than the request's deadline allows.
+    #[inline(never)]
+    fn queue<Req>(
+        &mut self,
+        req: Req,
+        max_queued: usize,
+        max_wait: Duration,
+    ) -> ResponseFuture<S, Req>
+    where
+        S: Service<Req>,
+        Q: Discipline<S, Req>,
+    {
+        // Waiting never pins: the ready inner service stays here for the next call, and
+        // the request waits with an unready clone (made here), readied once admitted.
+        let Some(waiting) = self.queue.waiting(&self.inner, &req) else {
+            return self.reject(None);
+        };
+        let wait = Deadline::cap(waiting.deadline, max_wait);
+        if wait.is_zero() {
+            return self.reject(Some(&waiting));
+        }
+        let place = match waiting.class {
+            None => self.shared.enqueue(Some(max_queued)).map(Place::Fifo),
+            Some(class) => self.shared.enqueue_class(class, max_queued),
+        };
+        match place {
+            None => self.reject(Some(&waiting)),
+            // A permit came free meanwhile: the ready inner service takes the call.
+            Some(Place::Admitted(permit)) => ResponseFuture::called(self.inner.call(req), permit),
+            Some(place) => {
+                let acquire = Shared::acquire(place, Some(wait));
+                let wait = QueueWait::new(acquire, Arc::clone(&self.shared));
+                ResponseFuture::waiting(wait, waiting.svc, req)
+            }
+        }
     }
 }
 
-impl<S, Req> Service<Req> for ConcurrencyLimit<S>
+impl<S, Q, Req> Service<Req> for ConcurrencyLimit<S, Q>
 where
-    S: Service<Req> + Clone,
+    S: Service<Req>,
     S::Error: Into<BoxError>,
-    Req: HasDeadline,
+    Q: Discipline<S, Req>,
 {
     type Response = S::Response;
     type Error = BoxError;
@@ -111,46 +158,37 @@ where
         match self.on_full {
             OnFull::Wait => {
                 let permit = self.permit.take().expect("poll_ready must be called first");
-                ResponseFuture::running(self.inner.call(req), permit)
+                ResponseFuture::called(self.inner.call(req), permit)
             }
             OnFull::Reject => match self.shared.try_acquire() {
-                Some(permit) => ResponseFuture::running(self.inner.call(req), permit),
-                None => ResponseFuture::rejected(self.reject()),
+                Some(permit) => ResponseFuture::called(self.inner.call(req), permit),
+                None => self.reject(None),
             },
             OnFull::Queue {
                 max_queued,
                 max_wait,
-            } => {
-                if let Some(permit) = self.shared.try_acquire() {
-                    return ResponseFuture::running(self.inner.call(req), permit);
-                }
-                // Full: wait in the queue, never longer than the request's deadline allows.
-                let wait = Deadline::cap(req.deadline(), max_wait);
-                if wait.is_zero() {
-                    return ResponseFuture::rejected(self.reject());
-                }
-                let Some(slot) = self.shared.enqueue(Some(max_queued)) else {
-                    return ResponseFuture::rejected(self.reject());
-                };
-                let acquire = Shared::acquire(slot, Some(wait));
-                // Waiting never pins: the ready inner service stays here for the next call,
-                // and the request waits with an unready clone, readied once admitted.
-                let clone = self.inner.clone();
-                ResponseFuture::queued(acquire, clone, req, Arc::clone(&self.shared))
-            }
+            } => match self.shared.try_acquire() {
+                Some(permit) => ResponseFuture::called(self.inner.call(req), permit),
+                None => self.queue(req, max_queued, max_wait),
+            },
         }
     }
 }
 
-impl<S: Clone> Clone for ConcurrencyLimit<S> {
+impl<S: Clone, Q: Clone> Clone for ConcurrencyLimit<S, Q> {
     fn clone(&self) -> Self {
         // A clone shares the limit but never inherits a reservation: the permit (or place
         // in line) belongs to the service that will make the next `call`.
-        Self::from_parts(self.inner.clone(), Arc::clone(&self.shared), self.on_full)
+        Self::from_parts(
+            self.inner.clone(),
+            Arc::clone(&self.shared),
+            self.on_full,
+            self.queue.clone(),
+        )
     }
 }
 
-impl<S: fmt::Debug> fmt::Debug for ConcurrencyLimit<S> {
+impl<S: fmt::Debug, Q> fmt::Debug for ConcurrencyLimit<S, Q> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConcurrencyLimit")
             .field("inner", &self.inner)

@@ -10,13 +10,14 @@
 //! debt if there is any, and otherwise goes back to the semaphore.
 
 use std::fmt;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::semaphore::FastSemaphore;
+use super::semaphore::{Enqueued, FastSemaphore, Waiter};
+use crate::criticality::Criticality;
 use palisade_core::observe::{Counter, Gauge, Histogram};
 
 use super::layer::InvalidConcurrencyLimit;
@@ -34,6 +35,9 @@ pub(crate) struct Shared {
     pub(crate) name: Arc<str>,
     pub(crate) rejected: Counter,
     pub(crate) timed_out: Counter,
+    /// By-class limits only: waiters evicted by a higher class, and newcomers shed.
+    evicted: Counter,
+    shed: Counter,
     limit_gauge: Gauge,
     /// `palisade_in_flight`, `palisade_queued`, `palisade_queue_wait_seconds` (no-ops
     /// without the `metrics` feature).
@@ -44,11 +48,33 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// A limit whose waiters are served first come first served.
     pub(crate) fn new(limit: usize, name: Arc<str>) -> Self {
+        Self::with(FastSemaphore::new(limit), limit, name)
+    }
+
+    /// A limit whose waiters are served by [`Criticality`] (see [`Shared::enqueue_class`]).
+    pub(crate) fn by_class(limit: usize, name: Arc<str>) -> Self {
+        let decision = |d| {
+            Counter::register(
+                "palisade_decisions_total",
+                "concurrency_limit",
+                &name,
+                &[("decision", d)],
+            )
+        };
+        Self {
+            evicted: decision("evicted"),
+            shed: decision("shed"),
+            ..Self::with(FastSemaphore::by_class(limit), limit, Arc::clone(&name))
+        }
+    }
+
+    fn with(semaphore: FastSemaphore, limit: usize, name: Arc<str>) -> Self {
         let limit_gauge = Gauge::register("palisade_limit", "concurrency_limit", &name, &[]);
         limit_gauge.set(limit as f64);
         Self {
-            semaphore: FastSemaphore::new(limit),
+            semaphore,
             limit: AtomicUsize::new(limit),
             debt: AtomicUsize::new(0),
             queued: AtomicUsize::new(0),
@@ -65,6 +91,8 @@ impl Shared {
                 &name,
                 &[("decision", "timed_out")],
             ),
+            evicted: Counter::noop(),
+            shed: Counter::noop(),
             limit_gauge,
             in_flight_gauge: Gauge::register("palisade_in_flight", "concurrency_limit", &name, &[]),
             queued_gauge: Gauge::register("palisade_queued", "concurrency_limit", &name, &[]),
@@ -83,11 +111,55 @@ impl Shared {
         if !self.semaphore.try_acquire() {
             return None;
         }
+        Some(Self::permit(Arc::clone(self)))
+    }
+
+    /// Wraps a unit of the limit this call now holds.
+    fn permit(shared: Arc<Self>) -> Permit {
         // The permit's lifetime is tracked by `Permit` from here on (see its Drop).
-        self.in_flight_gauge.increment(1.0);
-        Some(Permit {
-            shared: Arc::clone(self),
-        })
+        shared.in_flight_gauge.increment(1.0);
+        Permit { shared }
+    }
+
+    /// Counts and traces a call the limit turned away at once: `rejected` (FIFO), or `shed`
+    /// (by class).
+    pub(crate) fn turned_away(&self, class: Option<Criticality>) {
+        match class {
+            None => {
+                self.rejected.increment(1);
+                tracing::debug!(target: "palisade::limit", name = %self.name, "concurrency limit full: rejected");
+            }
+            Some(class) => {
+                self.shed.increment(1);
+                tracing::debug!(target: "palisade::limit", name = %self.name, ?class, "concurrency limit full: shed");
+            }
+        }
+    }
+
+    /// A by-class limit: a permit if one is free, else a place in `class`'s queue (at most
+    /// `max_queued` wait in all; a full queue evicts the newest waiter of a lower class,
+    /// which then fails), or `None`: the queue is full of this class or higher.
+    pub(crate) fn enqueue_class(
+        self: &Arc<Self>,
+        class: Criticality,
+        max_queued: usize,
+    ) -> Option<Place> {
+        match self.semaphore.enqueue(class as usize, max_queued) {
+            Enqueued::Admitted => Some(Place::Admitted(Self::permit(Arc::clone(self)))),
+            Enqueued::Full => None,
+            Enqueued::Queued { waiter, evicted } => {
+                if evicted {
+                    self.evicted.increment(1);
+                    tracing::debug!(target: "palisade::limit", name = %self.name, ?class, "concurrency limit full: evicted a lower-criticality waiter");
+                }
+                self.queued_gauge.increment(1.0);
+                Some(Place::ByClass(ClassSlot {
+                    shared: Arc::clone(self),
+                    waiter,
+                    holds_permit: false,
+                }))
+            }
+        }
     }
 
     /// Claims a place among the waiters: always if `max_queued` is `None`, else only if
@@ -118,11 +190,54 @@ impl Shared {
     /// Returns a boxed future: this is the contended path of the queue mode, where each
     /// waiting call owns its wait. The slot (and so the queued count) lives exactly as long
     /// as the wait.
-    pub(crate) fn acquire(
-        slot: QueueSlot,
+    pub(crate) fn acquire(place: impl Into<Place>, max_wait: Option<Duration>) -> Acquire {
+        match place.into() {
+            Place::Admitted(permit) => Box::pin(std::future::ready(Ok(permit))),
+            Place::Fifo(slot) => Box::pin(async move {
+                Self::wait_for(slot, max_wait)
+                    .await
+                    .ok_or(Refused::TimedOut)
+            }),
+            Place::ByClass(slot) => Box::pin(Self::wait_class(slot, max_wait)),
+        }
+    }
+
+    /// Waits in a class queue for a permit: granted, evicted, or out of time.
+    async fn wait_class(
+        mut slot: ClassSlot,
         max_wait: Option<Duration>,
-    ) -> Pin<Box<dyn Future<Output = Option<Permit>> + Send + Sync + 'static>> {
-        Box::pin(Self::wait_for(slot, max_wait))
+    ) -> Result<Permit, Refused> {
+        let shared = Arc::clone(&slot.shared);
+        #[cfg(feature = "metrics")]
+        let waited_from = tokio::time::Instant::now();
+        let settled = {
+            let waiter = &slot.waiter;
+            let granted = poll_fn(|cx| shared.semaphore.poll_class(waiter, cx));
+            match max_wait {
+                Some(wait) => tokio::time::timeout(wait, granted).await.ok(),
+                None => Some(granted.await),
+            }
+        };
+        #[cfg(feature = "metrics")]
+        shared
+            .queue_wait
+            .record(waited_from.elapsed().as_secs_f64());
+        let granted = match settled {
+            Some(granted) => granted,
+            // Out of time: leave the queue, unless a permit came at the last moment.
+            None => shared.semaphore.leave(&slot.waiter),
+        };
+        if granted {
+            // The permit is ours now: the slot must not give it back when it drops.
+            slot.holds_permit = true;
+            drop(slot);
+            return Ok(Self::permit(shared));
+        }
+        Err(if settled.is_some() {
+            Refused::Evicted
+        } else {
+            Refused::TimedOut
+        })
     }
 
     /// The wait of [`Shared::acquire`], unboxed, for a caller that keeps one allocation
@@ -228,7 +343,7 @@ impl Shared {
 impl Shared {
     /// Calls waiting for a permit now.
     pub(crate) fn queued_now(&self) -> usize {
-        self.queued.load(Ordering::Acquire)
+        self.queued.load(Ordering::Acquire) + self.semaphore.class_queued()
     }
 }
 
@@ -243,8 +358,9 @@ impl fmt::Debug for Shared {
     }
 }
 
-/// One unit of the limit, held by a call in flight. Dropping it releases the unit.
-pub(crate) struct Permit {
+/// One unit of the limit, held by a call in flight (opaque: it lives in the response
+/// future). Dropping it releases the unit.
+pub struct Permit {
     shared: Arc<Shared>,
 }
 
@@ -258,6 +374,51 @@ impl Drop for Permit {
 impl fmt::Debug for Permit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Permit")
+    }
+}
+
+/// A boxed wait for a permit (the contended path of queue mode).
+pub(crate) type Acquire =
+    Pin<Box<dyn Future<Output = Result<Permit, Refused>> + Send + Sync + 'static>>;
+
+/// Why a wait for a permit ended without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// The wait (capped by the deadline) ran out.
+    TimedOut,
+    /// A higher-criticality newcomer took the place (by-class limits).
+    Evicted,
+}
+
+/// Where a call that may wait stands: admitted at once, or waiting in a queue.
+pub(crate) enum Place {
+    Admitted(Permit),
+    Fifo(QueueSlot),
+    ByClass(ClassSlot),
+}
+
+impl From<QueueSlot> for Place {
+    fn from(slot: QueueSlot) -> Self {
+        Self::Fifo(slot)
+    }
+}
+
+/// A place in a class queue. Dropped while waiting, it leaves the queue, and gives back a
+/// permit granted meanwhile that nobody took.
+pub(crate) struct ClassSlot {
+    shared: Arc<Shared>,
+    waiter: Arc<Waiter>,
+    /// Set once the wait has turned the grant into a [`Permit`].
+    holds_permit: bool,
+}
+
+impl Drop for ClassSlot {
+    fn drop(&mut self) {
+        self.shared.queued_gauge.decrement(1.0);
+        if !self.holds_permit && self.shared.semaphore.leave(&self.waiter) {
+            // Granted, never used: pass it on (or pay a shrink's debt), as a Permit would.
+            self.shared.release();
+        }
     }
 }
 
@@ -306,6 +467,12 @@ impl LimitHandle {
     /// Calls waiting for a permit now.
     pub fn queued(&self) -> usize {
         self.shared.queued_now()
+    }
+
+    /// Calls of `class` waiting now (always 0 unless the queue serves
+    /// [by criticality](crate::concurrency::ConcurrencyLimitBuilder::criticality)).
+    pub fn queued_by(&self, class: Criticality) -> usize {
+        self.shared.semaphore.queued_in(class as usize)
     }
 
     /// Permits free now.

@@ -4,9 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use palisade_core::admission::Admission;
 use palisade_core::{BoxError, HasDeadline, Overloaded};
-use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::shared::{Fleet, Lease};
@@ -68,9 +66,7 @@ where
         // Every decision takes a Redis round trip: the request carries an unready clone,
         // readied only once it holds a lease, so nothing below is pinned while it waits and
         // the ready service stays here for the next call.
-        ResponseFuture {
-            inner: Admission::waiting(admit, self.inner.clone(), req),
-        }
+        ResponseFuture::waiting(admit, self.inner.clone(), req)
     }
 }
 
@@ -83,39 +79,10 @@ impl<S: fmt::Debug> fmt::Debug for FleetLimit<S> {
     }
 }
 
-pin_project! {
-    /// Response future of [`FleetLimit`].
-    ///
-    /// Holds the call's lease and local permit from admission to completion, so
-    /// completing, failing or dropping it releases both (see the [module docs](super)).
-    pub struct ResponseFuture<S, Req>
-    where
-        S: Service<Req>,
-    {
-        #[pin]
-        inner: Admission<S, Req, Admit, Lease, Overloaded>,
-    }
-}
-
-impl<S, Req> Future for ResponseFuture<S, Req>
-where
-    S: Service<Req>,
-    S::Error: Into<BoxError>,
-{
-    type Output = Result<S::Response, BoxError>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().inner.poll(cx)
-    }
-}
-
-impl<S, Req> fmt::Debug for ResponseFuture<S, Req>
-where
-    S: Service<Req>,
-{
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponseFuture")
-            .field("inner", &self.inner)
-            .finish()
-    }
-}
+/// Response future of [`FleetLimit`].
+///
+/// Holds the call's lease and local permit from admission to completion, so completing,
+/// failing or dropping it releases both (see the [module docs](super)). An alias of the
+/// crate's one limit future (shared with the concurrency and keyed limits): only what the
+/// call waits on and holds differs.
+pub type ResponseFuture<S, Req> = crate::future::ResponseFuture<S, Req, Admit, Lease>;

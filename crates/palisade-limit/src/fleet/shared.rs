@@ -273,8 +273,8 @@ impl Fleet {
             return Err(self.reject());
         };
         match Local::acquire(slot, Some(wait)).await {
-            Some(permit) => Ok(permit),
-            None => Err(self.time_out()),
+            Ok(permit) => Ok(permit),
+            Err(_) => Err(self.time_out()),
         }
     }
 
@@ -351,7 +351,7 @@ impl Drop for Pending {
 /// the lease by handing its id to the renewal task, which releases it in Redis. If even
 /// that fails (the runtime is shutting down, Redis is unreachable), the lease's TTL
 /// reclaims it.
-pub(crate) struct Lease {
+pub struct Lease {
     id: Arc<str>,
     registry: Arc<Registry>,
     unregistered: Arc<Registry>,

@@ -176,7 +176,9 @@ async fn adaptive_with_criticality_sheds_sheddable_first_under_overload() {
     };
     let layer = AdaptiveLimitLayer::builder(Aimd::new(10, 1, 200))
         .window(Duration::from_millis(20), 5)
-        .build_with_criticality(|r: &Req| r.request, 40, Duration::from_millis(200))
+        .queue(40, Duration::from_millis(200))
+        .criticality(|r: &Req| r.request)
+        .build()
         .unwrap();
     let handle = layer.handle();
     let svc = ServiceBuilder::new().layer(layer).service(upstream);

@@ -99,3 +99,68 @@ async fn the_rate_limit_counts_decisions_under_its_name() {
     assert_eq!(at("admitted"), Some(1.0), "{text}");
     assert_eq!(at("rejected"), Some(1.0), "{text}");
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn the_criticality_queue_counts_evictions_and_sheds() {
+    use palisade::limit::criticality::Criticality;
+    use palisade::WithDeadline;
+
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let layer = metrics::with_local_recorder(&recorder, || {
+        ConcurrencyLimitLayer::builder(1)
+            .name("classes")
+            .queue(1, Duration::from_secs(5))
+            .criticality(|r: &WithDeadline<Criticality>| r.request)
+            .build()
+            .unwrap()
+    });
+    let svc = ServiceBuilder::new()
+        .concurrency_limiter(layer)
+        .service(service_fn(|_: WithDeadline<Criticality>| async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok::<_, BoxError>(())
+        }));
+    let call = |c| {
+        let mut svc = svc.clone();
+        tokio::spawn(async move { svc.ready().await?.call(WithDeadline::new(c)).await })
+    };
+    let running = call(Criticality::Sheddable);
+    tokio::task::yield_now().await;
+    let evicted = call(Criticality::Sheddable);
+    tokio::task::yield_now().await;
+    let critical = call(Criticality::Critical);
+    tokio::task::yield_now().await;
+    let shed = call(Criticality::Default);
+    tokio::task::yield_now().await;
+    assert!(evicted.await.unwrap().is_err());
+    assert!(shed.await.unwrap().is_err());
+
+    let text = handle.render();
+    let series = |m: &str| {
+        value(
+            &text,
+            &format!("{m}{{policy=\"concurrency_limit\",name=\"classes\"}}"),
+        )
+    };
+    let decision = |d: &str| {
+        value(
+            &text,
+            &format!(
+                "palisade_decisions_total{{policy=\"concurrency_limit\",name=\"classes\",decision=\"{d}\"}}"
+            ),
+        )
+    };
+    assert_eq!(decision("evicted"), Some(1.0), "{text}");
+    assert_eq!(decision("shed"), Some(1.0), "{text}");
+    assert_eq!(series("palisade_queued"), Some(1.0), "{text}");
+    running.await.unwrap().unwrap();
+    critical.await.unwrap().unwrap();
+    assert_eq!(
+        value(
+            &handle.render(),
+            "palisade_queued{policy=\"concurrency_limit\",name=\"classes\"}"
+        ),
+        Some(0.0)
+    );
+}

@@ -607,8 +607,10 @@ impl ConcurrencyPolicy {
     ) -> Result<ConcurrencyLimitLayer, InvalidPolicy> {
         at_least_one(at(path, "max"), self.max)?;
         let b = ConcurrencyLimitLayer::builder(self.max).name(name);
+        // Reject or queue, chosen by the config at run time: the limit keeps what a queue
+        // needs of the stack (a FIFO discipline).
         let b = if self.queue == 0 {
-            b.reject()
+            b.on_full(crate::limit::OnFull::Reject)
         } else {
             positive(at(path, "max_wait"), self.max_wait)?;
             b.queue(self.queue, self.max_wait)

@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use palisade_core::admission::Admission;
+use palisade_core::observe::CallSpan;
 use palisade_core::{BoxError, Overloaded};
 use pin_project_lite::pin_project;
 use tower_service::Service;
@@ -37,6 +38,8 @@ pin_project! {
         //   refused at once ───────────────────────────────────▶ Overloaded
         #[pin]
         inner: Admission<S, Req, A, G, Overloaded>,
+        // The call's span: the wait and the inner call run inside it.
+        span: CallSpan,
     }
 }
 
@@ -45,23 +48,26 @@ where
     S: Service<Req>,
 {
     /// Admitted at once: `fut` is the inner call, `guard` is held until it completes.
-    pub(crate) fn called(fut: S::Future, guard: G) -> Self {
+    pub(crate) fn called(fut: S::Future, guard: G, span: CallSpan) -> Self {
         Self {
             inner: Admission::called(fut, guard),
+            span,
         }
     }
 
     /// Must wait for `admit`; `svc` is an unready clone of the inner service.
-    pub(crate) fn waiting(admit: A, svc: S, req: Req) -> Self {
+    pub(crate) fn waiting(admit: A, svc: S, req: Req, span: CallSpan) -> Self {
         Self {
             inner: Admission::waiting(admit, svc, req),
+            span,
         }
     }
 
     /// Refused at once.
-    pub(crate) fn rejected() -> Self {
+    pub(crate) fn rejected(span: CallSpan) -> Self {
         Self {
             inner: Admission::rejected(Overloaded::new()),
+            span,
         }
     }
 
@@ -81,7 +87,9 @@ where
     type Output = Result<S::Response, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.project().inner.poll(cx)
+        let this = self.project();
+        let _entered = this.span.enter();
+        this.inner.poll(cx)
     }
 }
 

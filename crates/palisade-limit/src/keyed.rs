@@ -54,7 +54,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::keyed::{Eviction, KeyedStore, StoreEntry};
-use palisade_core::{BoxError, Deadline, HasDeadline, Overloaded};
+use palisade_core::observe::EnteredCallSpan;
+use palisade_core::{call_span, BoxError, Deadline, HasDeadline, Overloaded};
 use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -421,10 +422,13 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let keyed = &self.keyed;
+        let span =
+            call_span!("palisade::limit", "palisade.keyed_concurrency_limit", name = %keyed.name)
+                .entered();
         let deadline = req.deadline();
-        let reject = || {
+        let reject = |span: EnteredCallSpan| {
             tracing::debug!(target: "palisade::limit", name = %keyed.name, "keyed concurrency limit full: rejected");
-            future::ResponseFuture::rejected()
+            future::ResponseFuture::rejected(span.exit())
         };
         // The whole wait's budget, fixed now: the key's queue, then the global limit.
         let until = match keyed.mode {
@@ -439,7 +443,7 @@ where
             Mode::Reject => None,
         };
         let key_wait = match keyed.decide_key((self.key)(&req), class) {
-            KeyDecision::Full => return reject(),
+            KeyDecision::Full => return reject(span),
             KeyDecision::Permit(permit) => Ok(permit),
             KeyDecision::Wait(shared, slot) => Err((shared, slot)),
         };
@@ -450,14 +454,23 @@ where
                     None => None,
                     Some(global) => match global.try_acquire() {
                         Some(p) => Some(p),
-                        None if until.is_none() => return reject(),
+                        None if until.is_none() => return reject(span),
                         None => {
                             let wait = global_wait(Arc::clone(global), until, Some(permit));
-                            return future::ResponseFuture::waiting(wait, self.inner.clone(), req);
+                            return future::ResponseFuture::waiting(
+                                wait,
+                                self.inner.clone(),
+                                req,
+                                span.exit(),
+                            );
                         }
                     },
                 };
-                return future::ResponseFuture::called(self.inner.call(req), (permit, global));
+                return future::ResponseFuture::called(
+                    self.inner.call(req),
+                    (permit, global),
+                    span.exit(),
+                );
             }
             Err(waiting) => waiting,
         };
@@ -477,7 +490,7 @@ where
                 Some(global) => global_wait(global, Some(at), Some(permit)).await,
             }
         });
-        future::ResponseFuture::waiting(wait, self.inner.clone(), req)
+        future::ResponseFuture::waiting(wait, self.inner.clone(), req, span.exit())
     }
 }
 

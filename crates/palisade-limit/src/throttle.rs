@@ -47,9 +47,10 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use palisade_core::observe::CallSpan;
 use palisade_core::rand::SeededRng;
 use palisade_core::record::{Recorder, Recording};
-use palisade_core::{BoxError, Classify, ErrorsAsFailures, Outcome, Overloaded};
+use palisade_core::{call_span, BoxError, Classify, ErrorsAsFailures, Outcome, Overloaded};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower_layer::Layer;
@@ -354,6 +355,7 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        let span = call_span!("palisade::limit", "palisade.throttle").entered();
         let now = Instant::now();
         let p = self.shared.window.probability(now);
         if p > 0.0 && self.shared.uniform() < p {
@@ -363,8 +365,11 @@ where
                 .bucket(now)
                 .requests
                 .fetch_add(1, Relaxed);
-            tracing::trace!(target: "palisade::limit", p, "throttled locally");
-            return ResponseFuture { inner: None };
+            tracing::debug!(target: "palisade::limit", p, "throttled locally");
+            return ResponseFuture {
+                inner: None,
+                span: span.exit(),
+            };
         }
         let call = self.inner.call(req);
         let counted = Count(Arc::clone(&self.shared.window));
@@ -374,6 +379,7 @@ where
                 SharedClassify(Arc::clone(&self.shared)),
                 counted,
             )),
+            span: span.exit(),
         }
     }
 }
@@ -418,6 +424,7 @@ pin_project! {
         // `None`: rejected locally.
         #[pin]
         inner: Option<Recording<F, SharedClassify<C>, Count>>,
+        span: CallSpan,
     }
 }
 
@@ -438,7 +445,9 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().inner.as_pin_mut() {
+        let this = self.project();
+        let _entered = this.span.enter();
+        match this.inner.as_pin_mut() {
             Some(call) => call.poll(cx),
             None => Poll::Ready(Err(Overloaded::new().into())),
         }

@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use palisade_core::{BoxError, Classify, ErrorsAsFailures};
+use palisade_core::observe::CallSpan;
+use palisade_core::{call_span, BoxError, Classify, ErrorsAsFailures};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tower_layer::Layer;
@@ -360,11 +361,13 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let in_flight = self.shared.handle.in_flight();
+        let span = call_span!("palisade::limit", "palisade.adaptive_limit").entered();
         ResponseFuture {
             inner: self.inner.call(req),
             start: None,
             in_flight,
             shared: Arc::clone(&self.shared),
+            span: span.exit(),
         }
     }
 }
@@ -383,6 +386,7 @@ pin_project! {
         start: Option<Instant>,
         in_flight: usize,
         shared: Arc<Shared<C>>,
+        span: CallSpan,
     }
 }
 
@@ -395,6 +399,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        let _entered = this.span.enter();
         let out = match this.inner.as_mut().poll(cx) {
             Poll::Ready(out) => out,
             Poll::Pending => {

@@ -3,7 +3,8 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use palisade_core::{BoxError, Deadline};
+use palisade_core::observe::EnteredCallSpan;
+use palisade_core::{call_span, BoxError, Deadline};
 use tower_service::Service;
 
 use super::discipline::{Discipline, Fifo, Waiting};
@@ -74,12 +75,16 @@ impl<S, Q> ConcurrencyLimit<S, Q> {
     }
 
     /// Turns a call away at once (counted and traced as the discipline says).
-    fn reject<Req>(&self, waiting: Option<&Waiting<S>>) -> ResponseFuture<S, Req>
+    fn reject<Req>(
+        &self,
+        waiting: Option<&Waiting<S>>,
+        span: EnteredCallSpan,
+    ) -> ResponseFuture<S, Req>
     where
         S: Service<Req>,
     {
         self.shared.turned_away(waiting.and_then(|w| w.class));
-        ResponseFuture::rejected()
+        ResponseFuture::rejected(span.exit())
     }
 
     /// Queue mode, the limit full: wait in the queue (in the discipline's order), never
@@ -90,6 +95,7 @@ impl<S, Q> ConcurrencyLimit<S, Q> {
         req: Req,
         max_queued: usize,
         max_wait: Duration,
+        span: EnteredCallSpan,
     ) -> ResponseFuture<S, Req>
     where
         S: Service<Req>,
@@ -98,24 +104,26 @@ impl<S, Q> ConcurrencyLimit<S, Q> {
         // Waiting never pins: the ready inner service stays here for the next call, and
         // the request waits with an unready clone (made here), readied once admitted.
         let Some(waiting) = self.queue.waiting(&self.inner, &req) else {
-            return self.reject(None);
+            return self.reject(None, span);
         };
         let wait = Deadline::cap(waiting.deadline, max_wait);
         if wait.is_zero() {
-            return self.reject(Some(&waiting));
+            return self.reject(Some(&waiting), span);
         }
         let place = match waiting.class {
             None => self.shared.enqueue(Some(max_queued)).map(Place::Fifo),
             Some(class) => self.shared.enqueue_class(class, max_queued),
         };
         match place {
-            None => self.reject(Some(&waiting)),
+            None => self.reject(Some(&waiting), span),
             // A permit came free meanwhile: the ready inner service takes the call.
-            Some(Place::Admitted(permit)) => ResponseFuture::called(self.inner.call(req), permit),
+            Some(Place::Admitted(permit)) => {
+                ResponseFuture::called(self.inner.call(req), permit, span.exit())
+            }
             Some(place) => {
                 let acquire = Shared::acquire(place, Some(wait));
                 let wait = QueueWait::new(acquire, Arc::clone(&self.shared));
-                ResponseFuture::waiting(wait, waiting.svc, req)
+                ResponseFuture::waiting(wait, waiting.svc, req, span.exit())
             }
         }
     }
@@ -155,21 +163,24 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        let span =
+            call_span!("palisade::limit", "palisade.concurrency_limit", name = %self.shared.name)
+                .entered();
         match self.on_full {
             OnFull::Wait => {
                 let permit = self.permit.take().expect("poll_ready must be called first");
-                ResponseFuture::called(self.inner.call(req), permit)
+                ResponseFuture::called(self.inner.call(req), permit, span.exit())
             }
             OnFull::Reject => match self.shared.try_acquire() {
-                Some(permit) => ResponseFuture::called(self.inner.call(req), permit),
-                None => self.reject(None),
+                Some(permit) => ResponseFuture::called(self.inner.call(req), permit, span.exit()),
+                None => self.reject(None, span),
             },
             OnFull::Queue {
                 max_queued,
                 max_wait,
             } => match self.shared.try_acquire() {
-                Some(permit) => ResponseFuture::called(self.inner.call(req), permit),
-                None => self.queue(req, max_queued, max_wait),
+                Some(permit) => ResponseFuture::called(self.inner.call(req), permit, span.exit()),
+                None => self.queue(req, max_queued, max_wait, span),
             },
         }
     }

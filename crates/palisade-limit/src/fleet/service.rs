@@ -4,7 +4,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use palisade_core::{BoxError, HasDeadline, Overloaded};
+use palisade_core::{call_span, BoxError, HasDeadline, Overloaded};
 use tower_service::Service;
 
 use super::shared::{Fleet, Lease};
@@ -62,11 +62,13 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        let span =
+            call_span!("palisade::limit", "palisade.fleet_limit", name = %self.fleet.config.name);
         let admit: Admit = Box::pin(Arc::clone(&self.fleet).admit(req.deadline()));
         // Every decision takes a Redis round trip: the request carries an unready clone,
         // readied only once it holds a lease, so nothing below is pinned while it waits and
         // the ready service stays here for the next call.
-        ResponseFuture::waiting(admit, self.inner.clone(), req)
+        ResponseFuture::waiting(admit, self.inner.clone(), req, span)
     }
 }
 

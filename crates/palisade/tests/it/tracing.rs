@@ -140,10 +140,11 @@ fn paused_runtime() -> tokio::runtime::Runtime {
 }
 
 /// The canonical stack's policies, outermost first, as their spans nest.
-const CHAIN: [&str; 4] = [
+const CHAIN: [&str; 5] = [
     "palisade.deadline",
     "palisade.retry",
     "palisade.hedge",
+    "palisade.concurrency_limit",
     "palisade.timeout",
 ];
 
@@ -166,6 +167,7 @@ fn each_policy_opens_a_debug_span_nested_in_stack_order() {
         ("palisade.deadline", 1),
         ("palisade.retry", 1),
         ("palisade.hedge", 2),
+        ("palisade.concurrency_limit", 3),
         ("palisade.timeout", 3),
     ] {
         assert_eq!(collector.named(name).len(), calls, "{name}: {spans:?}");

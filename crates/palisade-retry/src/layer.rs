@@ -173,7 +173,7 @@ impl<P, C> RetryBuilder<P, C> {
 
 /// Applies [`Retry`] to a service. Every service it builds, and every clone of those,
 /// shares one budget and one set of counters (decision 1).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct RetryLayer<P = Idempotent, C = ErrorsAsFailures> {
     shared: Arc<Shared>,
     policy: P,
@@ -195,16 +195,6 @@ impl<P, C> RetryLayer<P, C> {
         RetryHandle {
             shared: Arc::clone(&self.shared),
         }
-    }
-}
-
-impl<P: fmt::Debug, C: fmt::Debug> fmt::Debug for RetryLayer<P, C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RetryLayer")
-            .field("shared", &self.shared)
-            .field("policy", &self.policy)
-            .field("classify", &self.classify)
-            .finish()
     }
 }
 

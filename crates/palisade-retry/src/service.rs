@@ -1,4 +1,3 @@
-use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -18,6 +17,9 @@ use palisade_core::replay::{Idempotent, ReplayPolicy};
 /// and no retry followed. The retry layer adds no error of its own: a refused retry
 /// (attempts, budget, deadline, server hint, unsendable copy) yields the last real
 /// result, `Ok` or `Err`.
+// Derived `Clone`: no reservation to reset (readiness lives in `inner`, whose own
+// `Clone` decides), and the shared state is shared through the `Arc`, never copied.
+#[derive(Clone, Debug)]
 pub struct Retry<S, P = Idempotent, C = ErrorsAsFailures> {
     inner: S,
     shared: Arc<Shared>,
@@ -40,30 +42,6 @@ impl<S, P, C> Retry<S, P, C> {
 
 impl<S, P, C> Retry<S, P, C> {
     palisade_core::inner_accessors!(S);
-}
-
-impl<S: Clone, P: Clone, C: Clone> Clone for Retry<S, P, C> {
-    fn clone(&self) -> Self {
-        // No reservation to reset: readiness lives in `inner`, whose own `Clone` decides;
-        // the budget is shared through the `Arc`, never copied.
-        Self {
-            inner: self.inner.clone(),
-            shared: Arc::clone(&self.shared),
-            policy: self.policy.clone(),
-            classify: self.classify.clone(),
-        }
-    }
-}
-
-impl<S: fmt::Debug, P: fmt::Debug, C: fmt::Debug> fmt::Debug for Retry<S, P, C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Retry")
-            .field("inner", &self.inner)
-            .field("shared", &self.shared)
-            .field("policy", &self.policy)
-            .field("classify", &self.classify)
-            .finish()
-    }
 }
 
 impl<S, Req, P, C> Service<Req> for Retry<S, P, C>

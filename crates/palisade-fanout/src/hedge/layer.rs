@@ -247,7 +247,7 @@ impl<P, C> HedgeBuilder<P, C> {
 
 /// Applies [`Hedge`] to a service. Every service it builds, and every clone of those,
 /// shares one latency window, one budget and one set of counters (decision 1).
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct HedgeLayer<P = Idempotent, C = ErrorsAsFailures> {
     shared: Arc<Shared>,
     policy: P,
@@ -268,16 +268,6 @@ impl<P, C> HedgeLayer<P, C> {
         HedgeHandle {
             shared: Arc::clone(&self.shared),
         }
-    }
-}
-
-impl<P: fmt::Debug, C: fmt::Debug> fmt::Debug for HedgeLayer<P, C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HedgeLayer")
-            .field("shared", &self.shared)
-            .field("policy", &self.policy)
-            .field("classify", &self.classify)
-            .finish()
     }
 }
 

@@ -1,4 +1,3 @@
-use std::fmt;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -12,6 +11,9 @@ use palisade_core::ErrorsAsFailures;
 
 /// Sends a request again after a delay if it has not succeeded yet; the first success
 /// wins. See the [module docs](super).
+// Derived `Clone`: no reservation to reset (readiness lives in `inner`, whose own
+// `Clone` decides), and the shared state is shared through the `Arc`, never copied.
+#[derive(Clone, Debug)]
 pub struct Hedge<S, P = Idempotent, C = ErrorsAsFailures> {
     inner: S,
     shared: Arc<Shared>,
@@ -34,29 +36,6 @@ impl<S, P, C> Hedge<S, P, C> {
 
 impl<S, P, C> Hedge<S, P, C> {
     palisade_core::inner_accessors!(S);
-}
-
-impl<S: Clone, P: Clone, C: Clone> Clone for Hedge<S, P, C> {
-    fn clone(&self) -> Self {
-        // No reservation to reset: readiness lives in `inner`, whose own `Clone` decides.
-        Self {
-            inner: self.inner.clone(),
-            shared: Arc::clone(&self.shared),
-            policy: self.policy.clone(),
-            classify: self.classify.clone(),
-        }
-    }
-}
-
-impl<S: fmt::Debug, P: fmt::Debug, C: fmt::Debug> fmt::Debug for Hedge<S, P, C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Hedge")
-            .field("inner", &self.inner)
-            .field("shared", &self.shared)
-            .field("policy", &self.policy)
-            .field("classify", &self.classify)
-            .finish()
-    }
 }
 
 impl<S, Req, P, C> Service<Req> for Hedge<S, P, C>

@@ -216,7 +216,7 @@ impl Histogram {
 /// `debug`; see [Spans](self#spans).
 ///
 /// One word in the response future; boxed only when the span is enabled, so a disabled
-/// span costs no allocation and no size beyond the pointer. Make one with [`call_span!`],
+/// span costs no allocation and no size beyond the pointer. Make one with [`call_span!`](crate::call_span),
 /// enter it in `call` and in every `poll`.
 ///
 /// ```
@@ -231,7 +231,7 @@ impl Histogram {
 pub struct CallSpan(Option<Box<tracing::Span>>);
 
 impl CallSpan {
-    /// Keeps `span` if it is enabled; see [`call_span!`].
+    /// Keeps `span` if it is enabled; see [`call_span!`](crate::call_span).
     #[inline]
     pub fn new(span: tracing::Span) -> Self {
         if span.is_disabled() {

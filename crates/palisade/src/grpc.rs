@@ -9,7 +9,7 @@
 //! pushback in the trailers are copied into the headers, so every layer above classifies
 //! the call by its real status. The body (and its trailers) are passed on unchanged. A
 //! body longer than the cap is passed on as it streams, with an
-//! [`EndOfStream`](palisade_core::classify::EndOfStream) in the response's extensions:
+//! [`palisade_core::classify::EndOfStream`] in the response's extensions:
 //! layers that only record outcomes (the circuit breaker, the throttle) then record the
 //! call when the body ends, from its trailers ([`Classify::deferred`]), and not at all if
 //! the body is dropped before its end; layers that decide at once (retries, hedges) see

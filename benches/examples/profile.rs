@@ -8,7 +8,8 @@
 //! ```
 //!
 //! Instructions per call = the reported total ÷ `CALLS`. Contenders: `bare`, `rate-keyless`,
-//! `rate-limiter`, `rate-keyed`, `rate-keyed-limiter`, `governor`, `governor-keyed`, `breaker`, `stack`.
+//! `rate-limiter`, `rate-keyed`, `rate-keyed-limiter`, `governor`, `governor-keyed`, `breaker`, `stack`, `coalesce`
+//! (uncontended: every call leads its own and removes its entry), `coalesce-unkeyed`.
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
@@ -149,6 +150,20 @@ fn main() {
                     std::future::ready(Ok::<_, BoxError>(r.request))
                 }));
             measure(&mut svc, WithDeadline::new);
+        }
+        "coalesce" => {
+            let mut svc = palisade_coalesce::CoalesceLayer::builder(|k: &u64| Some(*k))
+                .build()
+                .unwrap()
+                .layer(bare);
+            measure(&mut svc, |_| 7);
+        }
+        "coalesce-unkeyed" => {
+            let mut svc = palisade_coalesce::CoalesceLayer::builder(|_: &u64| None::<u64>)
+                .build()
+                .unwrap()
+                .layer(bare);
+            measure(&mut svc, |_| 7);
         }
         other => panic!("unknown contender {other}"),
     }

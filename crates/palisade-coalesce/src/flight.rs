@@ -35,12 +35,13 @@
 //! only, which no table code takes while waking.
 
 use std::future::Future;
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{BuildHasher, Hash};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 
 use hashbrown::HashTable;
+use palisade_core::keyed::KeyHasher;
 use palisade_core::BoxError;
 
 use crate::error::CoalescedError;
@@ -250,7 +251,8 @@ impl<K, F, T> Table<K, F, T> {
 
 /// The calls in flight of one inner future type; see the [module docs](self).
 pub(crate) struct Flights<K, F, T> {
-    hasher: RandomState,
+    /// Keys may come from untrusted input (HTTP URIs): seeded per table.
+    hasher: KeyHasher,
     max_keys: usize,
     stats: Arc<Stats>,
     share: Option<ShareFn<T>>,
@@ -260,7 +262,7 @@ pub(crate) struct Flights<K, F, T> {
 impl<K, F, T> Flights<K, F, T> {
     pub(crate) fn new(max_keys: usize, stats: Arc<Stats>, share: Option<ShareFn<T>>) -> Self {
         Self {
-            hasher: RandomState::new(),
+            hasher: KeyHasher::new(),
             max_keys,
             stats,
             share,
@@ -504,14 +506,16 @@ where
         let mut guard = self.lock();
         let table = &mut *guard;
         table.recycle(boxed, self.max_keys);
-        let Some(slot) = find(&mut table.slots, ticket) else {
+        // One probe: the entry found is the one removed if we are alone.
+        let Ok(mut entry) = table.slots.find_entry(ticket.hash, |s| s.id == ticket.id) else {
             return Poll::Ready(out.map_err(|e| CoalescedError::shared(Arc::new(e.into()))));
         };
+        let slot = entry.get_mut();
         slot.retire(&self.stats, &mut table.in_flight);
         slot.waiters = slot.waiters.saturating_sub(1);
         if slot.waiters == 0 {
             // Alone: nobody to share with, the value is ours without a clone.
-            let emptied = table.remove(ticket);
+            let (emptied, _) = entry.remove();
             drop(guard);
             drop(emptied);
             return Poll::Ready(out.map_err(|e| CoalescedError::shared(Arc::new(e.into()))));

@@ -83,7 +83,7 @@ impl<S, K, KF, M> Coalesce<S, K, KF, M> {
                 // leader's request speaks for it.
                 let kept = keep(&self.inner, req);
                 (
-                    ResponseFuture::waiter(flights, ticket, None, deadline),
+                    ResponseFuture::waiter(flights, ticket, deadline),
                     Some(kept),
                 )
             }
@@ -91,8 +91,9 @@ impl<S, K, KF, M> Coalesce<S, K, KF, M> {
             Lookup::Lead(ticket, boxed) => {
                 // The inner call is made outside the table lock (it is user code);
                 // joiners meanwhile wait for it to start.
-                let fut = ResponseFuture::waiter(flights, ticket, Some(boxed), deadline)
-                    .start(self.inner.call(req));
+                let inner = &mut self.inner;
+                let fut =
+                    ResponseFuture::lead(flights, ticket, boxed, deadline, || inner.call(req));
                 (fut, None)
             }
         }

@@ -7,7 +7,8 @@
 //!     target/release/examples/profile rate-keyless
 //! ```
 //!
-//! Instructions per call = the reported total ÷ `CALLS`. Contenders: `bare`, `rate-keyless`,
+//! Instructions per call = the reported total ÷ `CALLS`. With `PROFILE_PAUSED_BEFORE=1` a
+//! paused runtime is made (and dropped) first, as the whole-suite bench run's simulations do. Contenders: `bare`, `rate-keyless`,
 //! `rate-limiter`, `rate-keyed`, `rate-keyed-limiter`, `governor`, `governor-keyed`, `breaker`, `stack`, `coalesce`
 //! (uncontended: every call leads its own and removes its entry), `coalesce-unkeyed`.
 
@@ -46,6 +47,17 @@ fn main() {
     let which = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "rate-keyless".to_owned());
+    if std::env::var_os("PROFILE_PAUSED_BEFORE").is_some() {
+        // What a whole-suite bench run looks like to every group after the first paused
+        // simulation: once any runtime has paused its clock, tokio (with `test-util`)
+        // takes its clock's lock on every `Instant::now` in the process.
+        let paused = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("a paused runtime");
+        drop(paused);
+    }
     let rt = palisade_benches::runtime();
     let _enter = rt.enter();
     let bare: Echo<BoxError> = echo();

@@ -9,7 +9,7 @@
 //!
 //! Instructions per call = the reported total ÷ `CALLS`. With `PROFILE_PAUSED_BEFORE=1` a
 //! paused runtime is made (and dropped) first, as the whole-suite bench run's simulations do. Contenders: `bare`, `rate-keyless`,
-//! `rate-limiter`, `rate-keyed`, `rate-keyed-limiter`, `governor`, `governor-keyed`, `breaker`, `stack`, `coalesce`
+//! `rate-limiter`, `rate-keyed`, `rate-keyed-limiter`, `governor`, `governor-keyed`, `breaker`, `tower-limit`, `stack`, `coalesce`
 //! (uncontended: every call leads its own and removes its entry), `coalesce-unkeyed`.
 
 use std::hint::black_box;
@@ -22,6 +22,14 @@ use tower::{Layer, Service, ServiceBuilder};
 
 const CALLS: u64 = 100_000;
 
+/// `CALLS`, or `PROFILE_CALLS` if set (e.g. 10 M for `perf stat -e cycles,instructions`).
+fn calls() -> u64 {
+    std::env::var("PROFILE_CALLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(CALLS)
+}
+
 fn huge() -> palisade_rate::Quota {
     palisade_rate::Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap())
 }
@@ -31,14 +39,14 @@ fn measure<S: Service<R>, R>(svc: &mut S, mut req: impl FnMut(u64) -> R)
 where
     S::Error: std::fmt::Debug,
 {
-    for i in 0..CALLS {
+    for i in 0..calls() {
         black_box(call_once(svc, req(i)).unwrap());
     }
 }
 
 #[inline(never)]
 fn measure_fn(mut f: impl FnMut(u64)) {
-    for i in 0..CALLS {
+    for i in 0..calls() {
         f(i);
     }
 }
@@ -162,6 +170,11 @@ fn main() {
                     std::future::ready(Ok::<_, BoxError>(r.request))
                 }));
             measure(&mut svc, WithDeadline::new);
+        }
+        "tower-limit" => {
+            // The breaker group's baseline.
+            let mut svc = tower::limit::ConcurrencyLimit::new(bare, 1000);
+            measure(&mut svc, |i| i);
         }
         "coalesce" => {
             let mut svc = palisade_coalesce::CoalesceLayer::builder(|k: &u64| Some(*k))

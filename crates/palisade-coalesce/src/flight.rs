@@ -350,7 +350,10 @@ impl<K: Hash + Eq, F, T> Flights<K, F, T> {
     }
 
     /// Joins `key`'s call if one is running, else registers a new (not yet started) one
-    /// for the caller to lead: one hash, one lock.
+    /// for the caller to lead: one hash, one lock. Inlined into the service's `call`, so
+    /// the ticket and box reach the response future in registers (returned through
+    /// memory, their 8-byte stores read back as 16-byte loads stalled the CPU).
+    #[inline]
     pub(crate) fn join_or_lead(&self, key: K) -> Lookup<F> {
         let hash = self.hasher.hash_one(&key);
         let mut guard = self.lock();

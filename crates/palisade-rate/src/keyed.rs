@@ -148,11 +148,11 @@ impl<K: Hash + Eq> KeyedLimiter<K> {
                 }
                 None => charged,
             };
-            let wait = Duration::from_nanos(key_wait).max(global_wait);
-            let acquire = if wait.is_zero() {
+            // The common case, both buckets admitting now, without Duration arithmetic.
+            let acquire = if key_wait == 0 && global_wait.is_zero() {
                 Acquire::Now
             } else {
-                Acquire::After(wait)
+                Acquire::After(Duration::from_nanos(key_wait).max(global_wait))
             };
             (acquire, charged)
         });

@@ -136,6 +136,9 @@ pub struct KeyedStore<K, V> {
     shards: Box<[Mutex<Shard<K, V>>]>,
     /// Each shard's cap; they add up to `max_keys` exactly.
     caps: Box<[usize]>,
+    /// The shard count minus one: the count is a power of two, so a mask picks the shard
+    /// (a `%` was an integer division on every operation).
+    shard_mask: usize,
     max_keys: usize,
 }
 
@@ -149,10 +152,12 @@ impl<K, V> KeyedStore<K, V> {
             .map(|i| max / count + usize::from(i < max % count))
             .collect();
         let shards = (0..count).map(|_| Mutex::new(HashTable::new())).collect();
+        debug_assert!(count.is_power_of_two());
         Self {
             hasher: KeyHasher::new(),
             shards,
             caps,
+            shard_mask: count - 1,
             max_keys: max,
         }
     }
@@ -165,7 +170,7 @@ impl<K: Hash + Eq, V: StoreEntry> KeyedStore<K, V> {
     #[inline]
     fn locate(&self, key: &K) -> (u64, usize) {
         let hash = self.hasher.hash_one(key);
-        (hash, ((hash >> 32) as usize) % self.shards.len())
+        (hash, ((hash >> 32) as usize) & self.shard_mask)
     }
 
     fn lock(&self, index: usize) -> MutexGuard<'_, Shard<K, V>> {

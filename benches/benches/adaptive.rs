@@ -263,8 +263,12 @@ where
 
 pub(crate) fn benches(c: &mut Criterion, report: &mut Report) {
     overhead(c, report);
-    // The simulation is not a criterion benchmark: run it when its group is selected (or
-    // when nothing is filtered), and print its table.
+}
+
+/// The simulation is not a criterion benchmark: run it when its group is selected (or
+/// when nothing is filtered), and print its table. It runs on paused time, so `main`
+/// calls it after every per-call group (see there).
+pub(crate) fn simulations() {
     if palisade_benches::wanted(GROUP) {
         comparison();
     }

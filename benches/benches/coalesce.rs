@@ -5,7 +5,7 @@
 //!
 //! tower-resilience runs in its best configuration: its `metrics` and `tracing` features
 //! off (the workspace takes it without default features) and the key closure its only
-//! setting (it has no other). Palisade's layer has its defaults (SipHash keys, a bound of
+//! setting (it has no other). Palisade's layer has its defaults (seeded foldhash keys, a bound of
 //! 10,000 keys). Allocations per call are in the table's last column; that Palisade's
 //! uncontended call makes none is also asserted by `palisade-coalesce`'s `alloc` test.
 

@@ -45,6 +45,11 @@ impl tower::hedge::Policy<u64> for ClonePolicy {
 
 pub(crate) fn benches(c: &mut Criterion, report: &mut Report) {
     overhead(c, report);
+}
+
+/// The tail-latency simulation, on paused time: `main` runs it after every per-call group
+/// (see there).
+pub(crate) fn simulations() {
     if wanted("fanout-tail") {
         tail_latency();
     }

@@ -4,6 +4,15 @@
 //! table (median ns per call, ratio to the group's baseline, allocations per call), also
 //! written to `target/palisade-bench.json`. Filter by group:
 //! `cargo bench -p palisade-benches --bench main -- limit-concurrency`.
+//!
+//! The simulations (adaptive limits, fan-out tail latency) run last, after every per-call
+//! group: they run on paused tokio time, and once any runtime in a process has paused its
+//! clock, tokio built with `test-util` (as benches are) takes a lock in every later
+//! `tokio::time::Instant::now`, which production builds never do. Run before the per-call
+//! groups, they made every policy that reads tokio time (the rate limits, deadlines,
+//! timeouts) pay that lock, and governor (std's clock) not:
+//! `PROFILE_PAUSED_BEFORE=1` on `examples/profile.rs` shows it (rate-keyless 268 → 412
+//! instructions per call).
 
 use criterion::Criterion;
 use palisade_benches::{CountingAlloc, Report};
@@ -42,6 +51,9 @@ fn main() {
     contention::benches(&mut c, &mut report);
     offload::benches();
     http::benches();
+    // Paused time from here on: see the module docs.
+    adaptive::simulations();
+    fanout::simulations();
 
     c.final_summary();
     report.finish();

@@ -7,8 +7,10 @@
 //!     target/release/examples/profile rate-keyless
 //! ```
 //!
-//! Instructions per call = the reported total ÷ `CALLS`. Contenders: `bare`, `rate-keyless`,
-//! `rate-limiter`, `rate-keyed`, `rate-keyed-limiter`, `governor`, `governor-keyed`, `breaker`, `stack`.
+//! Instructions per call = the reported total ÷ `CALLS`. With `PROFILE_PAUSED_BEFORE=1` a
+//! paused runtime is made (and dropped) first, as the whole-suite bench run's simulations do. Contenders: `bare`, `rate-keyless`,
+//! `rate-limiter`, `rate-keyed`, `rate-keyed-limiter`, `governor`, `governor-keyed`, `breaker`, `tower-limit`, `stack`, `coalesce`
+//! (uncontended: every call leads its own and removes its entry), `coalesce-unkeyed`.
 
 use std::hint::black_box;
 use std::num::NonZeroU32;
@@ -20,6 +22,14 @@ use tower::{Layer, Service, ServiceBuilder};
 
 const CALLS: u64 = 100_000;
 
+/// `CALLS`, or `PROFILE_CALLS` if set (e.g. 10 M for `perf stat -e cycles,instructions`).
+fn calls() -> u64 {
+    std::env::var("PROFILE_CALLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(CALLS)
+}
+
 fn huge() -> palisade_rate::Quota {
     palisade_rate::Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap())
 }
@@ -29,14 +39,14 @@ fn measure<S: Service<R>, R>(svc: &mut S, mut req: impl FnMut(u64) -> R)
 where
     S::Error: std::fmt::Debug,
 {
-    for i in 0..CALLS {
+    for i in 0..calls() {
         black_box(call_once(svc, req(i)).unwrap());
     }
 }
 
 #[inline(never)]
 fn measure_fn(mut f: impl FnMut(u64)) {
-    for i in 0..CALLS {
+    for i in 0..calls() {
         f(i);
     }
 }
@@ -45,6 +55,17 @@ fn main() {
     let which = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "rate-keyless".to_owned());
+    if std::env::var_os("PROFILE_PAUSED_BEFORE").is_some() {
+        // What a whole-suite bench run looks like to every group after the first paused
+        // simulation: once any runtime has paused its clock, tokio (with `test-util`)
+        // takes its clock's lock on every `Instant::now` in the process.
+        let paused = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .start_paused(true)
+            .build()
+            .expect("a paused runtime");
+        drop(paused);
+    }
     let rt = palisade_benches::runtime();
     let _enter = rt.enter();
     let bare: Echo<BoxError> = echo();
@@ -149,6 +170,25 @@ fn main() {
                     std::future::ready(Ok::<_, BoxError>(r.request))
                 }));
             measure(&mut svc, WithDeadline::new);
+        }
+        "tower-limit" => {
+            // The breaker group's baseline.
+            let mut svc = tower::limit::ConcurrencyLimit::new(bare, 1000);
+            measure(&mut svc, |i| i);
+        }
+        "coalesce" => {
+            let mut svc = palisade_coalesce::CoalesceLayer::builder(|k: &u64| Some(*k))
+                .build()
+                .unwrap()
+                .layer(bare);
+            measure(&mut svc, |_| 7);
+        }
+        "coalesce-unkeyed" => {
+            let mut svc = palisade_coalesce::CoalesceLayer::builder(|_: &u64| None::<u64>)
+                .build()
+                .unwrap()
+                .layer(bare);
+            measure(&mut svc, |_| 7);
         }
         other => panic!("unknown contender {other}"),
     }

@@ -286,10 +286,10 @@ impl Core {
 /// An admitted call's ticket, tied to the breaker: dropping it unrecorded gives a probe
 /// slot back.
 pub(crate) struct Guard {
-    core: Arc<Core>,
+    // `None` once the outcome is handed over (the drop then has nothing to give back).
+    core: Option<Arc<Core>>,
     ticket: Ticket,
     start: Option<Instant>,
-    done: bool,
 }
 
 impl std::fmt::Debug for Guard {
@@ -303,10 +303,9 @@ impl std::fmt::Debug for Guard {
 impl Guard {
     pub(crate) fn new(core: Arc<Core>, ticket: Ticket) -> Self {
         Self {
-            core,
+            core: Some(core),
             ticket,
             start: None,
-            done: false,
         }
     }
 
@@ -317,20 +316,22 @@ impl Guard {
 
     /// Starts the call's clock (only if slow calls are measured).
     pub(crate) fn start(&mut self) {
-        if self.core.slow_after.is_some() && self.ticket.record {
+        let measured = self.core.as_ref().is_some_and(|c| c.slow_after.is_some());
+        if measured && self.ticket.record {
             self.start = Some(Instant::now());
         }
     }
 
     /// Records the outcome: `Some(failed)`, or `None` for an ignored outcome.
     pub(crate) fn finish(mut self, failed: Option<bool>) {
-        self.done = true;
+        // Taken, so the drop that follows does nothing.
+        let Some(core) = self.core.take() else { return };
         match failed {
             Some(failed) => {
                 let elapsed = self.start.map(|s| s.elapsed());
-                self.core.complete(self.ticket, failed, elapsed);
+                core.complete(self.ticket, failed, elapsed);
             }
-            None => self.core.cancel(self.ticket),
+            None => core.cancel(self.ticket),
         }
     }
 }
@@ -339,8 +340,8 @@ impl Drop for Guard {
     fn drop(&mut self) {
         // A call dropped before completing is not recorded (no outcome is known); only
         // a probe's slot is handed back. Never panics: `cancel` only takes the lock.
-        if !self.done {
-            self.core.cancel(self.ticket);
+        if let Some(core) = &self.core {
+            core.cancel(self.ticket);
         }
     }
 }

@@ -84,14 +84,48 @@ impl<F, T, K> ResponseFuture<F, T, K> {
         }
     }
 
-    /// A waiter of `ticket`'s call; a leader gets its (empty) box, which
-    /// [`start`](Self::start) fills.
+    /// A follower of `ticket`'s call.
     pub(crate) fn waiter(
         flights: Arc<Flights<K, F, T>>,
         ticket: Ticket,
-        checked_out: Option<CallBox<F>>,
         deadline: Option<Deadline>,
     ) -> Self {
+        Self::attached(
+            Waiter {
+                flights,
+                ticket,
+                checked_out: None,
+                done: false,
+            },
+            deadline,
+        )
+    }
+
+    /// The leader of `ticket`'s call, which `call` makes and puts in its (empty) box. The
+    /// waiter exists first, so if making the call panics, the waiter's drop releases its
+    /// entry and fails its joiners.
+    #[inline]
+    pub(crate) fn lead(
+        flights: Arc<Flights<K, F, T>>,
+        ticket: Ticket,
+        boxed: CallBox<F>,
+        deadline: Option<Deadline>,
+        call: impl FnOnce() -> F,
+    ) -> Self {
+        let mut waiter = Waiter {
+            flights,
+            ticket,
+            checked_out: Some(boxed),
+            done: false,
+        };
+        if let Some(boxed) = &mut waiter.checked_out {
+            boxed.set(Some(call()));
+        }
+        Self::attached(waiter, deadline)
+    }
+
+    #[inline]
+    fn attached(waiter: Waiter<K, F, T>, deadline: Option<Deadline>) -> Self {
         let timer = match deadline {
             Some(d) => DeadlineTimer::Sleep {
                 sleep: tokio::time::sleep_until(d.instant()),
@@ -99,27 +133,8 @@ impl<F, T, K> ResponseFuture<F, T, K> {
             None => DeadlineTimer::None,
         };
         Self {
-            state: State::Waiting {
-                waiter: Waiter {
-                    flights,
-                    ticket,
-                    checked_out,
-                    done: false,
-                },
-                timer,
-            },
+            state: State::Waiting { waiter, timer },
         }
-    }
-
-    /// Hands this leader its call. The waiter exists first, so if making the call
-    /// panicked, the waiter's drop would release its entry and fail its joiners.
-    pub(crate) fn start(mut self, fut: F) -> Self {
-        if let State::Waiting { waiter, .. } = &mut self.state {
-            if let Some(boxed) = &mut waiter.checked_out {
-                boxed.set(Some(fut));
-            }
-        }
-        self
     }
 }
 

@@ -56,8 +56,9 @@
 //!
 //! # Costs and bounds
 //!
-//! A keyed call with no duplicate in flight hashes its key once (the standard library's
-//! SipHash, since HTTP keys come from untrusted URIs), takes the table lock twice (look up
+//! A keyed call with no duplicate in flight hashes its key once (core's
+//! [`KeyHasher`](palisade_core::keyed::KeyHasher): foldhash with a random seed per table,
+//! since HTTP keys come from untrusted URIs), takes the table lock twice (look up
 //! and register; retire on completion) and, once the layer has warmed up, allocates
 //! nothing: its entry is a slot in the table, and the box its inner future is pinned in
 //! (it must stay pinned while shared) is reused from an earlier call (up to 64 emptied

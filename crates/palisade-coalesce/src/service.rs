@@ -54,13 +54,17 @@ impl<S, K, KF, M> Coalesce<S, K, KF, M> {
     }
 
     /// The keyed call: joins, leads, or bypasses. `share` gives the layer's share rule
-    /// when the table is made; `keep` what a follower keeps to make its own call.
+    /// when the table is made; `keep` what a follower keeps (into `kept`) to make its own
+    /// call. (An out-parameter rather than a returned pair: the future is then built in
+    /// the caller's place instead of being copied out of a tuple.)
+    #[inline]
     fn coalesce<Req, X>(
         &mut self,
         req: Req,
         share: impl FnOnce() -> Option<ShareFn<S::Response>>,
         keep: impl FnOnce(&S, Req) -> X,
-    ) -> (ResponseFuture<S::Future, S::Response, K>, Option<X>)
+        kept: &mut Option<X>,
+    ) -> ResponseFuture<S::Future, S::Response, K>
     where
         S: Service<Req>,
         S::Future: Send + 'static,
@@ -70,30 +74,26 @@ impl<S, K, KF, M> Coalesce<S, K, KF, M> {
         KF: Fn(&Req) -> Option<K>,
     {
         let Some(key) = (self.key)(&req) else {
-            return (ResponseFuture::bypass(self.inner.call(req)), None);
+            return ResponseFuture::bypass(self.inner.call(req));
         };
         let Some(flights) = self.registry.flights::<S::Future, S::Response>(share) else {
             // This layer already coalesces another service type's calls.
-            return (ResponseFuture::bypass(self.inner.call(req)), None);
+            return ResponseFuture::bypass(self.inner.call(req));
         };
         let deadline = req.deadline();
         match flights.join_or_lead(key) {
             Lookup::Join(ticket) => {
                 // The request itself is dropped (or kept for an unshared answer): the
                 // leader's request speaks for it.
-                let kept = keep(&self.inner, req);
-                (
-                    ResponseFuture::waiter(flights, ticket, None, deadline),
-                    Some(kept),
-                )
+                *kept = Some(keep(&self.inner, req));
+                ResponseFuture::waiter(flights, ticket, deadline)
             }
-            Lookup::Bypass => (ResponseFuture::bypass(self.inner.call(req)), None),
+            Lookup::Bypass => ResponseFuture::bypass(self.inner.call(req)),
             Lookup::Lead(ticket, boxed) => {
                 // The inner call is made outside the table lock (it is user code);
                 // joiners meanwhile wait for it to start.
-                let fut = ResponseFuture::waiter(flights, ticket, Some(boxed), deadline)
-                    .start(self.inner.call(req));
-                (fut, None)
+                let inner = &mut self.inner;
+                ResponseFuture::lead(flights, ticket, boxed, deadline, || inner.call(req))
             }
         }
     }
@@ -122,7 +122,7 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        self.coalesce(req, || None, |_, _| ()).0
+        self.coalesce(req, || None, |_, _| (), &mut None)
     }
 }
 
@@ -151,7 +151,13 @@ where
         let share = move || Some(Arc::new(move |res: &S::Response| rule.share(res)) as ShareFn<_>);
         // A follower keeps its request and an (unready) clone of the inner service, to
         // make its own call if the shared answer is refused.
-        let (fut, kept) = self.coalesce(req, share, |inner, req| Box::new((inner.clone(), req)));
+        let mut kept = None;
+        let fut = self.coalesce(
+            req,
+            share,
+            |inner, req| Box::new((inner.clone(), req)),
+            &mut kept,
+        );
         ShareFuture::new(fut, kept)
     }
 }

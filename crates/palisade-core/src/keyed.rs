@@ -1,8 +1,8 @@
 //! The one keyed store: per-key state with an exact cap on live keys and state-aware
 //! eviction, behind keyed rate limits, per-key breakers and keyed concurrency limits.
 //!
-//! A [`KeyedStore`] is a sharded map (one short mutex per shard, hash-flood resistant
-//! hashing, computed once per operation: the same hash picks the shard and finds the entry
+//! A [`KeyedStore`] is a sharded map (one short mutex per shard, keys hashed by a
+//! [`KeyHasher`] with a random per-store seed, computed once per operation: the same hash picks the shard and finds the entry
 //! in it). Each entry says how it may be evicted ([`StoreEntry::eviction`]):
 //!
 //! - [`Eviction::Idle`]: dropping it changes no decision (a full rate bucket, an unused
@@ -45,11 +45,56 @@
 
 use std::collections::hash_map::RandomState;
 use std::fmt;
-use std::hash::{BuildHasher, Hash};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::num::NonZeroUsize;
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use hashbrown::HashTable;
+use parking_lot::{Mutex, MutexGuard};
+
+/// The hasher of keyed state that may come from untrusted input (tenant ids, client
+/// addresses, URIs): [foldhash](https://docs.rs/foldhash), keyed with a random seed per
+/// table drawn from the operating system's entropy (through std's `RandomState`).
+///
+/// # Hash-flood resistance, and its limit
+///
+/// Without the seed, an attacker cannot choose keys that collide: every table hashes
+/// differently, and the seed never leaves the process. foldhash is not a keyed PRF like
+/// SipHash, though: an attacker able to *observe* a table's hashes (or to time its
+/// operations precisely over many requests) could in principle learn enough to build
+/// colliding keys for that one table. That is the trade hashbrown's own default hasher
+/// makes; it costs a few instructions per key where SipHash-1-3 costs about 80 (a `u64`
+/// key), which on the keyed policies' hot paths is a third of the whole call.
+#[derive(Clone, Debug)]
+pub struct KeyHasher(foldhash::fast::SeedableRandomState);
+
+impl KeyHasher {
+    /// A hasher with a fresh random seed.
+    pub fn new() -> Self {
+        // The OS-random SipHash keys of a fresh `RandomState`, folded into one word: the
+        // per-table seed (foldhash's shared seed mixes in address-space randomness).
+        let mut sip = RandomState::new().build_hasher();
+        sip.write_u64(0x7061_6c69_7361_6465);
+        Self(foldhash::fast::SeedableRandomState::with_seed(
+            sip.finish(),
+            foldhash::SharedSeed::global_random(),
+        ))
+    }
+}
+
+impl Default for KeyHasher {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BuildHasher for KeyHasher {
+    type Hasher = foldhash::fast::FoldHasher<'static>;
+
+    #[inline]
+    fn build_hasher(&self) -> Self::Hasher {
+        self.0.build_hasher()
+    }
+}
 
 /// One shard: entries found by a hash computed once, outside the table (std's `HashMap`
 /// would hash the key a second time to find it).
@@ -87,10 +132,13 @@ impl std::error::Error for StoreFull {}
 
 /// A sharded, capped map of per-key state; see the [module docs](self).
 pub struct KeyedStore<K, V> {
-    hasher: RandomState,
+    hasher: KeyHasher,
     shards: Box<[Mutex<Shard<K, V>>]>,
     /// Each shard's cap; they add up to `max_keys` exactly.
     caps: Box<[usize]>,
+    /// The shard count minus one: the count is a power of two, so a mask picks the shard
+    /// (a `%` was an integer division on every operation).
+    shard_mask: usize,
     max_keys: usize,
 }
 
@@ -104,10 +152,12 @@ impl<K, V> KeyedStore<K, V> {
             .map(|i| max / count + usize::from(i < max % count))
             .collect();
         let shards = (0..count).map(|_| Mutex::new(HashTable::new())).collect();
+        debug_assert!(count.is_power_of_two());
         Self {
-            hasher: RandomState::new(),
+            hasher: KeyHasher::new(),
             shards,
             caps,
+            shard_mask: count - 1,
             max_keys: max,
         }
     }
@@ -120,15 +170,15 @@ impl<K: Hash + Eq, V: StoreEntry> KeyedStore<K, V> {
     #[inline]
     fn locate(&self, key: &K) -> (u64, usize) {
         let hash = self.hasher.hash_one(key);
-        (hash, ((hash >> 32) as usize) % self.shards.len())
+        (hash, ((hash >> 32) as usize) & self.shard_mask)
     }
 
     fn lock(&self, index: usize) -> MutexGuard<'_, Shard<K, V>> {
         // Callers' closures run under the lock; a panic in one leaves the map itself
-        // consistent (entries are replaced whole), so a poisoned shard is still usable.
-        self.shards[index]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        // consistent (entries are replaced whole), so the shard stays usable after it.
+        // parking_lot's mutex: no poison to ignore, and none of std's panic-count checks at
+        // each lock and unlock (every keyed decision takes this lock).
+        self.shards[index].lock()
     }
 
     /// Runs `f` on `key`'s entry under its shard's lock: `Some(entry)` if the key is live,
@@ -250,6 +300,18 @@ mod tests {
         fn eviction(&self, _: u64) -> Eviction {
             self.0
         }
+    }
+
+    #[test]
+    fn each_key_hasher_has_its_own_seed() {
+        // Tables hash differently, so keys colliding in one do not collide in another.
+        let (a, b) = (KeyHasher::new(), KeyHasher::new());
+        let differ = (0..64u64)
+            .filter(|k| a.hash_one(k) != b.hash_one(k))
+            .count();
+        assert_eq!(differ, 64);
+        let c = a.clone();
+        assert!((0..64u64).all(|k| a.hash_one(k) == c.hash_one(k)));
     }
 
     fn put(store: &KeyedStore<u64, E>, key: u64, e: Eviction) -> Result<(), StoreFull> {

@@ -148,11 +148,11 @@ impl<K: Hash + Eq> KeyedLimiter<K> {
                 }
                 None => charged,
             };
-            let wait = Duration::from_nanos(key_wait).max(global_wait);
-            let acquire = if wait.is_zero() {
+            // The common case, both buckets admitting now, without Duration arithmetic.
+            let acquire = if key_wait == 0 && global_wait.is_zero() {
                 Acquire::Now
             } else {
-                Acquire::After(wait)
+                Acquire::After(Duration::from_nanos(key_wait).max(global_wait))
             };
             (acquire, charged)
         });
@@ -197,6 +197,12 @@ impl<K> fmt::Debug for KeyedLimiter<K> {
 }
 
 /// Applies per-key rate limits; see the [module docs](crate::keyed).
+///
+/// The layer owns one [`KeyedLimiter`], made by [`new`](Self::new): every service it
+/// builds, and every clone of the layer, shares it. [`global`](Self::global) and
+/// [`max_keys`](Self::max_keys) shape that limiter, so they replace it with a new one:
+/// call them before the layer is applied or cloned (a value reconfigured later limits
+/// apart from the services already built).
 pub struct KeyedRateLimitLayer<K, F, C = UnitCost> {
     quota: Quota,
     global: Option<Quota>,
@@ -204,35 +210,41 @@ pub struct KeyedRateLimitLayer<K, F, C = UnitCost> {
     max_wait: Duration,
     key: F,
     cost: C,
-    // Built on first `layer` and shared from then on by every service of this value.
-    shared: Arc<std::sync::OnceLock<Arc<KeyedLimiter<K>>>>,
+    shared: Arc<KeyedLimiter<K>>,
 }
 
 // === impl KeyedRateLimitLayer ===
 
 impl<K, F> KeyedRateLimitLayer<K, F> {
-    /// `quota` per key, the key being `key(&request)`.
+    /// `quota` per key, the key being `key(&request)`; the layer's limiter is made here.
     #[must_use]
     pub fn new<Request>(quota: Quota, key: F) -> Self
     where
         F: Fn(&Request) -> K,
+        K: Hash + Eq,
     {
+        let max_keys = NonZeroUsize::new(DEFAULT_MAX_KEYS).unwrap_or(NonZeroUsize::MIN);
         Self {
             quota,
             global: None,
-            max_keys: NonZeroUsize::new(DEFAULT_MAX_KEYS).unwrap_or(NonZeroUsize::MIN),
+            max_keys,
             max_wait: Duration::ZERO,
             key,
             cost: UnitCost,
-            shared: Arc::default(),
+            shared: Arc::new(KeyedLimiter::new(quota, max_keys)),
         }
     }
 }
 
-impl<K, F, C> KeyedRateLimitLayer<K, F, C> {
-    fn reset(mut self) -> Self {
-        // A configuration change after a `layer` call makes a new limiter for later calls.
-        self.shared = Arc::default();
+impl<K: Hash + Eq, F, C> KeyedRateLimitLayer<K, F, C> {
+    /// Replaces the limiter with one of the current configuration: see the
+    /// [type docs](Self) on when to call the setters that do.
+    fn rebuild(mut self) -> Self {
+        let limiter = KeyedLimiter::new(self.quota, self.max_keys);
+        self.shared = Arc::new(match self.global {
+            Some(global) => limiter.with_global(global),
+            None => limiter,
+        });
         self
     }
 
@@ -240,7 +252,7 @@ impl<K, F, C> KeyedRateLimitLayer<K, F, C> {
     #[must_use]
     pub fn global(mut self, quota: Quota) -> Self {
         self.global = Some(quota);
-        self.reset()
+        self.rebuild()
     }
 
     /// Hold at most `max_keys` live keys (default 100 000). A `NonZeroUsize`: a cap of 0
@@ -248,9 +260,11 @@ impl<K, F, C> KeyedRateLimitLayer<K, F, C> {
     #[must_use]
     pub fn max_keys(mut self, max_keys: NonZeroUsize) -> Self {
         self.max_keys = max_keys;
-        self.reset()
+        self.rebuild()
     }
+}
 
+impl<K, F, C> KeyedRateLimitLayer<K, F, C> {
     /// Wait up to `max_wait` (FIFO per key) instead of rejecting at once.
     #[must_use]
     pub fn wait(mut self, max_wait: Duration) -> Self {
@@ -272,21 +286,14 @@ impl<K, F, C> KeyedRateLimitLayer<K, F, C> {
         }
     }
 
-    /// The shared keyed limiter (built on first use).
-    pub fn limiter(&self) -> Arc<KeyedLimiter<K>>
-    where
-        K: Hash + Eq,
-    {
-        Arc::clone(self.shared.get_or_init(|| {
-            let limiter = KeyedLimiter::new(self.quota, self.max_keys);
-            Arc::new(match self.global {
-                Some(global) => limiter.with_global(global),
-                None => limiter,
-            })
-        }))
+    /// The layer's keyed limiter, shared by every service it builds and by its clones.
+    #[must_use]
+    pub fn limiter(&self) -> Arc<KeyedLimiter<K>> {
+        Arc::clone(&self.shared)
     }
 }
 
+/// A clone shares the limiter (one policy instance per layer value and its clones).
 impl<K, F: Clone, C: Clone> Clone for KeyedRateLimitLayer<K, F, C> {
     fn clone(&self) -> Self {
         Self {

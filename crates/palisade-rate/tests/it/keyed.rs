@@ -156,3 +156,23 @@ async fn a_known_key_call_allocates_nothing() {
     });
     assert_eq!(allocations.count_total, 0);
 }
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn a_layer_its_clones_and_their_services_share_one_limiter() {
+    let layer = KeyedRateLimitLayer::new(per_second(1), |req: &u32| *req)
+        .max_keys(NonZeroUsize::new(10).unwrap())
+        .global(per_second(100));
+    let copy = layer.clone();
+    let inner = || service_fn(|req: u32| async move { Ok::<_, BoxError>(req) });
+    let (a, b) = (layer.layer(inner()), copy.layer(inner()));
+    assert!(std::sync::Arc::ptr_eq(&layer.limiter(), a.limiter()));
+    assert!(std::sync::Arc::ptr_eq(&layer.limiter(), b.limiter()));
+    assert_eq!(layer.limiter().max_keys(), 10);
+    // Key 7's one cell, taken through one service, is gone for the other.
+    a.oneshot(7).await.unwrap();
+    assert!(b.oneshot(7).await.is_err());
+    // A setter makes a new limiter: the reconfigured value limits apart.
+    let apart = copy.max_keys(NonZeroUsize::new(20).unwrap());
+    assert!(!std::sync::Arc::ptr_eq(&layer.limiter(), &apart.limiter()));
+    apart.layer(inner()).oneshot(7).await.unwrap();
+}

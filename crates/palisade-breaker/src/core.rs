@@ -69,6 +69,11 @@ impl std::fmt::Debug for Core {
 }
 
 impl Core {
+    /// The instance name (for metrics and tracing).
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
     pub(crate) fn new(t: &Template) -> Self {
         let machine = Machine::new(t.settings.clone());
         let policy = "circuit_breaker";

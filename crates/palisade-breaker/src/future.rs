@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use palisade_core::observe::CallSpan;
 use palisade_core::record::{Recorder, Recording};
 use palisade_core::{BoxError, CircuitOpen, Classify, Outcome, OutcomeKind};
 use pin_project_lite::pin_project;
@@ -21,6 +22,8 @@ pin_project! {
     pub struct ResponseFuture<F, C> {
         #[pin]
         kind: Kind<F, C>,
+        // The call's span.
+        span: CallSpan,
     }
 }
 
@@ -50,17 +53,19 @@ impl Recorder for Guard {
 // === impl ResponseFuture ===
 
 impl<F, C> ResponseFuture<F, C> {
-    pub(crate) fn called(fut: F, guard: Guard, classify: C) -> Self {
+    pub(crate) fn called(fut: F, guard: Guard, classify: C, span: CallSpan) -> Self {
         Self {
             kind: Kind::Called {
                 fut: Recording::new(fut, classify, guard),
             },
+            span,
         }
     }
 
-    pub(crate) fn rejected(retry_after: Option<Duration>) -> Self {
+    pub(crate) fn rejected(retry_after: Option<Duration>, span: CallSpan) -> Self {
         Self {
             kind: Kind::Rejected { retry_after },
+            span,
         }
     }
 }
@@ -74,7 +79,9 @@ where
     type Output = Result<T, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
+        let this = self.project();
+        let _entered = this.span.enter();
+        match this.kind.project() {
             KindProj::Rejected { retry_after } => {
                 let err = match *retry_after {
                     Some(d) => CircuitOpen::with_retry_after(d),

@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::keyed::{Eviction, KeyedStore, StoreEntry};
-use palisade_core::{BoxError, Classify};
+use palisade_core::{call_span, BoxError, Classify};
 use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -217,13 +217,24 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let core = self.registry.get((self.key)(&req));
+        let span =
+            call_span!("palisade::breaker", "palisade.keyed_circuit_breaker", name = %core.name())
+                .entered();
         match core.acquire() {
             Ok(ticket) => {
                 let mut guard = Guard::new(core, ticket);
                 guard.start();
-                ResponseFuture::called(self.inner.call(req), guard, self.classify.clone())
+                ResponseFuture::called(
+                    self.inner.call(req),
+                    guard,
+                    self.classify.clone(),
+                    span.exit(),
+                )
             }
-            Err(retry_after) => ResponseFuture::rejected(retry_after),
+            Err(retry_after) => {
+                tracing::debug!(target: "palisade::breaker", "circuit open for this key: rejected");
+                ResponseFuture::rejected(retry_after, span.exit())
+            }
         }
     }
 }

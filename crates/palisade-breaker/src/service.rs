@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use palisade_core::{BoxError, Classify};
+use palisade_core::{call_span, BoxError, Classify};
 use tokio::time::Sleep;
 use tower_service::Service;
 
@@ -161,13 +161,24 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        let span =
+            call_span!("palisade::breaker", "palisade.circuit_breaker", name = %self.core.name())
+                .entered();
         match self.reserved.take() {
             Some(Reserved::Admitted(mut guard)) => {
                 guard.start();
-                ResponseFuture::called(self.inner.call(req), guard, self.classify.clone())
+                ResponseFuture::called(
+                    self.inner.call(req),
+                    guard,
+                    self.classify.clone(),
+                    span.exit(),
+                )
             }
             // Open when `poll_ready` looked: fail at once, without calling the inner service.
-            Some(Reserved::Rejected(retry_after)) => ResponseFuture::rejected(retry_after),
+            Some(Reserved::Rejected(retry_after)) => {
+                tracing::debug!(target: "palisade::breaker", "circuit open: rejected");
+                ResponseFuture::rejected(retry_after, span.exit())
+            }
             Some(Reserved::Waiting(_)) | None => panic!("poll_ready must be called first"),
         }
     }

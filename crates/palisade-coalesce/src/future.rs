@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use palisade_core::admission::Admission;
+use palisade_core::observe::{CallSpan, EnteredCallSpan};
 use palisade_core::{BoxError, Deadline, DeadlineExceeded};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
@@ -61,6 +62,8 @@ pin_project! {
     pub struct ResponseFuture<F, T, K> {
         #[pin]
         state: State<F, T, K>,
+        // The call's span (a waiter's too: it waits inside it).
+        span: CallSpan,
     }
 }
 
@@ -78,9 +81,10 @@ impl<F, T, K> fmt::Debug for ResponseFuture<F, T, K> {
 }
 
 impl<F, T, K> ResponseFuture<F, T, K> {
-    pub(crate) fn bypass(fut: F) -> Self {
+    pub(crate) fn bypass(fut: F, span: CallSpan) -> Self {
         Self {
             state: State::Bypass { fut },
+            span,
         }
     }
 
@@ -89,6 +93,7 @@ impl<F, T, K> ResponseFuture<F, T, K> {
         flights: Arc<Flights<K, F, T>>,
         ticket: Ticket,
         deadline: Option<Deadline>,
+        span: CallSpan,
     ) -> Self {
         Self::attached(
             Waiter {
@@ -98,6 +103,7 @@ impl<F, T, K> ResponseFuture<F, T, K> {
                 done: false,
             },
             deadline,
+            span,
         )
     }
 
@@ -110,6 +116,7 @@ impl<F, T, K> ResponseFuture<F, T, K> {
         ticket: Ticket,
         boxed: CallBox<F>,
         deadline: Option<Deadline>,
+        span: EnteredCallSpan,
         call: impl FnOnce() -> F,
     ) -> Self {
         let mut waiter = Waiter {
@@ -121,11 +128,11 @@ impl<F, T, K> ResponseFuture<F, T, K> {
         if let Some(boxed) = &mut waiter.checked_out {
             boxed.set(Some(call()));
         }
-        Self::attached(waiter, deadline)
+        Self::attached(waiter, deadline, span.exit())
     }
 
     #[inline]
-    fn attached(waiter: Waiter<K, F, T>, deadline: Option<Deadline>) -> Self {
+    fn attached(waiter: Waiter<K, F, T>, deadline: Option<Deadline>, span: CallSpan) -> Self {
         let timer = match deadline {
             Some(d) => DeadlineTimer::Sleep {
                 sleep: tokio::time::sleep_until(d.instant()),
@@ -134,6 +141,7 @@ impl<F, T, K> ResponseFuture<F, T, K> {
         };
         Self {
             state: State::Waiting { waiter, timer },
+            span,
         }
     }
 }
@@ -149,6 +157,7 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
+        let _entered = this.span.enter();
         match this.state.as_mut().project() {
             StateProj::Bypass { fut } => fut.poll(cx).map_err(Into::into),
             StateProj::Waiting { waiter, timer } => {

@@ -2,7 +2,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use palisade_core::{BoxError, HasDeadline};
+use palisade_core::{call_span, BoxError, HasDeadline};
 use tower_service::Service;
 
 use crate::flight::{Lookup, ShareFn};
@@ -73,12 +73,13 @@ impl<S, K, KF, M> Coalesce<S, K, KF, M> {
         K: Hash + Eq + Send + 'static,
         KF: Fn(&Req) -> Option<K>,
     {
+        let span = call_span!("palisade::coalesce", "palisade.coalesce").entered();
         let Some(key) = (self.key)(&req) else {
-            return ResponseFuture::bypass(self.inner.call(req));
+            return ResponseFuture::bypass(self.inner.call(req), span.exit());
         };
         let Some(flights) = self.registry.flights::<S::Future, S::Response>(share) else {
             // This layer already coalesces another service type's calls.
-            return ResponseFuture::bypass(self.inner.call(req));
+            return ResponseFuture::bypass(self.inner.call(req), span.exit());
         };
         let deadline = req.deadline();
         match flights.join_or_lead(key) {
@@ -86,14 +87,15 @@ impl<S, K, KF, M> Coalesce<S, K, KF, M> {
                 // The request itself is dropped (or kept for an unshared answer): the
                 // leader's request speaks for it.
                 *kept = Some(keep(&self.inner, req));
-                ResponseFuture::waiter(flights, ticket, deadline)
+                tracing::debug!(target: "palisade::coalesce", "joined a call in flight");
+                ResponseFuture::waiter(flights, ticket, deadline, span.exit())
             }
-            Lookup::Bypass => ResponseFuture::bypass(self.inner.call(req)),
+            Lookup::Bypass => ResponseFuture::bypass(self.inner.call(req), span.exit()),
             Lookup::Lead(ticket, boxed) => {
                 // The inner call is made outside the table lock (it is user code);
                 // joiners meanwhile wait for it to start.
                 let inner = &mut self.inner;
-                ResponseFuture::lead(flights, ticket, boxed, deadline, || inner.call(req))
+                ResponseFuture::lead(flights, ticket, boxed, deadline, span, || inner.call(req))
             }
         }
     }

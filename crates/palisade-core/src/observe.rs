@@ -15,6 +15,9 @@
 //! | `palisade::retry` | retries: attempts, budget exhaustion |
 //! | `palisade::fanout` | hedges and scatter-gather |
 //! | `palisade::offload` | offload pools: rejections, panics, orphaned calls, worker restarts |
+//! | `palisade::coalesce` | coalescing: joins, bypasses |
+//! | `palisade::fallback` | fallbacks: when they answer, when they fail |
+//! | `palisade::fault` | fault injection: injected faults |
 //!
 //! `tracing` caches per call site whether anyone listens, so with no subscriber an event
 //! costs a relaxed load and a branch, and never allocates.

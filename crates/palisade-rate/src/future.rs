@@ -5,6 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use palisade_core::admission::Admission;
+use palisade_core::observe::CallSpan;
 use palisade_core::{BoxError, RateLimited};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
@@ -26,6 +27,8 @@ pin_project! {
     {
         #[pin]
         kind: Kind<S, Request>,
+        // The call's span: the wait for a slot and the inner call run inside it.
+        span: CallSpan,
     }
 }
 
@@ -72,24 +75,27 @@ impl Future for Slot {
 // === impl ResponseFuture ===
 
 impl<S: Service<Request>, Request> ResponseFuture<S, Request> {
-    pub(crate) fn called(fut: S::Future) -> Self {
+    pub(crate) fn called(fut: S::Future, span: CallSpan) -> Self {
         Self {
             kind: Kind::Called { fut },
+            span,
         }
     }
 
     /// `service` is an unready clone: the ready one stays with the layer.
-    pub(crate) fn waiting(sleep: Sleep, service: S, request: Request) -> Self {
+    pub(crate) fn waiting(sleep: Sleep, service: S, request: Request, span: CallSpan) -> Self {
         Self {
             kind: Kind::Waiting {
                 admission: Box::pin(Admission::waiting(Slot { sleep }, service, request)),
             },
+            span,
         }
     }
 
-    pub(crate) fn rejected(error: RateLimited) -> Self {
+    pub(crate) fn rejected(error: RateLimited, span: CallSpan) -> Self {
         Self {
             kind: Kind::Rejected { error: Some(error) },
+            span,
         }
     }
 }
@@ -102,7 +108,9 @@ where
     type Output = Result<S::Response, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().kind.project() {
+        let this = self.project();
+        let _entered = this.span.enter();
+        match this.kind.project() {
             KindProj::Called { fut } => fut.poll(cx).map_err(Into::into),
             KindProj::Waiting { admission } => admission.as_mut().poll(cx),
             KindProj::Rejected { error } => {

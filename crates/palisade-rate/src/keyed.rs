@@ -51,7 +51,7 @@ use std::time::Duration;
 
 use governor::Quota;
 use palisade_core::keyed::{Eviction, KeyedStore, StoreEntry};
-use palisade_core::{BoxError, HasDeadline, RateLimited};
+use palisade_core::{call_span, BoxError, HasDeadline, RateLimited};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -396,13 +396,14 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
+        let span = call_span!("palisade::rate", "palisade.keyed_rate_limit").entered();
         let key = (self.key)(&request);
         let cost = self.cost.cost(&request);
         let max_wait = allowed_wait(self.max_wait, request.deadline());
         match self.limiter.acquire(key, cost, max_wait) {
-            Acquire::Now => ResponseFuture::called(self.inner.call(request)),
-            Acquire::After(wait) => wait_then_call(&self.inner, wait, request),
-            Acquire::Rejected(error) => reject(error, cost),
+            Acquire::Now => ResponseFuture::called(self.inner.call(request), span.exit()),
+            Acquire::After(wait) => wait_then_call(&self.inner, wait, request, span.exit()),
+            Acquire::Rejected(error) => reject(error, cost, span.exit()),
         }
     }
 }

@@ -47,7 +47,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use governor::Quota;
-use palisade_core::{BoxError, Deadline, HasDeadline, RateLimited};
+use palisade_core::observe::CallSpan;
+use palisade_core::{call_span, BoxError, Deadline, HasDeadline, RateLimited};
 use tower_layer::Layer;
 use tower_service::Service;
 
@@ -185,12 +186,13 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
+        let span = call_span!("palisade::rate", "palisade.rate_limit").entered();
         let cost = self.cost.cost(&request);
         let max_wait = allowed_wait(self.max_wait, request.deadline());
         match self.limiter.acquire(cost, max_wait) {
-            Acquire::Now => ResponseFuture::called(self.inner.call(request)),
-            Acquire::After(wait) => wait_then_call(&self.inner, wait, request),
-            Acquire::Rejected(error) => reject(error, cost),
+            Acquire::Now => ResponseFuture::called(self.inner.call(request), span.exit()),
+            Acquire::After(wait) => wait_then_call(&self.inner, wait, request, span.exit()),
+            Acquire::Rejected(error) => reject(error, cost, span.exit()),
         }
     }
 }
@@ -202,17 +204,19 @@ pub(crate) fn wait_then_call<S, Request>(
     inner: &S,
     wait: Duration,
     request: Request,
+    span: CallSpan,
 ) -> ResponseFuture<S, Request>
 where
     S: Service<Request> + Clone,
 {
-    tracing::trace!(target: "palisade::rate", wait_us = wait.as_micros() as u64, "rate limit: waiting for a slot");
-    ResponseFuture::waiting(tokio::time::sleep(wait), inner.clone(), request)
+    tracing::debug!(target: "palisade::rate", wait_us = wait.as_micros() as u64, "rate limit: waiting for a slot");
+    ResponseFuture::waiting(tokio::time::sleep(wait), inner.clone(), request, span)
 }
 
 pub(crate) fn reject<S: Service<Request>, Request>(
     error: RateLimited,
     cost: u32,
+    span: CallSpan,
 ) -> ResponseFuture<S, Request> {
     tracing::debug!(
         target: "palisade::rate",
@@ -220,5 +224,5 @@ pub(crate) fn reject<S: Service<Request>, Request>(
         retry_after_us = error.retry_after().map(|d| d.as_micros() as u64),
         "rate limit: rejected"
     );
-    ResponseFuture::rejected(error)
+    ResponseFuture::rejected(error, span)
 }

@@ -394,16 +394,21 @@ where
         // unready clone, readied only once admitted, so the ready service stays here for
         // the next call and nothing below is pinned while Redis answers.
         let mut svc = self.inner.clone();
-        Box::pin(async move {
-            match store.acquire(key.as_ref(), cost, max_wait).await {
-                Acquire::Now => {}
-                Acquire::After(wait) => tokio::time::sleep(wait).await,
-                Acquire::Rejected(error) => return Err(error.into()),
-            }
-            std::future::poll_fn(|cx| svc.poll_ready(cx))
-                .await
-                .map_err(Into::into)?;
-            svc.call(request).await.map_err(Into::into)
-        })
+        // The decision and the call run in the call's span (already boxed: no extra cost).
+        let span = tracing::debug_span!(target: "palisade::rate", "palisade.fleet_rate_limit");
+        Box::pin(tracing::Instrument::instrument(
+            async move {
+                match store.acquire(key.as_ref(), cost, max_wait).await {
+                    Acquire::Now => {}
+                    Acquire::After(wait) => tokio::time::sleep(wait).await,
+                    Acquire::Rejected(error) => return Err(error.into()),
+                }
+                std::future::poll_fn(|cx| svc.poll_ready(cx))
+                    .await
+                    .map_err(Into::into)?;
+                svc.call(request).await.map_err(Into::into)
+            },
+            span,
+        ))
     }
 }

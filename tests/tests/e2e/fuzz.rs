@@ -338,11 +338,11 @@ fn canonical_stack_future_size_is_bounded() {
         ("timeout", future_size(timeout), 168),
         ("concurrency limit", future_size(limit), 184),
         // Admitted calls store only the inner future: the rate limit adds nothing.
-        ("rate limit", future_size(rate), 184),
-        ("breaker", future_size(breaker), 224),
+        ("rate limit", future_size(rate), 192),
+        ("breaker", future_size(breaker), 232),
         ("hedge", future_size(hedge), 688),
-        ("retry", future_size(retry), 984),
-        ("deadline (the whole stack)", future_size(deadline), 1128),
+        ("retry", future_size(retry), 976),
+        ("deadline (the whole stack)", future_size(deadline), 1120),
     ];
     for (layer, size, bound) in sizes {
         assert!(

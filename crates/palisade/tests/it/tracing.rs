@@ -140,10 +140,12 @@ fn paused_runtime() -> tokio::runtime::Runtime {
 }
 
 /// The canonical stack's policies, outermost first, as their spans nest.
-const CHAIN: [&str; 5] = [
+const CHAIN: [&str; 7] = [
     "palisade.deadline",
     "palisade.retry",
     "palisade.hedge",
+    "palisade.circuit_breaker",
+    "palisade.rate_limit",
     "palisade.concurrency_limit",
     "palisade.timeout",
 ];
@@ -167,6 +169,8 @@ fn each_policy_opens_a_debug_span_nested_in_stack_order() {
         ("palisade.deadline", 1),
         ("palisade.retry", 1),
         ("palisade.hedge", 2),
+        ("palisade.circuit_breaker", 3),
+        ("palisade.rate_limit", 3),
         ("palisade.concurrency_limit", 3),
         ("palisade.timeout", 3),
     ] {

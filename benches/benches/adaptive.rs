@@ -1,7 +1,13 @@
 //! Adaptive limits: per-call overhead beside a static limit, tower's `ConcurrencyLimit` and
 //! tower-resilience's adaptive limiter; and a table of how each settles on the simulated
-//! upstream of `palisade_benches::sim` (capacity 100, then 50, then 200), beside a static
-//! limit set 4× too high and tower-resilience's AIMD and Vegas.
+//! upstream of `palisade_benches::sim` (capacity 100, then 50, then 200), beside an oracle
+//! (a static limit equal to the capacity), a static limit set 4× too high and
+//! tower-resilience's AIMD and Vegas.
+//!
+//! Every row reports, per phase: the limit's mean, goodput (served calls per second as a
+//! share of the upstream's capacity, which the oracle reaches), the **upstream 429 share**
+//! (of all the answers the upstream gave, the share that were 429s; JSON key
+//! `upstream_429_share`) and the upstream's p99 latency over its unloaded latency.
 
 use std::hint::black_box;
 use std::time::Duration;
@@ -215,8 +221,9 @@ fn comparison() {
     ));
 
     println!("\nAdaptive limits on a simulated upstream (paused time; capacity C per phase, 400 closed-loop clients,");
-    println!("10 ms unloaded latency, 429s past 1.2×C; each phase's second half; 429s = share of the calls");
-    println!("reaching the upstream that it rejected; p99 is the upstream's own latency).");
+    println!("10 ms unloaded latency, 429s past 1.2×C; each phase's second half; upstream 429s = share of");
+    println!("the upstream's answers that were 429s; p99 is the upstream's own latency, capped at 1.2× by");
+    println!("construction).");
     println!(
         "tower-resilience times calls with the wall clock, not tokio's paused clock, so in this"
     );
@@ -225,25 +232,25 @@ fn comparison() {
     );
     println!("like-for-like comparison of its algorithms.\n");
     println!(
-        "{:<24} {:>6} {:>11} {:>9} {:>9} {:>9}",
-        "contender", "C", "limit mean", "goodput", "429s", "p99/base"
+        "{:<24} {:>6} {:>11} {:>9} {:>14} {:>9}",
+        "contender", "C", "limit mean", "goodput", "upstream 429s", "p99/base"
     );
     let mut json = Vec::new();
     for (name, phases) in &rows {
         for p in phases {
             println!(
-                "{:<24} {:>6} {:>11.1} {:>8.0}% {:>8.1}% {:>9.2}",
+                "{:<24} {:>6} {:>11.1} {:>8.0}% {:>13.1}% {:>9.2}",
                 name,
                 p.capacity,
                 p.limit_mean,
                 p.goodput * 100.0,
-                p.drop_rate * 100.0,
+                p.upstream_429_share * 100.0,
                 p.p99_over_base
             );
             json.push(serde_json::json!({
                 "contender": name, "capacity": p.capacity, "limit_mean": p.limit_mean,
                 "limit_min": p.limit_min, "limit_max": p.limit_max,
-                "goodput": p.goodput, "drop_rate": p.drop_rate, "p99_over_base": p.p99_over_base,
+                "goodput": p.goodput, "upstream_429_share": p.upstream_429_share, "p99_over_base": p.p99_over_base,
             }));
         }
     }

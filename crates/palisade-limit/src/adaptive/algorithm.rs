@@ -20,7 +20,8 @@ use palisade_core::rand::SeededRng;
 /// One aggregated observation: what a window of calls saw.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sample {
-    /// Round-trip time (the window's average).
+    /// Round-trip time (the window's average); zero when the window holds drops only, which
+    /// measured no round trip.
     pub rtt: Duration,
     /// Calls in flight when the call started (the window's maximum).
     pub in_flight: usize,
@@ -270,6 +271,16 @@ impl Algorithm for Vegas {
 
     fn update(&mut self, s: &Sample) -> usize {
         let rtt = s.rtt;
+        if rtt.is_zero() {
+            // Drops only: no RTT to learn from (taking 0 as the no-load RTT would read every
+            // later sample as all queue). The drop still shrinks the limit.
+            if s.dropped {
+                let limit = self.estimated;
+                let new = (limit - limit.max(1.0).log10().max(1.0)).clamp(1.0, self.max as f64);
+                self.estimated = (1.0 - self.smoothing).mul_add(limit, self.smoothing * new);
+            }
+            return self.limit();
+        }
         self.probe_count += 1;
         // Periodically forget the no-load RTT, so a path that got faster is noticed.
         let probe_every = self.probe_jitter * self.probe_multiplier as f64 * self.estimated;
@@ -396,6 +407,29 @@ impl Algorithm for Gradient2 {
     }
 
     fn update(&mut self, s: &Sample) -> usize {
+        // A window of drops only measured no RTT: it must not pull the long-term RTT
+        // towards 0 (after which every real RTT would read as a 2× spike).
+        let gradient = if s.rtt.is_zero() {
+            s.dropped.then_some(0.5)
+        } else {
+            self.gradient(s)
+        };
+        let Some(gradient) = gradient else {
+            return self.estimated as usize;
+        };
+        let new = self.estimated.mul_add(gradient, self.queue_size as f64);
+        let new = self
+            .estimated
+            .mul_add(1.0 - self.smoothing, new * self.smoothing);
+        self.estimated = new.clamp(self.min as f64, self.max as f64);
+        self.estimated as usize
+    }
+}
+
+impl Gradient2 {
+    /// Feeds a sample's RTT into the long-term average and returns the gradient to apply,
+    /// or `None` to hold the limit (app-limited).
+    fn gradient(&mut self, s: &Sample) -> Option<f64> {
         let short = s.rtt.as_secs_f64().max(1e-9);
         let mut long = self.long_rtt.add(short);
         // After a long stretch of high latency, let the baseline come down quickly.
@@ -405,20 +439,14 @@ impl Algorithm for Gradient2 {
         // A drop is the strongest sign of overload: take the gradient at its floor. (Netflix's
         // Gradient2 ignores drops and reads only latency; a dependency that sheds with fast
         // 429s shows no latency to read, so here drops count too.)
-        let gradient = if s.dropped {
-            0.5
+        if s.dropped {
+            Some(0.5)
         } else if (s.in_flight as f64) < self.estimated / 2.0 {
             // Don't grow while app-limited.
-            return self.estimated as usize;
+            None
         } else {
-            (self.tolerance * long / short).clamp(0.5, 1.0)
-        };
-        let new = self.estimated.mul_add(gradient, self.queue_size as f64);
-        let new = self
-            .estimated
-            .mul_add(1.0 - self.smoothing, new * self.smoothing);
-        self.estimated = new.clamp(self.min as f64, self.max as f64);
-        self.estimated as usize
+            Some((self.tolerance * long / short).clamp(0.5, 1.0))
+        }
     }
 }
 
@@ -530,6 +558,44 @@ mod tests {
         assert!(
             limit < before,
             "a 5× RTT should shrink the limit: {limit} vs {before}"
+        );
+    }
+
+    /// A window of drops only has no RTT (0): it shrinks the limit but must not become
+    /// Vegas's no-load RTT, or every later sample would read as all queue.
+    #[test]
+    fn vegas_does_not_learn_a_zero_rtt_from_drops() {
+        let mut v = Vegas::new(50, 1000).probe_multiplier(1_000_000);
+        v.update(&sample(10, 50, false));
+        let after_drop = v.update(&sample(0, 50, true));
+        assert!(after_drop < 50, "{after_drop}");
+        assert_eq!(v.rtt_noload, Some(Duration::from_millis(10)));
+        // No queueing at the old no-load RTT: grows again.
+        assert!(v.update(&sample(10, after_drop, false)) > after_drop);
+    }
+
+    /// Likewise for Gradient2's long-term RTT: after drops-only windows, a steady RTT still
+    /// reads as steady (gradient 1) and the limit grows back.
+    #[test]
+    fn gradient2_does_not_average_in_a_zero_rtt_from_drops() {
+        let mut g = Gradient2::new(100, 1, 1000);
+        for _ in 0..5 {
+            g.update(&sample(10, 100, false));
+        }
+        let mut limit = 0;
+        for _ in 0..5 {
+            limit = g.update(&sample(0, 100, true));
+        }
+        assert!(limit < 100, "{limit}");
+        let mut grown = limit;
+        for _ in 0..10 {
+            grown = g.update(&sample(10, grown, false));
+        }
+        assert!(grown > limit, "{grown} !> {limit}");
+        assert!(
+            (g.long_rtt.value - 0.010).abs() < 1e-9,
+            "{}",
+            g.long_rtt.value
         );
     }
 

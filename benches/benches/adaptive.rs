@@ -176,6 +176,12 @@ fn comparison() {
         "palisade vegas",
         ours(Box::new(Vegas::new(20, 1000).seed(1))),
     ));
+    // Vegas's documented preset for a limit within 10 % of capacity (its default keeps
+    // 3–6 × log10(limit) calls queued, +12 % at a capacity of 50).
+    rows.push((
+        "palisade vegas queue(2,4)",
+        ours(Box::new(Vegas::new(20, 1000).queue(2.0, 4.0).seed(1))),
+    ));
     rows.push((
         "palisade gradient2",
         ours(Box::new(Gradient2::new(20, 1, 1000))),
@@ -232,14 +238,14 @@ fn comparison() {
     );
     println!("like-for-like comparison of its algorithms.\n");
     println!(
-        "{:<24} {:>6} {:>11} {:>9} {:>14} {:>9}",
+        "{:<26} {:>6} {:>11} {:>9} {:>14} {:>9}",
         "contender", "C", "limit mean", "goodput", "upstream 429s", "p99/base"
     );
     let mut json = Vec::new();
     for (name, phases) in &rows {
         for p in phases {
             println!(
-                "{:<24} {:>6} {:>11.1} {:>8.0}% {:>13.1}% {:>9.2}",
+                "{:<26} {:>6} {:>11.1} {:>8.0}% {:>13.1}% {:>9.2}",
                 name,
                 p.capacity,
                 p.limit_mean,

@@ -9,7 +9,8 @@
 //!   0.8; Netflix's 0.9 averaged 0.95, 14 % over capacity for a dependency that sheds at
 //!   1.2× it).
 //! - [`Vegas`]: estimates the queue at the dependency as `limit × (1 − rtt_noload / rtt)`
-//!   and keeps it between `alpha = 3·log10(limit)` and `beta = 6·log10(limit)`;
+//!   and keeps it between `alpha = 3·log10(limit)` and `beta = 6·log10(limit)` (log10
+//!   rounded down, as Netflix's);
 //!   re-probes the no-load RTT now and then, so a faster path is found again.
 //! - [`Gradient2`]: compares a short-term RTT with a long-term (exponentially averaged)
 //!   one; while the short one stays within `tolerance ×` the long one the limit grows by a
@@ -205,6 +206,15 @@ pub struct Vegas {
     probe_count: usize,
     probe_jitter: f64,
     rng: SeededRng,
+    /// `alpha` and `beta` as multiples of `log10(limit)`.
+    alpha: f64,
+    beta: f64,
+}
+
+/// `log10(limit)` rounded down, at least 1: Netflix's `Log10RootFunction`, from which Vegas
+/// takes its queue bounds and its steps.
+fn log10_root(limit: f64) -> f64 {
+    limit.max(1.0).log10().floor().max(1.0)
 }
 
 impl Default for Vegas {
@@ -226,6 +236,8 @@ impl Vegas {
             probe_count: 0,
             probe_jitter: 0.5,
             rng: SeededRng::new(0x9E37_79B9_7F4A_7C15),
+            alpha: 3.0,
+            beta: 6.0,
         };
         v.reset_probe_jitter();
         v
@@ -242,6 +254,19 @@ impl Vegas {
     #[must_use]
     pub fn probe_multiplier(mut self, multiplier: usize) -> Self {
         self.probe_multiplier = multiplier;
+        self
+    }
+
+    /// Keep between `alpha × log10(limit)` and `beta × log10(limit)` calls queued at the
+    /// dependency (log10 rounded down, at least 1; defaults 3 and 6, Netflix's). The limit
+    /// settles that many calls above the dependency's capacity: 3–6 at a capacity of 50
+    /// (+6–12 %), 6–12 at 100. `queue(2.0, 4.0)` keeps within 10 % of any capacity from 40
+    /// up, at the cost of reading RTT jitter as queueing sooner. `build()` refuses bounds
+    /// that do not satisfy `1 <= alpha <= beta`.
+    #[must_use]
+    pub fn queue(mut self, alpha: f64, beta: f64) -> Self {
+        self.alpha = alpha;
+        self.beta = beta;
         self
     }
 
@@ -275,6 +300,10 @@ impl Algorithm for Vegas {
         if self.probe_multiplier == 0 {
             return Err(InvalidAlgorithm::Zero("probe multiplier"));
         }
+        let a = self.alpha;
+        check_factor("alpha", a, a >= 1.0, "[1, inf)")?;
+        let b = self.beta;
+        check_factor("beta", b, b >= a, "[alpha, inf)")?;
         Ok(())
     }
 
@@ -285,7 +314,7 @@ impl Algorithm for Vegas {
             // later sample as all queue). The drop still shrinks the limit.
             if s.dropped {
                 let limit = self.estimated;
-                let new = (limit - limit.max(1.0).log10().max(1.0)).clamp(1.0, self.max as f64);
+                let new = (limit - log10_root(limit)).clamp(1.0, self.max as f64);
                 self.estimated = (1.0 - self.smoothing).mul_add(limit, self.smoothing * new);
             }
             return self.limit();
@@ -307,8 +336,8 @@ impl Algorithm for Vegas {
             }
         };
         let limit = self.estimated;
-        let log = limit.max(1.0).log10().max(1.0);
-        let (alpha, beta, threshold) = (3.0 * log, 6.0 * log, log);
+        let log = log10_root(limit);
+        let (alpha, beta, threshold) = (self.alpha * log, self.beta * log, log);
         let queue = (limit * (1.0 - noload.as_secs_f64() / rtt.as_secs_f64().max(1e-9))).ceil();
         let new = if s.dropped {
             limit - log
@@ -545,7 +574,7 @@ mod tests {
         let mut v = Vegas::new(20, 1000).probe_multiplier(1_000_000);
         // First sample sets the no-load RTT.
         assert_eq!(v.update(&sample(10, 20, false)), 20);
-        // No queueing (rtt == noload): grow by beta = 6·log10(20) → max(1, ..) = 6·1.3.
+        // No queueing (rtt == noload): grow by beta = 6 × ⌊log10(20)⌋ = 6.
         let grown = v.update(&sample(10, 20, false));
         assert!(grown > 20, "{grown}");
         // Heavy queueing (rtt 4× noload): queue = limit·0.75 > beta → shrink by log10.
@@ -679,6 +708,51 @@ mod tests {
                 assert!(
                     (0.9..=1.1).contains(&mean),
                     "{name} at {c}: mean {mean:.3}× c"
+                );
+            }
+        }
+    }
+
+    /// On a dependency of capacity `c` whose RTT grows as `limit / c` above it (so its
+    /// queue is `limit − c`), Vegas settles `alpha..=beta × ⌊log10⌋` calls above `c`,
+    /// whether it comes from below or from above: Netflix's 3–6 by default, and within 10 %
+    /// of any capacity from 40 up with `queue(2.0, 4.0)`.
+    #[test]
+    fn vegas_settles_its_queue_bounds_above_capacity() {
+        fn settle(mut v: Vegas, c: usize) -> usize {
+            let mut limit = v.initial_limit();
+            for _ in 0..500 {
+                let load = limit as f64 / c as f64;
+                let rtt = Duration::from_secs_f64(0.010 * load.max(1.0));
+                limit = v.update(&Sample {
+                    rtt,
+                    in_flight: limit,
+                    dropped: false,
+                });
+            }
+            limit
+        }
+        for c in [40, 50, 100, 200, 500] {
+            let log = log10_root(c as f64) as usize;
+            for initial in [c / 4, 3 * c] {
+                let fresh = || Vegas::new(initial, 1000).probe_multiplier(1_000_000);
+                // The first sample sets the no-load RTT: start it unloaded.
+                let warm = |mut v: Vegas| {
+                    v.update(&sample(10, initial, false));
+                    v
+                };
+                let l = settle(warm(fresh()), c);
+                // One either side: the queue estimate is rounded up, and the last step
+                // may overshoot by one `log`.
+                assert!(
+                    (c + 3 * log - 1..=c + 7 * log).contains(&l),
+                    "default at {c} from {initial}: {l}"
+                );
+                let l = settle(warm(fresh().queue(2.0, 4.0)), c);
+                let within = (l as f64 / c as f64 - 1.0).abs();
+                assert!(
+                    within <= 0.1 + 1e-9,
+                    "queue(2, 4) at {c} from {initial}: {l}"
                 );
             }
         }

@@ -21,8 +21,9 @@
 //! times calls with `std::time::Instant`, which paused time does not move, so there it sees
 //! RTTs of a few µs of CPU time: its AIMD reacts to 429s only, and its Vegas reads that
 //! noise as queueing and collapses to a handful of permits (a bench artifact, not its
-//! behaviour). The rows marked `real` therefore also run every contender once on the real
-//! clock (one 4 s phase at capacity 100, about 20 s in all). Those are noisy (tokio's
+//! behaviour). The rows marked `real` therefore run Palisade's AIMD and Vegas, the oracle
+//! and tower-resilience's two once more on the real clock (one 4 s phase at capacity 100,
+//! about 20 s in all). Those are noisy (tokio's
 //! ~1 ms timer granularity and the machine's load move them by several points) and every
 //! contender loses goodput to timer slack: compare them with the oracle's `real` row. On
 //! both clocks tower-resilience changes its limit on every call, so the 50 ms samples of its

@@ -21,11 +21,11 @@
 //! times calls with `std::time::Instant`, which paused time does not move, so there it sees
 //! RTTs of a few µs of CPU time: its AIMD reacts to 429s only, and its Vegas reads that
 //! noise as queueing and collapses to a handful of permits (a bench artifact, not its
-//! behaviour). The rows marked `real` therefore run Palisade's AIMD and Vegas, the oracle
-//! and tower-resilience's two once more on the real clock (one 4 s phase at capacity 100,
-//! about 20 s in all). Those are noisy (tokio's
-//! ~1 ms timer granularity and the machine's load move them by several points) and every
-//! contender loses goodput to timer slack: compare them with the oracle's `real` row. On
+//! behaviour). The rows marked `real` therefore run Palisade's four, the oracle and
+//! tower-resilience's two once more on the real clock (one 4 s phase at capacity 100,
+//! about 30 s in all). Those are noisy (tokio's ~1 ms timer granularity and the machine's
+//! load move them by several points) and every contender loses goodput to timer slack:
+//! compare them with the oracle's `real` row. On
 //! both clocks tower-resilience changes its limit on every call, so the 50 ms samples of its
 //! limit say little; its goodput and 429s are the figures to compare.
 
@@ -261,6 +261,14 @@ fn real_time_rows() -> Vec<(&'static str, Vec<PhaseReport>)> {
             ours(Box::new(Vegas::new(20, 1000).seed(1))),
         ),
         (
+            "palisade vegas queue(2,4)",
+            ours(Box::new(Vegas::new(20, 1000).queue(2.0, 4.0).seed(1))),
+        ),
+        (
+            "palisade gradient2",
+            ours(Box::new(Gradient2::new(20, 1, 1000))),
+        ),
+        (
             "oracle (static = C)",
             simulate_real_time(oracle, move |_| probe.limit()),
         ),
@@ -292,7 +300,8 @@ fn comparison() {
         ours(Box::new(Vegas::new(20, 1000).seed(1))),
     ));
     // Vegas's documented preset for a limit within 10 % of capacity (its default keeps
-    // 3–6 × log10(limit) calls queued, +12 % at a capacity of 50).
+    // 3–6 × log10(limit) calls queued, +6–12 % at a capacity of 50), for steady RTTs: the
+    // real-clock rows show what jitter does to it.
     rows.push((
         "palisade vegas queue(2,4)",
         ours(Box::new(Vegas::new(20, 1000).queue(2.0, 4.0).seed(1))),

@@ -5,9 +5,11 @@
 //! admitted call's round-trip time, the calls in flight when it started, and whether it was
 //! *dropped* (its [`Outcome`](palisade_core::Outcome) is overloaded: 429, 503,
 //! `RESOURCE_EXHAUSTED`, a timeout) are recorded into a window of atomics. When the window
-//! is due (at least `min_samples` calls and `min_time` elapsed), the one caller that gets the
-//! update lock folds it into a [`Sample`] for the [`Algorithm`], and resizes the limit
-//! through its [`LimitHandle`](crate::LimitHandle). No lock is taken on the call path
+//! is due (at least `min_samples` calls and `min_time` elapsed, or at once on a drop from a
+//! call sent after the last decrease), the one caller that gets the update lock folds it
+//! into a [`Sample`] for the [`Algorithm`], and resizes the limit through its
+//! [`LimitHandle`](crate::LimitHandle). Drops from calls already in flight at a decrease
+//! are samples without the drop: a burst of 429s backs off once, not once per 429. No lock is taken on the call path
 //! (only a `try_lock` at window boundaries).
 //!
 //! Algorithms ([`Aimd`], [`Vegas`], [`Gradient2`]) are pure and follow Netflix's

@@ -218,7 +218,8 @@ impl<C, Q> AdaptiveLimitBuilder<C, Q> {
     }
 
     /// A window closes once it is at least `min_time` old and holds `min_samples` calls
-    /// (defaults 100 ms, 10).
+    /// (defaults 100 ms, 10), or at once on a drop from a call sent after the last window
+    /// that reported one.
     pub fn window(mut self, min_time: Duration, min_samples: u64) -> Self {
         self.min_window = min_time;
         self.min_samples = min_samples;

@@ -108,7 +108,7 @@ async fn aimd_backs_off_on_drops_in_a_window() {
     }));
     // `Elapsed` is classified (ErrorsAsFailures) as overloaded: each one is a drop.
     let _ = svc.clone().oneshot(true).await;
-    assert_eq!(handle.limit(), 45);
+    assert_eq!(handle.limit(), 40); // 50 × the default backoff, 0.8
 }
 
 /// The happy path allocates nothing per call.

@@ -218,22 +218,17 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let core = self.registry.get((self.key)(&req));
         let span =
-            call_span!("palisade::breaker", "palisade.keyed_circuit_breaker", name = %core.name())
-                .entered();
+            call_span!("palisade::breaker", "palisade.keyed_circuit_breaker", name = %core.name());
+        let _scope = span.scope();
         match core.acquire() {
             Ok(ticket) => {
                 let mut guard = Guard::new(core, ticket);
                 guard.start();
-                ResponseFuture::called(
-                    self.inner.call(req),
-                    guard,
-                    self.classify.clone(),
-                    span.exit(),
-                )
+                ResponseFuture::called(self.inner.call(req), guard, self.classify.clone(), span)
             }
             Err(retry_after) => {
                 tracing::debug!(target: "palisade::breaker", "circuit open for this key: rejected");
-                ResponseFuture::rejected(retry_after, span.exit())
+                ResponseFuture::rejected(retry_after, span)
             }
         }
     }

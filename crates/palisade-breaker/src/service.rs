@@ -162,22 +162,17 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let span =
-            call_span!("palisade::breaker", "palisade.circuit_breaker", name = %self.core.name())
-                .entered();
+            call_span!("palisade::breaker", "palisade.circuit_breaker", name = %self.core.name());
+        let _scope = span.scope();
         match self.reserved.take() {
             Some(Reserved::Admitted(mut guard)) => {
                 guard.start();
-                ResponseFuture::called(
-                    self.inner.call(req),
-                    guard,
-                    self.classify.clone(),
-                    span.exit(),
-                )
+                ResponseFuture::called(self.inner.call(req), guard, self.classify.clone(), span)
             }
             // Open when `poll_ready` looked: fail at once, without calling the inner service.
             Some(Reserved::Rejected(retry_after)) => {
                 tracing::debug!(target: "palisade::breaker", "circuit open: rejected");
-                ResponseFuture::rejected(retry_after, span.exit())
+                ResponseFuture::rejected(retry_after, span)
             }
             Some(Reserved::Waiting(_)) | None => panic!("poll_ready must be called first"),
         }

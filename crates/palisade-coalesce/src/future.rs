@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use palisade_core::admission::Admission;
-use palisade_core::observe::{CallSpan, EnteredCallSpan};
+use palisade_core::observe::CallSpan;
 use palisade_core::{BoxError, Deadline, DeadlineExceeded};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
@@ -116,7 +116,7 @@ impl<F, T, K> ResponseFuture<F, T, K> {
         ticket: Ticket,
         boxed: CallBox<F>,
         deadline: Option<Deadline>,
-        span: EnteredCallSpan,
+        span: CallSpan,
         call: impl FnOnce() -> F,
     ) -> Self {
         let mut waiter = Waiter {
@@ -128,7 +128,7 @@ impl<F, T, K> ResponseFuture<F, T, K> {
         if let Some(boxed) = &mut waiter.checked_out {
             boxed.set(Some(call()));
         }
-        Self::attached(waiter, deadline, span.exit())
+        Self::attached(waiter, deadline, span)
     }
 
     #[inline]

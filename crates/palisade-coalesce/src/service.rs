@@ -73,13 +73,14 @@ impl<S, K, KF, M> Coalesce<S, K, KF, M> {
         K: Hash + Eq + Send + 'static,
         KF: Fn(&Req) -> Option<K>,
     {
-        let span = call_span!("palisade::coalesce", "palisade.coalesce").entered();
+        let span = call_span!("palisade::coalesce", "palisade.coalesce");
+        let _scope = span.scope();
         let Some(key) = (self.key)(&req) else {
-            return ResponseFuture::bypass(self.inner.call(req), span.exit());
+            return ResponseFuture::bypass(self.inner.call(req), span);
         };
         let Some(flights) = self.registry.flights::<S::Future, S::Response>(share) else {
             // This layer already coalesces another service type's calls.
-            return ResponseFuture::bypass(self.inner.call(req), span.exit());
+            return ResponseFuture::bypass(self.inner.call(req), span);
         };
         let deadline = req.deadline();
         match flights.join_or_lead(key) {
@@ -88,9 +89,9 @@ impl<S, K, KF, M> Coalesce<S, K, KF, M> {
                 // leader's request speaks for it.
                 *kept = Some(keep(&self.inner, req));
                 tracing::debug!(target: "palisade::coalesce", "joined a call in flight");
-                ResponseFuture::waiter(flights, ticket, deadline, span.exit())
+                ResponseFuture::waiter(flights, ticket, deadline, span)
             }
-            Lookup::Bypass => ResponseFuture::bypass(self.inner.call(req), span.exit()),
+            Lookup::Bypass => ResponseFuture::bypass(self.inner.call(req), span),
             Lookup::Lead(ticket, boxed) => {
                 // The inner call is made outside the table lock (it is user code);
                 // joiners meanwhile wait for it to start.

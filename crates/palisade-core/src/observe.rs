@@ -220,7 +220,7 @@ impl Histogram {
 ///
 /// One word in the response future; boxed only when the span is enabled, so a disabled
 /// span costs no allocation and no size beyond the pointer. Make one with [`call_span!`](crate::call_span),
-/// enter it in `call` and in every `poll`.
+/// enter it in `call` ([`scope`](Self::scope)) and in every `poll` ([`enter`](Self::enter)).
 ///
 /// ```
 /// use palisade_core::call_span;
@@ -265,42 +265,46 @@ impl CallSpan {
         self.0.as_deref()
     }
 
-    /// Enters the span and keeps it, for `call`: the inner call is made inside it, then
-    /// [`EnteredCallSpan::exit`] hands the span back to be stored in the response future
-    /// (`ResponseFuture::new(inner.call(req), …, entered.exit())`: arguments are evaluated
-    /// in order, so the inner future is still written in place).
+    /// Enters the span until the returned scope is dropped, for `call`: the inner call is
+    /// made inside it, and the span itself stays free to move into the response future:
+    ///
+    /// ```text
+    /// let span = call_span!("palisade::limit", "palisade.concurrency_limit");
+    /// let _scope = span.scope();
+    /// ResponseFuture::new(self.inner.call(req), permit, span) // built in place
+    /// ```
+    ///
+    /// Nothing runs between the inner call and the move of its future into the response
+    /// future, so the compiler writes the (large, nested) inner future in place; the scope
+    /// exits when `call` returns. A disabled span's scope is empty.
     #[inline]
-    pub fn entered(self) -> EnteredCallSpan {
-        if let Some(span) = &self.0 {
-            span.with_subscriber(|(id, dispatch)| dispatch.enter(id));
-        }
-        EnteredCallSpan(self)
-    }
-}
-
-/// A [`CallSpan`] entered by [`CallSpan::entered`]; exited on [`exit`](Self::exit) or drop.
-#[derive(Debug)]
-pub struct EnteredCallSpan(CallSpan);
-
-impl EnteredCallSpan {
-    /// Exits the span and returns it.
-    #[inline]
-    pub fn exit(mut self) -> CallSpan {
-        self.leave();
-        CallSpan(self.0 .0.take())
-    }
-
-    fn leave(&self) {
-        if let Some(span) = &self.0 .0 {
-            span.with_subscriber(|(id, dispatch)| dispatch.exit(id));
+    pub fn scope(&self) -> CallScope {
+        CallScope {
+            _entered: self.0.as_deref().map(|span| span.clone().entered()),
         }
     }
 }
 
-impl Drop for EnteredCallSpan {
+impl Drop for CallSpan {
+    #[inline]
     fn drop(&mut self) {
-        self.leave();
+        // The common case (no span) stays inline: one test of a pointer.
+        if let Some(span) = self.0.take() {
+            close(span);
+        }
     }
+}
+
+#[cold]
+#[inline(never)]
+fn close(span: Box<tracing::Span>) {
+    drop(span);
+}
+
+/// The scope of [`CallSpan::scope`]: the span is entered until this is dropped.
+#[derive(Debug)]
+pub struct CallScope {
+    _entered: Option<tracing::span::EnteredSpan>,
 }
 
 impl std::fmt::Debug for CallSpan {

@@ -105,16 +105,12 @@ where
             // A timeout too large to represent and no deadline: a deadline decades away.
             (None, None) => Deadline::after(self.timeout),
         };
-        let span = call_span!("palisade::deadline", "palisade.deadline").entered();
+        let span = call_span!("palisade::deadline", "palisade.deadline");
+        let _scope = span.scope();
         if deadline.instant() <= now {
             // Already out of time: don't start work nobody will wait for.
             tracing::debug!(target: "palisade::deadline", "deadline already passed: rejected");
-            return future::ResponseFuture::new(
-                None,
-                deadline.instant(),
-                Cause::Deadline,
-                span.exit(),
-            );
+            return future::ResponseFuture::new(None, deadline.instant(), Cause::Deadline, span);
         }
         req.set_deadline(deadline);
         // The inner call is made inside the expression that builds the returned future,
@@ -124,7 +120,7 @@ where
             Some(self.inner.call(req)),
             deadline.instant(),
             Cause::Deadline,
-            span.exit(),
+            span,
         )
     }
 }

@@ -200,10 +200,10 @@ where
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let grpc = palisade_core::response::is_grpc(req.headers());
         let span =
-            call_span!("palisade::deadline", "palisade.server_deadline", name = %self.config.name)
-                .entered();
+            call_span!("palisade::deadline", "palisade.server_deadline", name = %self.config.name);
+        let _scope = span.scope();
         let Some(budget) = self.config.budget(req.headers(), grpc) else {
-            return future::ResponseFuture::unbounded(self.inner.call(req), grpc, span.exit());
+            return future::ResponseFuture::unbounded(self.inner.call(req), grpc, span);
         };
         let mut deadline = Deadline::after(budget);
         if let Some(existing) = req.deadline() {
@@ -212,7 +212,7 @@ where
         if deadline.instant() <= Instant::now() {
             self.config.expired.increment(1);
             tracing::debug!(target: "palisade::deadline", "inbound deadline already passed: rejected");
-            return future::ResponseFuture::expired(grpc, span.exit());
+            return future::ResponseFuture::expired(grpc, span);
         }
         req.set_deadline(deadline);
         future::ResponseFuture::bounded(
@@ -220,7 +220,7 @@ where
             deadline.instant(),
             grpc,
             self.config.expired.clone(),
-            span.exit(),
+            span,
         )
     }
 }

@@ -110,10 +110,11 @@ where
             // A timeout too large to represent, and no deadline: wait forever, in effect.
             (None, None) => (now + Duration::from_secs(86400 * 365 * 30), Cause::Timeout),
         };
-        let span = call_span!("palisade::deadline", "palisade.timeout").entered();
+        let span = call_span!("palisade::deadline", "palisade.timeout");
+        let _scope = span.scope();
         // Deadline already passed: rejected at once, without calling the inner service.
         let inner = (cause != Cause::Deadline || at > now).then(|| self.inner.call(req));
-        future::ResponseFuture::new(inner, at, cause, span.exit())
+        future::ResponseFuture::new(inner, at, cause, span)
     }
 }
 

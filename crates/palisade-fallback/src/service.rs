@@ -59,14 +59,9 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let span = call_span!("palisade::fallback", "palisade.fallback", name = %self.shared.name)
-            .entered();
+        let span = call_span!("palisade::fallback", "palisade.fallback", name = %self.shared.name);
+        let _scope = span.scope();
         let saved = self.shared.fallback.save(&req);
-        ResponseFuture::new(
-            self.inner.call(req),
-            saved,
-            Arc::clone(&self.shared),
-            span.exit(),
-        )
+        ResponseFuture::new(self.inner.call(req), saved, Arc::clone(&self.shared), span)
     }
 }

@@ -39,7 +39,8 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let span = call_span!("palisade::fault", "palisade.faults").entered();
+        let span = call_span!("palisade::fault", "palisade.faults");
+        let _scope = span.scope();
         let decision = self.layer.shared.decide();
         // Faults that answer instead of the inner service do not call it: the request
         // never leaves (injected before the call). A delayed call is made at once but its
@@ -60,6 +61,6 @@ where
                 fut: self.inner.call(req),
             },
         };
-        ResponseFuture::new(Delay::new(decision.delay), kind, span.exit())
+        ResponseFuture::new(Delay::new(decision.delay), kind, span)
     }
 }

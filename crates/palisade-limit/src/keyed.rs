@@ -54,7 +54,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::keyed::{Eviction, KeyedStore, StoreEntry};
-use palisade_core::observe::EnteredCallSpan;
+use palisade_core::observe::CallSpan;
 use palisade_core::{call_span, BoxError, Deadline, HasDeadline, Overloaded};
 use tokio::time::Instant;
 use tower_layer::Layer;
@@ -423,12 +423,12 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let keyed = &self.keyed;
         let span =
-            call_span!("palisade::limit", "palisade.keyed_concurrency_limit", name = %keyed.name)
-                .entered();
+            call_span!("palisade::limit", "palisade.keyed_concurrency_limit", name = %keyed.name);
+        let _scope = span.scope();
         let deadline = req.deadline();
-        let reject = |span: EnteredCallSpan| {
+        let reject = |span: CallSpan| {
             tracing::debug!(target: "palisade::limit", name = %keyed.name, "keyed concurrency limit full: rejected");
-            future::ResponseFuture::rejected(span.exit())
+            future::ResponseFuture::rejected(span)
         };
         // The whole wait's budget, fixed now: the key's queue, then the global limit.
         let until = match keyed.mode {
@@ -461,7 +461,7 @@ where
                                 wait,
                                 self.inner.clone(),
                                 req,
-                                span.exit(),
+                                span,
                             );
                         }
                     },
@@ -469,7 +469,7 @@ where
                 return future::ResponseFuture::called(
                     self.inner.call(req),
                     (permit, global),
-                    span.exit(),
+                    span,
                 );
             }
             Err(waiting) => waiting,
@@ -490,7 +490,7 @@ where
                 Some(global) => global_wait(global, Some(at), Some(permit)).await,
             }
         });
-        future::ResponseFuture::waiting(wait, self.inner.clone(), req, span.exit())
+        future::ResponseFuture::waiting(wait, self.inner.clone(), req, span)
     }
 }
 

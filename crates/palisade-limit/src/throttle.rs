@@ -355,7 +355,8 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let span = call_span!("palisade::limit", "palisade.throttle").entered();
+        let span = call_span!("palisade::limit", "palisade.throttle");
+        let _scope = span.scope();
         let now = Instant::now();
         let p = self.shared.window.probability(now);
         if p > 0.0 && self.shared.uniform() < p {
@@ -368,7 +369,7 @@ where
             tracing::debug!(target: "palisade::limit", p, "throttled locally");
             return ResponseFuture {
                 inner: None,
-                span: span.exit(),
+                span: span,
             };
         }
         let call = self.inner.call(req);
@@ -379,7 +380,7 @@ where
                 SharedClassify(Arc::clone(&self.shared)),
                 counted,
             )),
-            span: span.exit(),
+            span: span,
         }
     }
 }

@@ -396,14 +396,15 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let span = call_span!("palisade::rate", "palisade.keyed_rate_limit").entered();
+        let span = call_span!("palisade::rate", "palisade.keyed_rate_limit");
+        let _scope = span.scope();
         let key = (self.key)(&request);
         let cost = self.cost.cost(&request);
         let max_wait = allowed_wait(self.max_wait, request.deadline());
         match self.limiter.acquire(key, cost, max_wait) {
-            Acquire::Now => ResponseFuture::called(self.inner.call(request), span.exit()),
-            Acquire::After(wait) => wait_then_call(&self.inner, wait, request, span.exit()),
-            Acquire::Rejected(error) => reject(error, cost, span.exit()),
+            Acquire::Now => ResponseFuture::called(self.inner.call(request), span),
+            Acquire::After(wait) => wait_then_call(&self.inner, wait, request, span),
+            Acquire::Rejected(error) => reject(error, cost, span),
         }
     }
 }

@@ -186,13 +186,14 @@ where
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let span = call_span!("palisade::rate", "palisade.rate_limit").entered();
+        let span = call_span!("palisade::rate", "palisade.rate_limit");
+        let _scope = span.scope();
         let cost = self.cost.cost(&request);
         let max_wait = allowed_wait(self.max_wait, request.deadline());
         match self.limiter.acquire(cost, max_wait) {
-            Acquire::Now => ResponseFuture::called(self.inner.call(request), span.exit()),
-            Acquire::After(wait) => wait_then_call(&self.inner, wait, request, span.exit()),
-            Acquire::Rejected(error) => reject(error, cost, span.exit()),
+            Acquire::Now => ResponseFuture::called(self.inner.call(request), span),
+            Acquire::After(wait) => wait_then_call(&self.inner, wait, request, span),
+            Acquire::Rejected(error) => reject(error, cost, span),
         }
     }
 }

@@ -86,14 +86,15 @@ where
         // writes them in place rather than moving them (a profile showed the nested future
         // and the retrier each copied twice per call when they went through locals). The
         // clone is taken after the call: a clone never inherits a reservation either way.
-        let span = call_span!("palisade::retry", "palisade.retry", name = %shared.name).entered();
+        let span = call_span!("palisade::retry", "palisade.retry", name = %shared.name);
+        let _scope = span.scope();
         ResponseFuture::new(
             self.inner.call(req),
             template.map(|t| Replayer::new(self.inner.clone(), t, self.policy.clone())),
             deadline,
             Arc::clone(&self.shared),
             self.classify.clone(),
-            span.exit(),
+            span,
         )
     }
 }

@@ -161,7 +161,8 @@ where
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let span = call_span!("palisade::fanout", "palisade.fan_out").entered();
+        let span = call_span!("palisade::fanout", "palisade.fan_out");
+        let _scope = span.scope();
         let branches = self.scatter.scatter(req);
         ResponseFuture::new(
             branches,
@@ -169,7 +170,7 @@ where
             self.width,
             deadline,
             self.classify.clone(),
-            span.exit(),
+            span,
         )
     }
 }

@@ -82,8 +82,8 @@ where
         // expression that builds the returned future, so the compiler writes them in place
         // instead of moving them through locals (a copy each per call, in a profile). The
         // clone is taken after the call: a clone never inherits a reservation either way.
-        let span =
-            call_span!("palisade::fanout", "palisade.hedge", name = %self.shared.name).entered();
+        let span = call_span!("palisade::fanout", "palisade.hedge", name = %self.shared.name);
+        let _scope = span.scope();
         ResponseFuture::new(
             self.inner.call(req),
             spare.map(|(template, delay, min_remaining)| {
@@ -97,7 +97,7 @@ where
             deadline,
             Arc::clone(&self.shared),
             self.classify.clone(),
-            span.exit(),
+            span,
         )
     }
 }

@@ -362,13 +362,14 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let in_flight = self.shared.handle.in_flight();
-        let span = call_span!("palisade::limit", "palisade.adaptive_limit").entered();
+        let span = call_span!("palisade::limit", "palisade.adaptive_limit");
+        let _scope = span.scope();
         ResponseFuture {
             inner: self.inner.call(req),
             start: None,
             in_flight,
             shared: Arc::clone(&self.shared),
-            span: span.exit(),
+            span: span,
         }
     }
 }

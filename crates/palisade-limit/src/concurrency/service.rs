@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use palisade_core::observe::EnteredCallSpan;
+use palisade_core::observe::CallSpan;
 use palisade_core::{call_span, BoxError, Deadline};
 use tower_service::Service;
 
@@ -75,16 +75,12 @@ impl<S, Q> ConcurrencyLimit<S, Q> {
     }
 
     /// Turns a call away at once (counted and traced as the discipline says).
-    fn reject<Req>(
-        &self,
-        waiting: Option<&Waiting<S>>,
-        span: EnteredCallSpan,
-    ) -> ResponseFuture<S, Req>
+    fn reject<Req>(&self, waiting: Option<&Waiting<S>>, span: CallSpan) -> ResponseFuture<S, Req>
     where
         S: Service<Req>,
     {
         self.shared.turned_away(waiting.and_then(|w| w.class));
-        ResponseFuture::rejected(span.exit())
+        ResponseFuture::rejected(span)
     }
 
     /// Queue mode, the limit full: wait in the queue (in the discipline's order), never
@@ -95,7 +91,7 @@ impl<S, Q> ConcurrencyLimit<S, Q> {
         req: Req,
         max_queued: usize,
         max_wait: Duration,
-        span: EnteredCallSpan,
+        span: CallSpan,
     ) -> ResponseFuture<S, Req>
     where
         S: Service<Req>,
@@ -118,12 +114,12 @@ impl<S, Q> ConcurrencyLimit<S, Q> {
             None => self.reject(Some(&waiting), span),
             // A permit came free meanwhile: the ready inner service takes the call.
             Some(Place::Admitted(permit)) => {
-                ResponseFuture::called(self.inner.call(req), permit, span.exit())
+                ResponseFuture::called(self.inner.call(req), permit, span)
             }
             Some(place) => {
                 let acquire = Shared::acquire(place, Some(wait));
                 let wait = QueueWait::new(acquire, Arc::clone(&self.shared));
-                ResponseFuture::waiting(wait, waiting.svc, req, span.exit())
+                ResponseFuture::waiting(wait, waiting.svc, req, span)
             }
         }
     }
@@ -164,22 +160,22 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let span =
-            call_span!("palisade::limit", "palisade.concurrency_limit", name = %self.shared.name)
-                .entered();
+            call_span!("palisade::limit", "palisade.concurrency_limit", name = %self.shared.name);
+        let _scope = span.scope();
         match self.on_full {
             OnFull::Wait => {
                 let permit = self.permit.take().expect("poll_ready must be called first");
-                ResponseFuture::called(self.inner.call(req), permit, span.exit())
+                ResponseFuture::called(self.inner.call(req), permit, span)
             }
             OnFull::Reject => match self.shared.try_acquire() {
-                Some(permit) => ResponseFuture::called(self.inner.call(req), permit, span.exit()),
+                Some(permit) => ResponseFuture::called(self.inner.call(req), permit, span),
                 None => self.reject(None, span),
             },
             OnFull::Queue {
                 max_queued,
                 max_wait,
             } => match self.shared.try_acquire() {
-                Some(permit) => ResponseFuture::called(self.inner.call(req), permit, span.exit()),
+                Some(permit) => ResponseFuture::called(self.inner.call(req), permit, span),
                 None => self.queue(req, max_queued, max_wait, span),
             },
         }

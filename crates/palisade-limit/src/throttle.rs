@@ -369,7 +369,7 @@ where
             tracing::debug!(target: "palisade::limit", p, "throttled locally");
             return ResponseFuture {
                 inner: None,
-                span: span,
+                span,
             };
         }
         let call = self.inner.call(req);
@@ -380,7 +380,7 @@ where
                 SharedClassify(Arc::clone(&self.shared)),
                 counted,
             )),
-            span: span,
+            span,
         }
     }
 }

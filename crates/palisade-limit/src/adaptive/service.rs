@@ -369,7 +369,7 @@ where
             start: None,
             in_flight,
             shared: Arc::clone(&self.shared),
-            span: span,
+            span,
         }
     }
 }

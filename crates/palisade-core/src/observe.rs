@@ -279,8 +279,9 @@ impl CallSpan {
     /// exits when `call` returns. A disabled span's scope is empty.
     #[inline]
     pub fn scope(&self) -> CallScope {
-        CallScope {
-            _entered: self.0.as_deref().map(|span| span.clone().entered()),
+        match self.0.as_deref() {
+            None => CallScope(None),
+            Some(span) => CallScope(Some(span.clone().entered())),
         }
     }
 }
@@ -303,8 +304,22 @@ fn close(span: Box<tracing::Span>) {
 
 /// The scope of [`CallSpan::scope`]: the span is entered until this is dropped.
 #[derive(Debug)]
-pub struct CallScope {
-    _entered: Option<tracing::span::EnteredSpan>,
+pub struct CallScope(Option<tracing::span::EnteredSpan>);
+
+impl Drop for CallScope {
+    #[inline]
+    fn drop(&mut self) {
+        // As for `CallSpan`: the empty scope's drop is one inline test.
+        if let Some(entered) = self.0.take() {
+            leave(entered);
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn leave(entered: tracing::span::EnteredSpan) {
+    drop(entered);
 }
 
 impl std::fmt::Debug for CallSpan {
@@ -322,11 +337,17 @@ impl std::fmt::Debug for CallSpan {
 #[macro_export]
 macro_rules! call_span {
     ($target:literal, $name:literal $(, $($fields:tt)*)?) => {
-        $crate::observe::CallSpan::new($crate::observe::__tracing::debug_span!(
-            target: $target,
-            $name
-            $(, $($fields)*)?
-        ))
+        // The global max level first: with no subscriber (or none listening at `debug`)
+        // that is one relaxed load, and no span is built at all.
+        if $crate::observe::__tracing::level_enabled!($crate::observe::__tracing::Level::DEBUG) {
+            $crate::observe::CallSpan::new($crate::observe::__tracing::debug_span!(
+                target: $target,
+                $name
+                $(, $($fields)*)?
+            ))
+        } else {
+            $crate::observe::CallSpan::none()
+        }
     };
 }
 

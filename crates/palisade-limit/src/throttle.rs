@@ -367,10 +367,7 @@ where
                 .requests
                 .fetch_add(1, Relaxed);
             tracing::debug!(target: "palisade::limit", p, "throttled locally");
-            return ResponseFuture {
-                inner: None,
-                span,
-            };
+            return ResponseFuture { inner: None, span };
         }
         let call = self.inner.call(req);
         let counted = Count(Arc::clone(&self.shared.window));

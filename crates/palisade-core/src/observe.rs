@@ -281,7 +281,7 @@ impl CallSpan {
     pub fn scope(&self) -> CallScope {
         match self.0.as_deref() {
             None => CallScope(None),
-            Some(span) => CallScope(Some(span.clone().entered())),
+            Some(span) => CallScope(Some(Box::new(span.clone().entered()))),
         }
     }
 }
@@ -304,7 +304,7 @@ fn close(span: Box<tracing::Span>) {
 
 /// The scope of [`CallSpan::scope`]: the span is entered until this is dropped.
 #[derive(Debug)]
-pub struct CallScope(Option<tracing::span::EnteredSpan>);
+pub struct CallScope(Option<Box<tracing::span::EnteredSpan>>);
 
 impl Drop for CallScope {
     #[inline]
@@ -318,7 +318,7 @@ impl Drop for CallScope {
 
 #[cold]
 #[inline(never)]
-fn leave(entered: tracing::span::EnteredSpan) {
+fn leave(entered: Box<tracing::span::EnteredSpan>) {
     drop(entered);
 }
 

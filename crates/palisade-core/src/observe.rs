@@ -260,11 +260,6 @@ impl CallSpan {
         self.0.as_deref().map(tracing::Span::enter)
     }
 
-    /// The span, when it is enabled.
-    pub fn span(&self) -> Option<&tracing::Span> {
-        self.0.as_deref()
-    }
-
     /// Enters the span until the returned scope is dropped, for `call`: the inner call is
     /// made inside it, and the span itself stays free to move into the response future:
     ///

@@ -301,8 +301,7 @@ where
         match &polled {
             Some(Ok(frame)) => {
                 if let Some(t) = frame.trailers_ref() {
-                    let t = t.clone();
-                    self.ended(Some(&t));
+                    self.ended(Some(t));
                 }
             }
             Some(Err(_)) | None => self.ended(None),

@@ -257,16 +257,19 @@ pub struct EndOfStream(Arc<Mutex<Eos>>);
 
 type OnEnd = Box<dyn FnOnce(Option<&HeaderMap>) + Send>;
 
-#[derive(Default)]
 enum Eos {
-    // Still streaming: who waits for the trailers.
-    #[default]
-    Open,
+    // Still streaming: who waits for the trailers (none yet, at first).
     Waiting(Vec<OnEnd>),
     // Ended, with its trailers (for a late registration).
     Ended(Option<HeaderMap>),
     // Dropped before its end: nothing will come.
     Abandoned,
+}
+
+impl Default for Eos {
+    fn default() -> Self {
+        Eos::Waiting(Vec::new())
+    }
 }
 
 impl EndOfStream {
@@ -283,7 +286,6 @@ impl EndOfStream {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match &mut *state {
-            Eos::Open => *state = Eos::Waiting(vec![f]),
             Eos::Waiting(waiting) => waiting.push(f),
             Eos::Ended(trailers) => {
                 let trailers = trailers.clone();
@@ -304,7 +306,6 @@ impl EndOfStream {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             match std::mem::replace(&mut *state, Eos::Ended(trailers.cloned())) {
                 Eos::Waiting(waiting) => waiting,
-                Eos::Open => Vec::new(),
                 done @ (Eos::Ended(_) | Eos::Abandoned) => {
                     *state = done;
                     Vec::new()

@@ -158,10 +158,7 @@ fn loopback() {
         .build()
         .expect("runtime");
     const SERVERS: [Server; 3] = [Server::Bare, Server::Palisade, Server::TowerResilience];
-    let load_avg = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".to_owned());
+    let load_avg = palisade_benches::load_average();
     println!(
         "\n{GROUP}: {CONNECTIONS} keep-alive connections, {} ms per run, {ROUNDS} rounds interleaved (1-min load {load_avg} before)",
         RUN.as_millis()

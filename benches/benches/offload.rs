@@ -165,10 +165,7 @@ fn responsiveness() {
         .build()
         .expect("cpu pool");
 
-    let load = std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "?".to_owned());
+    let load = palisade_benches::load_average();
     println!(
         "\n{GROUP}: {JOBS} jobs of ~{} ms hashing each, {cores} cores (1-min load {load} before),",
         JOB_TIME.as_millis()

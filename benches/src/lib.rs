@@ -157,6 +157,15 @@ pub fn contender<S, R>(
     g.finish();
 }
 
+/// The 1-minute load average before a real-time measurement (`"?"` where unknown), for
+/// the tables that depend on what else the machine runs.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
+}
+
 /// Whether the run's criterion filters (positional arguments) select `name`: true when
 /// there are none, or when one is part of `name` or contains it. For the non-criterion
 /// tables (simulations) that bench modules print beside their groups.

@@ -111,6 +111,18 @@ impl Deadline {
         self.at
     }
 
+    /// The clock reading this deadline was made at, when it remembers one
+    /// ([`Deadline::after`], [`Deadline::at_from`]); for a deadline that had already passed
+    /// then, its own (earlier) instant. A policy that only needs a rough date (a retry
+    /// budget dating its deposits) may take it instead of reading the clock: it is at most
+    /// the request's age old.
+    pub fn reading(&self) -> Option<Instant> {
+        if self.left_at_most == UNKNOWN {
+            return None;
+        }
+        self.at.checked_sub(Duration::from_nanos(self.left_at_most))
+    }
+
     /// Time left until the deadline; zero once it has passed.
     pub fn remaining(&self) -> Duration {
         self.at.saturating_duration_since(Instant::now())
@@ -277,6 +289,28 @@ mod tests {
         );
         assert!(!Deadline::at_from(now, now + Duration::from_secs(1))
             .may_leave_more_than(Duration::ZERO));
+    }
+
+    #[tokio::test(flavor = "current_thread", start_paused = true)]
+    async fn reading_is_when_the_deadline_was_made() {
+        let made = Instant::now();
+        let d = Deadline::after(Duration::from_millis(300));
+        time::advance(Duration::from_millis(200)).await;
+        assert_eq!(d.reading(), Some(made));
+        assert_eq!(
+            Deadline::at_from(
+                made + Duration::from_secs(1),
+                made + Duration::from_millis(7)
+            )
+            .reading(),
+            Some(made + Duration::from_millis(7))
+        );
+        // Already passed when made: its own instant, earlier than the reading.
+        assert_eq!(
+            Deadline::at_from(made, made + Duration::from_secs(1)).reading(),
+            Some(made)
+        );
+        assert_eq!(Deadline::at(made).reading(), None);
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]

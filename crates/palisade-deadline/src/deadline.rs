@@ -42,7 +42,7 @@ use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::timeout::Cause;
+use crate::timer::Due;
 
 /// Applies an overall deadline of `timeout` to every request; see the [module docs](self).
 #[derive(Debug, Clone, Copy)]
@@ -110,7 +110,7 @@ where
         if deadline.instant() <= now {
             // Already out of time: don't start work nobody will wait for.
             tracing::debug!(target: "palisade::deadline", "deadline already passed: rejected");
-            return future::ResponseFuture::new(None, deadline.instant(), Cause::Deadline, span);
+            return future::ResponseFuture::new(None, None, span);
         }
         req.set_deadline(deadline);
         // The inner call is made inside the expression that builds the returned future,
@@ -118,8 +118,7 @@ where
         // copies of the whole nested future per call when it went through a local).
         future::ResponseFuture::new(
             Some(self.inner.call(req)),
-            deadline.instant(),
-            Cause::Deadline,
+            Some(Due::Deadline(deadline.instant())),
             span,
         )
     }

@@ -46,7 +46,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::grpc_timeout;
-use crate::timer::{Race, Raced};
+use crate::timer::{Due, Race, Raced};
 
 /// Sets inbound requests' deadlines and enforces them; see the [module docs](self).
 #[derive(Debug, Clone)]
@@ -260,7 +260,7 @@ pub mod future {
             span: CallSpan,
         ) -> Self {
             Self {
-                race: Race::new(Some(inner), Some(at)),
+                race: Race::new(Some(inner), Some(Due::Deadline(at))),
                 grpc,
                 expired,
                 span,
@@ -290,11 +290,15 @@ pub mod future {
             match ready!(this.race.poll_race(cx)) {
                 Raced::Done(out) => return Poll::Ready(out),
                 // Out of time: the handler was cancelled; answer DEADLINE_EXCEEDED.
-                Raced::OutOfTime { in_flight: true } => {
+                Raced::OutOfTime {
+                    in_flight: true, ..
+                } => {
                     this.expired.increment(1);
                     tracing::debug!(target: "palisade::deadline", "handler exceeded the inbound deadline: cancelled");
                 }
-                Raced::OutOfTime { in_flight: false } => {}
+                Raced::OutOfTime {
+                    in_flight: false, ..
+                } => {}
             }
             let err: BoxError = DeadlineExceeded::new().into();
             Poll::Ready(Ok(error_response(&err, *this.grpc)))

@@ -31,10 +31,18 @@
 //!
 //! # Differences from tower's `Timeout`
 //!
-//! tower's `Timeout` creates a tokio `Sleep` for every call; this one arms its timer only
-//! when the inner future is first pending, and caps the timeout by the request's deadline.
+//! tower's `Timeout` reads the clock and creates a tokio `Sleep` for every call; this one
+//! does neither until the inner future is first pending, and caps the timeout by the
+//! request's deadline. So the timeout counts from the attempt's first pending poll (in a
+//! stack, the poll right after `call`), and a call that finishes in its first poll never
+//! reads the clock. Whether the deadline has already passed is asked, at `call`, of the
+//! bound the deadline remembers from the last clock reading above it (the deadline layer's,
+//! see [`Deadline::may_leave_more_than`]); a deadline that passed since then is found when
+//! the timer is armed, and ends the call as out of time before it started (a local
+//! [`DeadlineExceeded`], which breakers do not count).
 //!
 //! [`Deadline`]: palisade_core::Deadline
+//! [`Deadline::may_leave_more_than`]: palisade_core::Deadline::may_leave_more_than
 
 use std::future::Future;
 use std::pin::Pin;
@@ -44,11 +52,10 @@ use std::time::Duration;
 use palisade_core::observe::CallSpan;
 use palisade_core::{call_span, BoxError, DeadlineExceeded, Elapsed, HasDeadline};
 use pin_project_lite::pin_project;
-use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::timer::{Race, Raced};
+use crate::timer::{Due, Race, Raced};
 
 /// Applies a per-attempt timeout; see the [module docs](self).
 #[derive(Debug, Clone, Copy)]
@@ -100,42 +107,35 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let now = Instant::now();
-        let own = now.checked_add(self.timeout);
-        // Whichever ends first: our timeout, or the request's deadline.
-        let (at, cause) = match (own, req.deadline()) {
-            (Some(own), Some(d)) if d.instant() < own => (d.instant(), Cause::Deadline),
-            (None, Some(d)) => (d.instant(), Cause::Deadline),
-            (Some(own), _) => (own, Cause::Timeout),
-            // A timeout too large to represent, and no deadline: wait forever, in effect.
-            (None, None) => (now + Duration::from_secs(86400 * 365 * 30), Cause::Timeout),
-        };
+        let deadline = req.deadline();
         let span = call_span!("palisade::deadline", "palisade.timeout");
         let _scope = span.scope();
-        // Deadline already passed: rejected at once, without calling the inner service.
-        let inner = (cause != Cause::Deadline || at > now).then(|| self.inner.call(req));
-        future::ResponseFuture::new(inner, at, cause, span)
+        // Out of time already: rejected at once, without calling the inner service. Asked
+        // of the bound the deadline remembers from the last clock reading above (the
+        // deadline layer's), so this reads the clock only for a deadline that has none.
+        if deadline.is_some_and(|d| !d.may_leave_more_than(Duration::ZERO)) {
+            return future::ResponseFuture::new(None, None, span);
+        }
+        // The timer starts when the call is first pending; a call that finishes in its
+        // first poll never reads the clock. A deadline that passed since the reading
+        // above is found then, and ends the call as out of time before it started.
+        let due = Due::After {
+            timeout: self.timeout,
+            deadline: deadline.map(|d| d.instant()),
+        };
+        future::ResponseFuture::new(Some(self.inner.call(req)), Some(due), span)
     }
 }
 
-/// What ends a call that runs out of time. Shared with the deadline layer, whose
-/// response future is this module's.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Cause {
-    Timeout,
-    Deadline,
-}
-
-impl Cause {
-    /// The error for a call that ran out of time. `in_flight`: the timer fired while the
-    /// dependency held the call, so the error measured it (and breakers count it); a call
-    /// that was out of time before it started is a local rejection.
-    fn error(self, in_flight: bool) -> BoxError {
-        match (self, in_flight) {
-            (Cause::Timeout, _) => Elapsed::new().into(),
-            (Cause::Deadline, true) => DeadlineExceeded::in_flight().into(),
-            (Cause::Deadline, false) => DeadlineExceeded::new().into(),
-        }
+/// The error for a call that ran out of time. `in_flight`: the timer fired while the
+/// dependency held the call, so the error measured it (and breakers count it); a call that
+/// was out of time before it started is a local rejection. `by_deadline`: the request's
+/// deadline ran out, not the per-attempt timeout.
+fn out_of_time(in_flight: bool, by_deadline: bool) -> BoxError {
+    match (by_deadline, in_flight) {
+        (false, _) => Elapsed::new().into(),
+        (true, true) => DeadlineExceeded::in_flight().into(),
+        (true, false) => DeadlineExceeded::new().into(),
     }
 }
 
@@ -151,19 +151,17 @@ pub mod future {
         pub struct ResponseFuture<F> {
             #[pin]
             race: Race<F>,
-            cause: Cause,
             span: CallSpan,
         }
     }
 
     impl<F> ResponseFuture<F> {
         /// `inner` is `None` when the call was out of time before it started: the future
-        /// then fails with `cause`'s error on first poll. Built in one place so the (large)
-        /// future is constructed where it is returned.
-        pub(crate) fn new(inner: Option<F>, at: Instant, cause: Cause, span: CallSpan) -> Self {
+        /// then fails with [`DeadlineExceeded`] on first poll. Built in one place so the
+        /// (large) future is constructed where it is returned.
+        pub(crate) fn new(inner: Option<F>, due: Option<Due>, span: CallSpan) -> Self {
             Self {
-                race: Race::new(inner, Some(at)),
-                cause,
+                race: Race::new(inner, due),
                 span,
             }
         }
@@ -181,11 +179,14 @@ pub mod future {
             let _entered = this.span.enter();
             match ready!(this.race.poll_race(cx)) {
                 Raced::Done(out) => Poll::Ready(out.map_err(Into::into)),
-                Raced::OutOfTime { in_flight } => {
+                Raced::OutOfTime {
+                    in_flight,
+                    by_deadline,
+                } => {
                     if in_flight {
-                        tracing::debug!(target: "palisade::deadline", cause = ?this.cause, "out of time: call cancelled");
+                        tracing::debug!(target: "palisade::deadline", by_deadline, "out of time: call cancelled");
                     }
-                    Poll::Ready(Err(this.cause.error(in_flight)))
+                    Poll::Ready(Err(out_of_time(in_flight, by_deadline)))
                 }
             }
         }

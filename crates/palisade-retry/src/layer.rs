@@ -275,6 +275,15 @@ impl Shared {
         Instant::now().saturating_duration_since(self.origin)
     }
 
+    /// `reading` (a clock reading the request already carries) on the budget's clock, or
+    /// the time now without one.
+    pub(crate) fn date(&self, reading: Option<Instant>) -> Duration {
+        match reading {
+            Some(t) => t.saturating_duration_since(self.origin),
+            None => self.now(),
+        }
+    }
+
     /// Whether every outcome must be classified even when no retry is possible (the
     /// throttle learns from every attempt).
     pub(crate) fn budget_records(&self) -> bool {

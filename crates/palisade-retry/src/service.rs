@@ -63,9 +63,14 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let shared = &self.shared;
         shared.first_attempts.increment(1);
-        // Every request pays into a TTL budget, which reads the clock once in 16 calls.
-        shared.budget.deposit(|| shared.now());
         let deadline = req.deadline();
+        // Every request pays into a TTL budget, which dates its deposits once in 16 calls:
+        // by the clock reading the request's deadline remembers (the deadline layer's,
+        // just above; a deposit dated by it expires at most the request's age early), else
+        // by reading the clock.
+        shared
+            .budget
+            .deposit(|| shared.date(deadline.and_then(|d| d.reading())));
         // Keep a copy of the request (and a clone of the service to send it with) only
         // when a retry is possible at all: attempts left, time left, and a policy that
         // agrees to copy it. Otherwise the call costs what the inner one does. An empty

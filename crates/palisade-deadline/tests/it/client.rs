@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::{HeaderName, Request};
 use palisade_core::{
-    BoxError, Deadline, DeadlineExceeded, Elapsed, HasDeadline, SetDeadline, WithDeadline,
+    BoxError, Deadline, DeadlineExceeded, Elapsed, HasDeadline, Origin, SetDeadline, WithDeadline,
 };
 use palisade_deadline::{DeadlineLayer, PropagateDeadlineLayer, TimeoutLayer};
 use tokio::time::{self, Instant};
@@ -143,6 +143,58 @@ async fn timeout_is_elapsed_and_distinct_from_the_deadline() {
     let svc = TimeoutLayer::new(Duration::from_secs(5)).layer(slow());
     let req = WithDeadline::until((), Deadline::after(Duration::ZERO));
     assert!(svc.oneshot(req).await.unwrap_err().is::<DeadlineExceeded>());
+}
+
+/// The per-attempt timeout reads no clock at `call`: its timer starts at the attempt's
+/// first pending poll, and a deadline that passed since the layer above read the clock is
+/// found then, ending the attempt as a *local* rejection (breakers do not count it).
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn timeout_starts_at_first_pending_poll_and_finds_a_stale_deadline() {
+    let slow = |dropped: Arc<AtomicBool>| {
+        service_fn(move |_: WithDeadline<()>| {
+            let flag = DropFlag(dropped.clone());
+            async move {
+                let _flag = flag;
+                time::sleep(Duration::from_secs(10)).await;
+                Ok::<_, BoxError>(())
+            }
+        })
+    };
+    // Counted from the first poll, not from `call`.
+    let dropped = Arc::new(AtomicBool::new(false));
+    let mut svc = TimeoutLayer::new(Duration::from_millis(100)).layer(slow(dropped.clone()));
+    let fut = svc.call(WithDeadline::new(()));
+    time::advance(Duration::from_millis(60)).await;
+    let mut fut = task::spawn(fut);
+    assert_pending!(fut.poll());
+    time::advance(Duration::from_millis(99)).await;
+    assert_pending!(fut.poll());
+    time::advance(Duration::from_millis(1)).await;
+    assert!(assert_ready_err!(fut.poll()).is::<Elapsed>());
+    assert!(dropped.load(Ordering::SeqCst), "the attempt was cancelled");
+
+    // A deadline made with 5 ms left, passed 10 ms later: the attempt is called (the
+    // remembered bound says "maybe"), found out of time at its first pending poll, and
+    // cancelled as a local rejection.
+    let dropped = Arc::new(AtomicBool::new(false));
+    let svc = TimeoutLayer::new(Duration::from_secs(5)).layer(slow(dropped.clone()));
+    let stale = Deadline::after(Duration::from_millis(5));
+    time::advance(Duration::from_millis(10)).await;
+    let mut fut = task::spawn(svc.oneshot(WithDeadline::until((), stale)));
+    let err = assert_ready_err!(fut.poll());
+    let exceeded = err.downcast_ref::<DeadlineExceeded>().expect("deadline");
+    assert_eq!(exceeded.origin(), Origin::Local);
+    assert!(dropped.load(Ordering::SeqCst), "the attempt was cancelled");
+
+    // The deadline running out while the dependency holds the call is its fault.
+    let svc = TimeoutLayer::new(Duration::from_secs(5)).layer(slow(Arc::default()));
+    let req = WithDeadline::until((), Deadline::after(Duration::from_millis(40)));
+    let mut fut = task::spawn(svc.oneshot(req));
+    assert_pending!(fut.poll());
+    time::advance(Duration::from_millis(40)).await;
+    let err = assert_ready_err!(fut.poll());
+    let exceeded = err.downcast_ref::<DeadlineExceeded>().expect("deadline");
+    assert_eq!(exceeded.origin(), Origin::Dependency);
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]

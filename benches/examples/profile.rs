@@ -9,7 +9,7 @@
 //!
 //! Instructions per call = the reported total ÷ `CALLS`. With `PROFILE_PAUSED_BEFORE=1` a
 //! paused runtime is made (and dropped) first, as the whole-suite bench run's simulations do. Contenders: `bare`, `rate-keyless`,
-//! `rate-limiter`, `rate-keyed`, `rate-keyed-limiter`, `governor`, `governor-keyed`, `breaker`, `tower-limit`, `stack`, `coalesce`
+//! `rate-limiter`, `rate-keyed`, `rate-keyed-limiter`, `governor`, `governor-keyed`, `breaker`, `tower-limit`, `deadline`, `timeout`, `tower-timeout`, `stack`, `coalesce`
 //! (uncontended: every call leads its own and removes its entry), `coalesce-unkeyed`.
 
 use std::hint::black_box;
@@ -169,6 +169,32 @@ fn main() {
                 .service(tower::service_fn(|r: WithDeadline<u64>| {
                     std::future::ready(Ok::<_, BoxError>(r.request))
                 }));
+            measure(&mut svc, WithDeadline::new);
+        }
+        "deadline" => {
+            let mut svc = palisade_deadline::DeadlineLayer::new(Duration::from_secs(1)).layer(
+                tower::service_fn(|r: WithDeadline<u64>| {
+                    std::future::ready(Ok::<_, BoxError>(r.request))
+                }),
+            );
+            measure(&mut svc, WithDeadline::new);
+        }
+        "timeout" => {
+            let mut svc = palisade_deadline::TimeoutLayer::new(Duration::from_secs(1)).layer(
+                tower::service_fn(|r: WithDeadline<u64>| {
+                    std::future::ready(Ok::<_, BoxError>(r.request))
+                }),
+            );
+            measure(&mut svc, WithDeadline::new);
+        }
+        "tower-timeout" => {
+            // The deadline group's baseline.
+            let mut svc = tower::timeout::Timeout::new(
+                tower::service_fn(|r: WithDeadline<u64>| {
+                    std::future::ready(Ok::<_, BoxError>(r.request))
+                }),
+                Duration::from_secs(1),
+            );
             measure(&mut svc, WithDeadline::new);
         }
         "tower-limit" => {

@@ -77,6 +77,7 @@ impl std::hash::Hash for Deadline {
 
 const UNKNOWN: u64 = u64::MAX;
 
+#[inline]
 fn nanos(d: Duration) -> u64 {
     // Saturating at `UNKNOWN` is right: a bound of 584 years rules nothing out.
     u64::try_from(d.as_nanos()).unwrap_or(UNKNOWN)
@@ -93,6 +94,7 @@ impl Deadline {
 
     /// A deadline at `instant`, made at `now` (a clock reading the caller already has):
     /// it remembers that at most `instant - now` is left.
+    #[inline]
     pub fn at_from(instant: Instant, now: Instant) -> Self {
         Self {
             at: instant,
@@ -102,8 +104,19 @@ impl Deadline {
 
     /// A deadline `timeout` from now (saturating far in the future on overflow).
     pub fn after(timeout: Duration) -> Self {
-        let now = Instant::now();
-        Self::at_from(crate::time::add(now, timeout), now)
+        Self::after_from(Instant::now(), timeout)
+    }
+
+    /// A deadline `timeout` after `now` (a clock reading the caller already has),
+    /// saturating far in the future on overflow: it remembers that at most `timeout` is
+    /// left. The same as `at_from(now + timeout, now)` without the subtraction.
+    #[inline]
+    pub fn after_from(now: Instant, timeout: Duration) -> Self {
+        Self {
+            at: crate::time::add(now, timeout),
+            // An instant that saturated is nearer than `timeout`: still an upper bound.
+            left_at_most: nanos(timeout),
+        }
     }
 
     /// The instant.
@@ -116,6 +129,7 @@ impl Deadline {
     /// then, its own (earlier) instant. A policy that only needs a rough date (a retry
     /// budget dating its deposits) may take it instead of reading the clock: it is at most
     /// the request's age old.
+    #[inline]
     pub fn reading(&self) -> Option<Instant> {
         if self.left_at_most == UNKNOWN {
             return None;
@@ -134,6 +148,7 @@ impl Deadline {
     /// cheap "maybe": time may have passed since). Otherwise exact, from the clock. For
     /// decisions that only save work when the answer is `false`; a decision that must be
     /// exact (sleep or not, send or not) reads [`Deadline::remaining`].
+    #[inline]
     pub fn may_leave_more_than(&self, d: Duration) -> bool {
         if self.left_at_most == UNKNOWN {
             self.remaining() > d
@@ -311,6 +326,13 @@ mod tests {
             Some(made)
         );
         assert_eq!(Deadline::at(made).reading(), None);
+        // `after_from` is `at_from` without the subtraction.
+        let a = Deadline::after_from(made, Duration::from_millis(300));
+        let b = Deadline::at_from(made + Duration::from_millis(300), made);
+        assert_eq!((a, a.reading()), (b, b.reading()));
+        assert!(!a.may_leave_more_than(Duration::from_millis(300)));
+        assert!(a.may_leave_more_than(Duration::from_millis(299)));
+        assert!(Deadline::after_from(made, Duration::MAX) > a, "saturates");
     }
 
     #[tokio::test(flavor = "current_thread", start_paused = true)]

@@ -31,12 +31,14 @@ use tokio::time::Instant;
 pub const FAR: Duration = Duration::from_secs(86400 * 365 * 30);
 
 /// About 30 years after `now`: what an instant too far away saturates to.
+#[inline]
 pub fn far_future(now: Instant) -> Instant {
     now.checked_add(FAR).unwrap_or(now)
 }
 
 /// `at + d`, saturating to [`far_future`]`(at)` (never panics). A duration longer than
 /// [`FAR`] is treated as [`FAR`], so every instant this returns can arm a tokio timer.
+#[inline]
 pub fn add(at: Instant, d: Duration) -> Instant {
     if d >= FAR {
         return far_future(at);

@@ -98,12 +98,10 @@ where
         let now = Instant::now();
         // The deadline remembers how much was left at this reading, so the layers below
         // can rule out a retry or a hedge copy without reading the clock again.
-        let deadline = match (now.checked_add(self.timeout), req.deadline()) {
-            (Some(ours), Some(theirs)) => Deadline::at_from(theirs.instant().min(ours), now),
-            (Some(ours), None) => Deadline::at_from(ours, now),
-            (None, Some(theirs)) => Deadline::at_from(theirs.instant(), now),
-            // A timeout too large to represent and no deadline: a deadline decades away.
-            (None, None) => Deadline::after(self.timeout),
+        let ours = Deadline::after_from(now, self.timeout);
+        let deadline = match req.deadline() {
+            Some(theirs) if theirs < ours => Deadline::at_from(theirs.instant(), now),
+            _ => ours,
         };
         let span = call_span!("palisade::deadline", "palisade.deadline");
         let _scope = span.scope();

@@ -2,8 +2,9 @@
 //! hedges alike.
 //!
 //! A [`ReplayPolicy`] decides whether a request may be repeated and makes the copies
-//! later attempts send; a [`Replayer`] carries what those attempts need (a clone of the
-//! service, readied only when an attempt is due, the request to copy, the policy).
+//! later attempts send; a [`Replayer`] carries what those attempts need (the service's
+//! [`Prototype`], cloned and readied only when an attempt is due, the request to copy, the
+//! policy).
 //! `palisade-retry` and `palisade-fanout`'s hedge both use them, so a request that can be
 //! retried can be hedged the same way, streaming bodies included ([`body::ReplayBody`],
 //! feature `http`).
@@ -17,13 +18,14 @@
 //! # Example
 //!
 //! ```
-//! use palisade_core::replay::{CloneAll, ReplayPolicy, Replayer};
+//! use palisade_core::replay::{CloneAll, Prototype, ReplayPolicy, Replayer};
 //! use tower::service_fn;
 //!
 //! let only_even = |r: &u32| r.is_multiple_of(2).then_some(*r);
 //! assert_eq!(only_even.clone_request(&3), None);
 //! let svc = service_fn(|n: u32| async move { Ok::<_, std::io::Error>(n) });
-//! let mut replayer = Replayer::new(svc, 4u32, CloneAll);
+//! let prototype = Prototype::shared(svc); // once per service, not per request
+//! let mut replayer = Replayer::new(prototype, 4u32, CloneAll);
 //! assert_eq!(replayer.next_request(false, 1), Some(4)); // a copy
 //! assert_eq!(replayer.next_request(true, 2), Some(4)); // the last attempt takes it
 //! assert_eq!(replayer.next_request(true, 3), None);
@@ -32,6 +34,7 @@
 #[cfg(feature = "http")]
 pub mod body;
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tower_service::Service;
@@ -187,22 +190,63 @@ mod http_impls {
     }
 }
 
-/// What a request needs for later attempts (retries or hedges): a clone of the service,
-/// readied only when an attempt is due (so it pins nothing below until then), the request
-/// to copy, and the policy that copies it. The last attempt takes the request itself.
+/// The service a replaying layer (retry, hedge) sends its later attempts through: a clone
+/// of the service it wraps, kept once per service and shared by its clones, from which
+/// each later attempt takes a clone of its own only when it is due.
+///
+/// Cloning a service stack costs an atomic increment (and, when the clone is dropped, a
+/// decrement) for every shared policy inside it: cloning the stack below a retry and a
+/// hedge for every request, in case it is retried or hedged, was a large part of the
+/// canonical stack's cost. From the prototype it is paid per retry or hedge instead, under
+/// a lock that is only taken then.
+///
+/// Later attempts go through clones of the service *as it was wrapped*: clones of a
+/// service share its state (limits, breakers, connection pools), so this is the same
+/// service for every service whose clones are equivalent, which tower's clone-per-request
+/// servers (axum, hyper-util) already rely on.
+pub struct Prototype<S>(parking_lot::Mutex<S>);
+
+impl<S> Prototype<S> {
+    /// A prototype of `svc`, to share between a service and its clones.
+    pub fn shared(svc: S) -> Arc<Self> {
+        Arc::new(Self(parking_lot::Mutex::new(svc)))
+    }
+
+    /// A fresh (unready) clone for one attempt.
+    pub fn fresh(&self) -> S
+    where
+        S: Clone,
+    {
+        self.0.lock().clone()
+    }
+}
+
+impl<S> std::fmt::Debug for Prototype<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Prototype").finish_non_exhaustive()
+    }
+}
+
+/// What a request needs for later attempts (retries or hedges): the service's
+/// [`Prototype`], cloned and readied only when an attempt is due (so it costs nothing and
+/// pins nothing below until then), the request to copy, and the policy that copies it.
+/// The last attempt takes the request itself.
 #[derive(Debug)]
 pub struct Replayer<S, Req, P> {
-    svc: S,
+    prototype: Arc<Prototype<S>>,
+    // The clone later attempts are sent on, taken from the prototype on first need.
+    svc: Option<S>,
     /// Copied for each attempt but the last, which takes it.
     template: Option<Req>,
     policy: P,
 }
 
 impl<S, Req, P> Replayer<S, Req, P> {
-    /// Keeps `template` (already accepted by `policy`) and an unready clone `svc`.
-    pub fn new(svc: S, template: Req, policy: P) -> Self {
+    /// Keeps `template` (already accepted by `policy`) and the service's prototype.
+    pub fn new(prototype: Arc<Prototype<S>>, template: Req, policy: P) -> Self {
         Self {
-            svc,
+            prototype,
+            svc: None,
             template: Some(template),
             policy,
         }
@@ -231,24 +275,35 @@ impl<S, Req, P: ReplayPolicy<Req>> Replayer<S, Req, P> {
         Some(req)
     }
 
-    /// Readies the service clone for the next attempt.
+    /// Readies the service clone for the next attempt (cloning it from the prototype the
+    /// first time).
     ///
     /// # Errors
     ///
     /// The service's readiness error.
     pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>>
     where
-        S: Service<Req>,
+        S: Service<Req> + Clone,
     {
-        self.svc.poll_ready(cx)
+        let prototype = &self.prototype;
+        self.svc
+            .get_or_insert_with(|| prototype.fresh())
+            .poll_ready(cx)
     }
 
-    /// Sends `req` on the (readied) service clone.
+    /// Sends `req` on the service clone.
+    ///
+    /// # Panics
+    ///
+    /// If [`Replayer::poll_ready`] was not called first.
     pub fn call(&mut self, req: Req) -> S::Future
     where
         S: Service<Req>,
     {
-        self.svc.call(req)
+        self.svc
+            .as_mut()
+            .expect("poll_ready must be called first")
+            .call(req)
     }
 }
 

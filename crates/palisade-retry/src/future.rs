@@ -164,7 +164,7 @@ fn plan(
 
 impl<S, Req, P, C> Future for ResponseFuture<S, Req, P, C>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
     P: ReplayPolicy<Req>,
     C: Classify<S::Response, BoxError>,

@@ -198,7 +198,7 @@ impl<P, C> RetryLayer<P, C> {
     }
 }
 
-impl<S, P: Clone, C: Clone> Layer<S> for RetryLayer<P, C> {
+impl<S: Clone, P: Clone, C: Clone> Layer<S> for RetryLayer<P, C> {
     type Service = Retry<S, P, C>;
 
     fn layer(&self, inner: S) -> Self::Service {

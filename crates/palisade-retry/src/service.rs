@@ -6,8 +6,8 @@ use tower_service::Service;
 
 use super::future::ResponseFuture;
 use super::layer::Shared;
-use palisade_core::replay::Replayer;
 use palisade_core::replay::{Idempotent, ReplayPolicy};
+use palisade_core::replay::{Prototype, Replayer};
 
 /// Retries failed calls with backoff, within a budget and the request's deadline. See the
 /// [crate docs](crate).
@@ -17,11 +17,18 @@ use palisade_core::replay::{Idempotent, ReplayPolicy};
 /// and no retry followed. The retry layer adds no error of its own: a refused retry
 /// (attempts, budget, deadline, server hint, unsendable copy) yields the last real
 /// result, `Ok` or `Err`.
+///
+/// Retries go through clones of the service as it was wrapped (its [`Prototype`], taken
+/// when the layer wraps it and cloned only when a retry is due), not of `inner` as
+/// [`Retry::get_mut`] may have changed it since.
+///
+/// [`Prototype`]: palisade_core::replay::Prototype
 // Derived `Clone`: no reservation to reset (readiness lives in `inner`, whose own
-// `Clone` decides), and the shared state is shared through the `Arc`, never copied.
+// `Clone` decides), and the shared state is shared through the `Arc`s, never copied.
 #[derive(Clone, Debug)]
 pub struct Retry<S, P = Idempotent, C = ErrorsAsFailures> {
     inner: S,
+    prototype: Arc<Prototype<S>>,
     shared: Arc<Shared>,
     policy: P,
     classify: C,
@@ -30,8 +37,12 @@ pub struct Retry<S, P = Idempotent, C = ErrorsAsFailures> {
 // === impl Retry ===
 
 impl<S, P, C> Retry<S, P, C> {
-    pub(crate) fn from_parts(inner: S, shared: Arc<Shared>, policy: P, classify: C) -> Self {
+    pub(crate) fn from_parts(inner: S, shared: Arc<Shared>, policy: P, classify: C) -> Self
+    where
+        S: Clone,
+    {
         Self {
+            prototype: Prototype::shared(inner.clone()),
             inner,
             shared,
             policy,
@@ -85,17 +96,18 @@ where
         } else {
             None
         };
-        // The first attempt uses the service `poll_ready` readied; the clone in the
-        // retrier is readied by the response future only when a retry is due. Both are
-        // made inside the expression that builds the returned future, so the compiler
-        // writes them in place rather than moving them (a profile showed the nested future
-        // and the retrier each copied twice per call when they went through locals). The
-        // clone is taken after the call: a clone never inherits a reservation either way.
+        // The first attempt uses the service `poll_ready` readied; the retrier clones the
+        // prototype, and readies the clone, only when a retry is due (cloning the stack
+        // below for every request cost an atomic increment and decrement per shared
+        // policy in it). Both are made inside the expression that builds the returned
+        // future, so the compiler writes them in place rather than moving them (a profile
+        // showed the nested future and the retrier each copied twice per call when they
+        // went through locals).
         let span = call_span!("palisade::retry", "palisade.retry", name = %shared.name);
         let _scope = span.scope();
         ResponseFuture::new(
             self.inner.call(req),
-            template.map(|t| Replayer::new(self.inner.clone(), t, self.policy.clone())),
+            template.map(|t| Replayer::new(Arc::clone(&self.prototype), t, self.policy.clone())),
             deadline,
             Arc::clone(&self.shared),
             self.classify.clone(),

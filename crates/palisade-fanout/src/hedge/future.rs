@@ -181,7 +181,7 @@ fn settle<Res, C: Classify<Res, BoxError>>(
 
 impl<S, Req, P, C> Future for ResponseFuture<S, Req, P, C>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
     S::Error: Into<BoxError>,
     P: ReplayPolicy<Req>,
     C: Classify<S::Response, BoxError>,
@@ -308,7 +308,7 @@ fn try_fire<S, Req, P>(
     cx: &mut Context<'_>,
 ) -> Fire
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
     P: ReplayPolicy<Req>,
 {
     let Some(s) = spare.as_mut() else {

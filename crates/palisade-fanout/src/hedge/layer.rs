@@ -271,7 +271,7 @@ impl<P, C> HedgeLayer<P, C> {
     }
 }
 
-impl<S, P: Clone, C: Clone> Layer<S> for HedgeLayer<P, C> {
+impl<S: Clone, P: Clone, C: Clone> Layer<S> for HedgeLayer<P, C> {
     type Service = Hedge<S, P, C>;
 
     fn layer(&self, inner: S) -> Self::Service {

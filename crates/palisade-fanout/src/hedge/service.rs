@@ -6,16 +6,23 @@ use tower_service::Service;
 
 use super::future::{ResponseFuture, Spare};
 use super::layer::Shared;
-use palisade_core::replay::{Idempotent, ReplayPolicy, Replayer};
+use palisade_core::replay::{Idempotent, Prototype, ReplayPolicy, Replayer};
 use palisade_core::ErrorsAsFailures;
 
 /// Sends a request again after a delay if it has not succeeded yet; the first success
 /// wins. See the [module docs](super).
+///
+/// Hedges go through clones of the service as it was wrapped (its [`Prototype`], taken
+/// when the layer wraps it and cloned only when a hedge is sent), not of `inner` as
+/// [`Hedge::get_mut`] may have changed it since.
+///
+/// [`Prototype`]: palisade_core::replay::Prototype
 // Derived `Clone`: no reservation to reset (readiness lives in `inner`, whose own
-// `Clone` decides), and the shared state is shared through the `Arc`, never copied.
+// `Clone` decides), and the shared state is shared through the `Arc`s, never copied.
 #[derive(Clone, Debug)]
 pub struct Hedge<S, P = Idempotent, C = ErrorsAsFailures> {
     inner: S,
+    prototype: Arc<Prototype<S>>,
     shared: Arc<Shared>,
     policy: P,
     classify: C,
@@ -24,8 +31,12 @@ pub struct Hedge<S, P = Idempotent, C = ErrorsAsFailures> {
 // === impl Hedge ===
 
 impl<S, P, C> Hedge<S, P, C> {
-    pub(crate) fn from_parts(inner: S, shared: Arc<Shared>, policy: P, classify: C) -> Self {
+    pub(crate) fn from_parts(inner: S, shared: Arc<Shared>, policy: P, classify: C) -> Self
+    where
+        S: Clone,
+    {
         Self {
+            prototype: Prototype::shared(inner.clone()),
             inner,
             shared,
             policy,
@@ -77,18 +88,19 @@ where
             let template = self.policy.clone_request(&req)?;
             Some((template, delay, min_remaining))
         });
-        // The primary uses the service `poll_ready` readied; the spare clone is readied
-        // by the response future only when a hedge is due. Both are made inside the
-        // expression that builds the returned future, so the compiler writes them in place
-        // instead of moving them through locals (a copy each per call, in a profile). The
-        // clone is taken after the call: a clone never inherits a reservation either way.
+        // The primary uses the service `poll_ready` readied; the spare clones the
+        // prototype, and readies the clone, only when a hedge is due (cloning the stack
+        // below for every request cost an atomic increment and decrement per shared
+        // policy in it). Both are made inside the expression that builds the returned
+        // future, so the compiler writes them in place instead of moving them through
+        // locals (a copy each per call, in a profile).
         let span = call_span!("palisade::fanout", "palisade.hedge", name = %self.shared.name);
         let _scope = span.scope();
         ResponseFuture::new(
             self.inner.call(req),
             spare.map(|(template, delay, min_remaining)| {
                 Spare::new(
-                    Replayer::new(self.inner.clone(), template, self.policy.clone()),
+                    Replayer::new(Arc::clone(&self.prototype), template, self.policy.clone()),
                     self.shared.max_extra,
                     delay,
                     min_remaining,

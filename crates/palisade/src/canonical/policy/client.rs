@@ -250,7 +250,7 @@ type T6<S, P, C> = Either<Retry<T5<S, P, C>, P, C>, T5<S, P, C>>;
 /// The service a [`ClientStackLayer`] builds around `S`.
 pub type ClientStack<S, P, C> = Either<ApplyDeadline<T6<S, P, C>>, T6<S, P, C>>;
 
-impl<S, P: Clone, C: Clone> Layer<S> for ClientStackLayer<P, C> {
+impl<S: Clone, P: Clone, C: Clone> Layer<S> for ClientStackLayer<P, C> {
     type Service = ClientStack<S, P, C>;
 
     fn layer(&self, inner: S) -> Self::Service {

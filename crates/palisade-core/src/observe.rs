@@ -274,11 +274,18 @@ impl CallSpan {
     /// exits when `call` returns. A disabled span's scope is empty.
     #[inline]
     pub fn scope(&self) -> CallScope {
+        // The common case (no span) stays inline: one test of a pointer.
         match self.0.as_deref() {
             None => CallScope(None),
-            Some(span) => CallScope(Some(Box::new(span.clone().entered()))),
+            Some(span) => open_scope(span),
         }
     }
+}
+
+#[cold]
+#[inline(never)]
+fn open_scope(span: &tracing::Span) -> CallScope {
+    CallScope(Some(Box::new(span.clone().entered())))
 }
 
 impl Drop for CallSpan {

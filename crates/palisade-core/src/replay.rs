@@ -234,8 +234,10 @@ impl<S> std::fmt::Debug for Prototype<S> {
 #[derive(Debug)]
 pub struct Replayer<S, Req, P> {
     prototype: Arc<Prototype<S>>,
-    // The clone later attempts are sent on, taken from the prototype on first need.
-    svc: Option<S>,
+    // The clone later attempts are sent on, taken from the prototype on first need. Boxed:
+    // only a request that is retried or hedged pays for it (one allocation), and every
+    // response future that holds a replayer stays a service smaller.
+    svc: Option<Box<S>>,
     /// Copied for each attempt but the last, which takes it.
     template: Option<Req>,
     policy: P,
@@ -287,7 +289,7 @@ impl<S, Req, P: ReplayPolicy<Req>> Replayer<S, Req, P> {
     {
         let prototype = &self.prototype;
         self.svc
-            .get_or_insert_with(|| prototype.fresh())
+            .get_or_insert_with(|| Box::new(prototype.fresh()))
             .poll_ready(cx)
     }
 

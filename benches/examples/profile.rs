@@ -9,7 +9,7 @@
 //!
 //! Instructions per call = the reported total ÷ `CALLS`. With `PROFILE_PAUSED_BEFORE=1` a
 //! paused runtime is made (and dropped) first, as the whole-suite bench run's simulations do. Contenders: `bare`, `rate-keyless`,
-//! `rate-limiter`, `rate-keyed`, `rate-keyed-limiter`, `governor`, `governor-keyed`, `breaker`, `tower-limit`, `deadline`, `timeout`, `tower-timeout`, `stack`, `coalesce`
+//! `rate-limiter`, `rate-keyed`, `rate-keyed-limiter`, `governor`, `governor-keyed`, `breaker`, `tower-limit`, `deadline`, `timeout`, `tower-timeout`, `server`, `server-bare`, `stack`, `coalesce`
 //! (uncontended: every call leads its own and removes its entry), `coalesce-unkeyed`.
 
 use std::hint::black_box;
@@ -196,6 +196,41 @@ fn main() {
                 Duration::from_secs(1),
             );
             measure(&mut svc, WithDeadline::new);
+        }
+        "server" | "server-bare" => {
+            // The HTTP loopback group's server stack (and its bare app), cloned for every
+            // request as axum's router does, without the network.
+            use palisade::ServiceBuilderExt;
+            let leaf = tower::service_fn(|_: http::Request<()>| {
+                std::future::ready(Ok::<_, std::convert::Infallible>(http::Response::new(
+                    String::new(),
+                )))
+            });
+            let stack = tower::util::BoxCloneSyncService::new(
+                ServiceBuilder::new()
+                    .rejection_responses(palisade::http::RejectionResponseLayer::new())
+                    .server_deadline(
+                        palisade::deadline::ServerDeadlineLayer::new()
+                            .default_timeout(Duration::from_secs(30)),
+                    )
+                    .rate_limiter(palisade::rate::RateLimitLayer::new(huge()).reject())
+                    .concurrency_limiter(
+                        palisade::limit::ConcurrencyLimitLayer::builder(4096)
+                            .reject()
+                            .build()
+                            .unwrap(),
+                    )
+                    .service(leaf),
+            );
+            let svc = if which == "server" {
+                stack
+            } else {
+                tower::util::BoxCloneSyncService::new(leaf)
+            };
+            measure_fn(|_| {
+                let mut per_request = svc.clone();
+                black_box(call_once(&mut per_request, http::Request::new(()))).unwrap();
+            });
         }
         "tower-limit" => {
             // The breaker group's baseline.

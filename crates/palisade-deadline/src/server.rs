@@ -168,7 +168,7 @@ impl<S> Layer<S> for ServerDeadlineLayer {
     fn layer(&self, inner: S) -> Self::Service {
         ServerDeadline {
             inner,
-            config: self.clone(),
+            config: std::sync::Arc::new(self.clone()),
         }
     }
 }
@@ -177,7 +177,9 @@ impl<S> Layer<S> for ServerDeadlineLayer {
 #[derive(Debug, Clone)]
 pub struct ServerDeadline<S> {
     inner: S,
-    config: ServerDeadlineLayer,
+    // Shared: servers clone the service for every request (one reference count, not the
+    // name, header and counter each).
+    config: std::sync::Arc<ServerDeadlineLayer>,
 }
 
 impl<S> ServerDeadline<S> {
@@ -205,11 +207,13 @@ where
         let Some(budget) = self.config.budget(req.headers(), grpc) else {
             return future::ResponseFuture::unbounded(self.inner.call(req), grpc, span);
         };
-        let mut deadline = Deadline::after(budget);
+        // One clock reading for the new deadline and the check that it has not passed.
+        let now = Instant::now();
+        let mut deadline = Deadline::after_from(now, budget);
         if let Some(existing) = req.deadline() {
             deadline = deadline.min(existing);
         }
-        if deadline.instant() <= Instant::now() {
+        if deadline.instant() <= now {
             self.config.expired.increment(1);
             tracing::debug!(target: "palisade::deadline", "inbound deadline already passed: rejected");
             return future::ResponseFuture::expired(grpc, span);

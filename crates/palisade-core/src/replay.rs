@@ -24,9 +24,13 @@
 //! let only_even = |r: &u32| r.is_multiple_of(2).then_some(*r);
 //! assert_eq!(only_even.clone_request(&3), None);
 //! let svc = service_fn(|n: u32| async move { Ok::<_, std::io::Error>(n) });
-//! let prototype = Prototype::shared(svc); // once per service, not per request
-//! let mut replayer = Replayer::new(prototype, 4u32, CloneAll);
+//! let prototype = Prototype::new(svc); // once per service, not per request
+//! let mut replayer = Replayer::new(4u32, CloneAll); // per request that may repeat
 //! assert_eq!(replayer.next_request(false, 1), Some(4)); // a copy
+//! // The service clone is taken from the prototype when the first repeat is due.
+//! let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+//! assert!(replayer.poll_ready(&mut cx, &prototype).is_ready());
+//! let _attempt = replayer.call(4);
 //! assert_eq!(replayer.next_request(true, 2), Some(4)); // the last attempt takes it
 //! assert_eq!(replayer.next_request(true, 3), None);
 //! ```
@@ -34,7 +38,6 @@
 #[cfg(feature = "http")]
 pub mod body;
 
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tower_service::Service;
@@ -207,9 +210,10 @@ mod http_impls {
 pub struct Prototype<S>(parking_lot::Mutex<S>);
 
 impl<S> Prototype<S> {
-    /// A prototype of `svc`, to share between a service and its clones.
-    pub fn shared(svc: S) -> Arc<Self> {
-        Arc::new(Self(parking_lot::Mutex::new(svc)))
+    /// A prototype of `svc`; keep it where the service's clones share it (beside the
+    /// layer's shared state, so a response future reaches both through one reference).
+    pub fn new(svc: S) -> Self {
+        Self(parking_lot::Mutex::new(svc))
     }
 
     /// A fresh (unready) clone for one attempt.
@@ -227,13 +231,12 @@ impl<S> std::fmt::Debug for Prototype<S> {
     }
 }
 
-/// What a request needs for later attempts (retries or hedges): the service's
-/// [`Prototype`], cloned and readied only when an attempt is due (so it costs nothing and
-/// pins nothing below until then), the request to copy, and the policy that copies it.
-/// The last attempt takes the request itself.
+/// What a request needs for later attempts (retries or hedges): the request to copy, the
+/// policy that copies it, and the service clone the attempts are sent on, taken from the
+/// service's [`Prototype`] and readied only when an attempt is due (so it costs nothing and
+/// pins nothing below until then). The last attempt takes the request itself.
 #[derive(Debug)]
 pub struct Replayer<S, Req, P> {
-    prototype: Arc<Prototype<S>>,
     // The clone later attempts are sent on, taken from the prototype on first need. Boxed:
     // only a request that is retried or hedged pays for it (one allocation), and every
     // response future that holds a replayer stays a service smaller.
@@ -244,10 +247,9 @@ pub struct Replayer<S, Req, P> {
 }
 
 impl<S, Req, P> Replayer<S, Req, P> {
-    /// Keeps `template` (already accepted by `policy`) and the service's prototype.
-    pub fn new(prototype: Arc<Prototype<S>>, template: Req, policy: P) -> Self {
+    /// Keeps `template` (already accepted by `policy`).
+    pub fn new(template: Req, policy: P) -> Self {
         Self {
-            prototype,
             svc: None,
             template: Some(template),
             policy,
@@ -277,17 +279,20 @@ impl<S, Req, P: ReplayPolicy<Req>> Replayer<S, Req, P> {
         Some(req)
     }
 
-    /// Readies the service clone for the next attempt (cloning it from the prototype the
-    /// first time).
+    /// Readies the service clone for the next attempt, cloning it from `prototype` (the
+    /// service's, always the same one) the first time.
     ///
     /// # Errors
     ///
     /// The service's readiness error.
-    pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>>
+    pub fn poll_ready(
+        &mut self,
+        cx: &mut Context<'_>,
+        prototype: &Prototype<S>,
+    ) -> Poll<Result<(), S::Error>>
     where
         S: Service<Req> + Clone,
     {
-        let prototype = &self.prototype;
         self.svc
             .get_or_insert_with(|| Box::new(prototype.fresh()))
             .poll_ready(cx)

@@ -15,6 +15,7 @@ use tokio::time::Sleep;
 use tower_service::Service;
 
 use super::layer::Shared;
+use super::service::Own;
 use palisade_core::replay::{ReplayPolicy, Replayer};
 
 pin_project! {
@@ -50,7 +51,8 @@ pin_project! {
         deadline: Option<Deadline>,
         // The failed result being retried: returned as is if the retry cannot be sent.
         last: Option<Result<S::Response, BoxError>>,
-        shared: Arc<Shared>,
+        // The layer's state and the prototype retries are cloned from.
+        own: Arc<Own<S>>,
         classify: C,
         // The call's span: every attempt runs inside it.
         span: CallSpan,
@@ -65,7 +67,7 @@ where
         first: S::Future,
         retrier: Option<Replayer<S, Req, P>>,
         deadline: Option<Deadline>,
-        shared: Arc<Shared>,
+        own: Arc<Own<S>>,
         classify: C,
         span: CallSpan,
     ) -> Self {
@@ -76,7 +78,7 @@ where
             prev_wait: Duration::ZERO,
             deadline,
             last: None,
-            shared,
+            own,
             classify,
             span,
         }
@@ -190,13 +192,13 @@ where
                 StateProj::Running { fut } => {
                     let result = ready!(fut.poll(cx)).map_err(Into::into);
                     // Fast path: nothing could retry this and no budget learns from it.
-                    if this.retrier.is_none() && !this.shared.budget_records() {
+                    if this.retrier.is_none() && !this.own.shared.budget_records() {
                         return Poll::Ready(result);
                     }
                     let outcome = palisade_core::classify::outcome(&*this.classify, &result);
                     // A local rejection is not a server failure: it feeds no budget.
                     if !outcome.is_local() {
-                        this.shared.budget.record(&outcome);
+                        this.own.shared.budget.record(&outcome);
                     }
                     if outcome.is_success() || !outcome.is_retryable() {
                         return Poll::Ready(result);
@@ -215,7 +217,7 @@ where
                             matches!(find_rejection(e.as_ref()), Some(Rejection::RateLimited(_)))
                         });
                     match plan(
-                        this.shared,
+                        &this.own.shared,
                         &outcome,
                         local_rate_limit,
                         *this.attempts,
@@ -245,7 +247,7 @@ where
                         .retrier
                         .as_mut()
                         .expect("only a request with a retrier waits for a retry");
-                    match r.poll_ready(cx) {
+                    match r.poll_ready(cx, &this.own.prototype) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(Err(_)) => {
                             // The service cannot take the retry: the last real outcome
@@ -256,7 +258,7 @@ where
                         Poll::Ready(Ok(())) => {}
                     }
                     // The last attempt takes the template; earlier ones copy it.
-                    let is_last = *this.attempts + 1 >= this.shared.max_attempts;
+                    let is_last = *this.attempts + 1 >= this.own.shared.max_attempts;
                     let Some(req) = r.next_request(is_last, *this.attempts) else {
                         return Poll::Ready(this.last.take().expect("set before waiting"));
                     };
@@ -267,7 +269,7 @@ where
                     }
                     *this.attempts += 1;
                     *this.last = None;
-                    this.shared.count_retry();
+                    this.own.shared.count_retry();
                     this.state.set(State::Running { fut });
                 }
             }

@@ -28,10 +28,18 @@ use palisade_core::replay::{Prototype, Replayer};
 #[derive(Clone, Debug)]
 pub struct Retry<S, P = Idempotent, C = ErrorsAsFailures> {
     inner: S,
-    prototype: Arc<Prototype<S>>,
-    shared: Arc<Shared>,
+    own: Arc<Own<S>>,
     policy: P,
     classify: C,
+}
+
+/// What the clones of one retry service share: the layer's state (with its handle and
+/// every other service the layer built) and the prototype retries are cloned from. A
+/// response future holds one reference to both.
+#[derive(Debug)]
+pub(crate) struct Own<S> {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) prototype: Prototype<S>,
 }
 
 // === impl Retry ===
@@ -42,9 +50,11 @@ impl<S, P, C> Retry<S, P, C> {
         S: Clone,
     {
         Self {
-            prototype: Prototype::shared(inner.clone()),
+            own: Arc::new(Own {
+                shared,
+                prototype: Prototype::new(inner.clone()),
+            }),
             inner,
-            shared,
             policy,
             classify,
         }
@@ -72,7 +82,7 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let shared = &self.shared;
+        let shared: &Shared = &self.own.shared;
         shared.first_attempts.increment(1);
         let deadline = req.deadline();
         // Every request pays into a TTL budget, which dates its deposits once in 16 calls:
@@ -107,9 +117,9 @@ where
         let _scope = span.scope();
         ResponseFuture::new(
             self.inner.call(req),
-            template.map(|t| Replayer::new(Arc::clone(&self.prototype), t, self.policy.clone())),
+            template.map(|t| Replayer::new(t, self.policy.clone())),
             deadline,
-            Arc::clone(&self.shared),
+            Arc::clone(&self.own),
             self.classify.clone(),
             span,
         )

@@ -16,6 +16,7 @@ use tokio::time::{Instant, Sleep};
 use tower_service::Service;
 
 use super::layer::Shared;
+use super::service::Own;
 
 /// What a request needs to send extra attempts: core's [`Replayer`] (a clone of the
 /// service, readied only when a hedge is due, the request to copy, the policy), and how
@@ -87,7 +88,8 @@ pin_project! {
         // A non-fatal failure asks for the next attempt now (gRPC A6 hedging).
         fire_now: bool,
         last: Option<Result<S::Response, BoxError>>,
-        shared: Arc<Shared>,
+        // The layer's state and the prototype hedges are cloned from.
+        own: Arc<Own<S>>,
         classify: C,
         // The call's span: the first attempt and every hedge run inside it.
         span: CallSpan,
@@ -102,7 +104,7 @@ where
         primary: S::Future,
         spare: Option<Spare<S, Req, P>>,
         deadline: Option<Deadline>,
-        shared: Arc<Shared>,
+        own: Arc<Own<S>>,
         classify: C,
         span: CallSpan,
     ) -> Self {
@@ -115,7 +117,7 @@ where
             deadline,
             fire_now: false,
             last: None,
-            shared,
+            own,
             classify,
             span,
         }
@@ -198,7 +200,7 @@ where
                 if polled.is_pending() && this.started.is_none() {
                     // The attempt is waiting: start the clock, if anything needs it (a
                     // hedge timer, or a learned delay's latency sample).
-                    if this.spare.is_some() || this.shared.learns() {
+                    if this.spare.is_some() || this.own.shared.learns() {
                         *this.started = Some(Instant::now());
                     }
                 }
@@ -210,7 +212,7 @@ where
                         *this.started,
                         false,
                         this.classify,
-                        this.shared,
+                        &this.own.shared,
                         this.last,
                         this.fire_now,
                     ) {
@@ -231,7 +233,7 @@ where
                             Some(attempt.started),
                             true,
                             this.classify,
-                            this.shared,
+                            &this.own.shared,
                             this.last,
                             this.fire_now,
                         ) {
@@ -262,7 +264,7 @@ where
                 }
             };
             if due {
-                match try_fire(this.spare, this.extras, *this.deadline, this.shared, cx) {
+                match try_fire(this.spare, this.extras, *this.deadline, this.own, cx) {
                     Fire::Fired => {
                         *this.fire_now = false;
                         // The next extra attempt, if any, one delay from now.
@@ -304,7 +306,7 @@ fn try_fire<S, Req, P>(
     spare: &mut Option<Spare<S, Req, P>>,
     extras: &mut Vec<Attempt<S::Future>>,
     deadline: Option<Deadline>,
-    shared: &Shared,
+    own: &Own<S>,
     cx: &mut Context<'_>,
 ) -> Fire
 where
@@ -325,7 +327,7 @@ where
     }
     // Readiness before the budget, so a stalled service does not spend it. An error from
     // the spare service ends hedging; the running attempts still decide the answer.
-    match s.replayer.poll_ready(cx) {
+    match s.replayer.poll_ready(cx, &own.prototype) {
         Poll::Pending => return Fire::NotReady,
         Poll::Ready(Err(_)) => return Fire::Done,
         Poll::Ready(Ok(())) => {}
@@ -337,7 +339,7 @@ where
     let Some(req) = s.replayer.next_request(s.left == 1, s.sent) else {
         return Fire::Done;
     };
-    if !shared.try_hedge() {
+    if !own.shared.try_hedge() {
         tracing::debug!(target: "palisade::fanout", "no hedge: budget spent");
         return Fire::Done;
     }

@@ -22,10 +22,18 @@ use palisade_core::ErrorsAsFailures;
 #[derive(Clone, Debug)]
 pub struct Hedge<S, P = Idempotent, C = ErrorsAsFailures> {
     inner: S,
-    prototype: Arc<Prototype<S>>,
-    shared: Arc<Shared>,
+    own: Arc<Own<S>>,
     policy: P,
     classify: C,
+}
+
+/// What the clones of one hedge service share: the layer's state (with its handle and
+/// every other service the layer built) and the prototype hedges are cloned from. A
+/// response future holds one reference to both.
+#[derive(Debug)]
+pub(crate) struct Own<S> {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) prototype: Prototype<S>,
 }
 
 // === impl Hedge ===
@@ -36,9 +44,11 @@ impl<S, P, C> Hedge<S, P, C> {
         S: Clone,
     {
         Self {
-            prototype: Prototype::shared(inner.clone()),
+            own: Arc::new(Own {
+                shared,
+                prototype: Prototype::new(inner.clone()),
+            }),
             inner,
-            shared,
             policy,
             classify,
         }
@@ -66,12 +76,13 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
+        let shared: &Shared = &self.own.shared;
         let deadline = req.deadline();
         // Decide now whether this request could ever hedge, so that ineligible requests
         // (cold window, spent budget, unsafe method, deadline too close) pay nothing more:
         // no copy of the request and no clone of the service.
-        let spare = self.shared.on_request().and_then(|delay| {
-            let min_remaining = self.shared.min_remaining.unwrap_or(delay);
+        let spare = shared.on_request().and_then(|delay| {
+            let min_remaining = shared.min_remaining.unwrap_or(delay);
             if let Some(d) = deadline {
                 // The first hedge would start at `delay` and needs `min_remaining` after it.
                 // Ruled out without a clock read when the deadline knows its bound; a
@@ -94,20 +105,20 @@ where
         // policy in it). Both are made inside the expression that builds the returned
         // future, so the compiler writes them in place instead of moving them through
         // locals (a copy each per call, in a profile).
-        let span = call_span!("palisade::fanout", "palisade.hedge", name = %self.shared.name);
+        let span = call_span!("palisade::fanout", "palisade.hedge", name = %shared.name);
         let _scope = span.scope();
         ResponseFuture::new(
             self.inner.call(req),
             spare.map(|(template, delay, min_remaining)| {
                 Spare::new(
-                    Replayer::new(Arc::clone(&self.prototype), template, self.policy.clone()),
-                    self.shared.max_extra,
+                    Replayer::new(template, self.policy.clone()),
+                    shared.max_extra,
                     delay,
                     min_remaining,
                 )
             }),
             deadline,
-            Arc::clone(&self.shared),
+            Arc::clone(&self.own),
             self.classify.clone(),
             span,
         )

@@ -16,10 +16,15 @@
 //! Both are a handful of atomics. The TTL budget keeps its deposits in ten slots of
 //! `ttl / 10` each, and takes a lock only when the current slot moves on (at most ten
 //! times per `ttl`). So that a request does not pay for a clock reading, requests are
-//! counted in one atomic and moved into the current slot every 16th request and whenever
-//! a retry asks for the balance: a deposit may be dated up to 15 requests late, so it
-//! may outlive its `ttl` by that much, which can allow at most `15 * percent` extra
-//! retries (3 at the default 20%). Two racing withdrawals may both see the last retry's worth of balance
+//! counted in a [striped](palisade_core::stripe) counter (one per core, so threads
+//! depositing at once write different cache lines) and moved into the current slot
+//! whenever a stripe has counted another 16 and whenever a retry asks for the balance
+//! (which sums every stripe). A deposit may so be dated late by at most 15 requests per
+//! stripe, and may outlive its `ttl` by that much: at most `15 * stripes * percent` extra
+//! retries (3 per stripe at the default 20%; the stripe count is
+//! [`stripes`](palisade_core::stripe::stripes), the machine's cores rounded up to a power
+//! of two, at most 16). Nothing is lost or counted twice: every request is dated at the
+//! next flush of its stripe or the next balance. Two racing withdrawals may both see the last retry's worth of balance
 //! and both spend it: the bound above can be overshot by the number of concurrent racers,
 //! which is harmless (tower's budget has the same property).
 //!
@@ -31,13 +36,14 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use palisade_core::stripe::{self, Striped};
 use palisade_core::Outcome;
 
 /// One retry, in budget units (thousandths, as gRPC's token bucket counts).
 const UNIT: i64 = 1000;
 /// Slots of a TTL budget.
 const SLOTS: usize = 10;
-/// A TTL budget reads the clock once per this many requests (see `TtlBudget`).
+/// A TTL budget reads the clock once per this many requests on a stripe (see `TtlBudget`).
 const FLUSH_EVERY: u64 = 16;
 
 /// How retries are budgeted; see the [module docs](self).
@@ -199,8 +205,9 @@ pub(crate) struct TtlBudget {
     generation: AtomicU64,
     /// Held only while rotating, so two rotations never clear each other's fresh slot.
     rotate: Mutex<()>,
-    /// Requests seen, and how many of them have been moved into a slot.
-    requests: AtomicU64,
+    /// Requests seen, one counter per stripe (summed, they are the total), and how many of
+    /// them have been moved into a slot.
+    requests: Striped<AtomicU64>,
     flushed: AtomicU64,
     slot_nanos: u64,
     deposit: i64,
@@ -219,6 +226,11 @@ impl fmt::Debug for TtlBudget {
 
 impl TtlBudget {
     pub(crate) fn new(ttl: Duration, min_per_sec: u32, percent: f64) -> Self {
+        Self::striped(ttl, min_per_sec, percent, stripe::stripes())
+    }
+
+    /// A budget whose request counter has `stripes` stripes.
+    fn striped(ttl: Duration, min_per_sec: u32, percent: f64, stripes: usize) -> Self {
         let slot_nanos = u64::try_from(ttl.as_nanos() / SLOTS as u128)
             .unwrap_or(u64::MAX)
             .max(1);
@@ -227,7 +239,7 @@ impl TtlBudget {
             live_total: AtomicI64::new(0),
             generation: AtomicU64::new(0),
             rotate: Mutex::new(()),
-            requests: AtomicU64::new(0),
+            requests: Striped::new(stripes, |_| AtomicU64::new(0)),
             flushed: AtomicU64::new(0),
             slot_nanos,
             deposit: (percent * UNIT as f64).round() as i64,
@@ -264,19 +276,32 @@ impl TtlBudget {
     }
 
     pub(crate) fn deposit(&self, now: impl FnOnce() -> Duration) {
+        self.deposit_at(stripe::index(), now);
+    }
+
+    /// A deposit counted on stripe `home`.
+    #[inline]
+    fn deposit_at(&self, home: usize, now: impl FnOnce() -> Duration) {
         if self.deposit == 0 {
             return;
         }
-        let n = self.requests.fetch_add(1, Ordering::AcqRel) + 1;
+        let n = self.requests.get(home).fetch_add(1, Ordering::AcqRel) + 1;
         if n.is_multiple_of(FLUSH_EVERY) {
             self.flush(now());
         }
     }
 
-    /// Moves the requests counted since the last flush into the slot of `now`.
+    /// Moves the requests counted since the last flush (on every stripe) into the slot of
+    /// `now`.
     fn flush(&self, now: Duration) {
         let slot = self.slot(now);
-        let total = self.requests.load(Ordering::Acquire);
+        // Each stripe only grows, so this sum is at most the true total when the last
+        // stripe is read: never more than was requested.
+        let total: u64 = self
+            .requests
+            .iter()
+            .map(|r| r.load(Ordering::Acquire))
+            .sum();
         // `fetch_max`, not `swap`: of two racing flushes, the one with the older total
         // must neither add anything nor move `flushed` back (which would count twice).
         let prev = self.flushed.fetch_max(total, Ordering::AcqRel);
@@ -432,7 +457,7 @@ mod tests {
 
     #[test]
     fn ttl_dates_deposits_every_16th_request_without_reading_the_clock() {
-        let b = TtlBudget::new(Duration::from_secs(10), 0, 1.0);
+        let b = TtlBudget::striped(Duration::from_secs(10), 0, 1.0, 1);
         let reads = std::cell::Cell::new(0);
         let now = || {
             reads.set(reads.get() + 1);
@@ -449,6 +474,49 @@ mod tests {
         b.deposit(now);
         assert_eq!(b.balance(secs(1.0)), 17 * UNIT);
         assert_eq!(b.balance(secs(1.0)), 17 * UNIT);
+    }
+
+    #[test]
+    fn ttl_striped_deposits_are_dated_within_the_stated_bound() {
+        // Two stripes: each dates its own requests every 16th, so at most 15 per stripe
+        // wait undated (the bound the module docs state), and a balance dates them all.
+        let b = TtlBudget::striped(Duration::from_secs(10), 0, 1.0, 2);
+        let reads = std::cell::Cell::new(0);
+        let now = || {
+            reads.set(reads.get() + 1);
+            secs(1.0)
+        };
+        for _ in 0..15 {
+            b.deposit_at(0, now);
+            b.deposit_at(1, now);
+        }
+        assert_eq!(reads.get(), 0, "30 requests, none dated yet");
+        assert_eq!(b.live(), 0);
+        b.deposit_at(1, now);
+        assert_eq!(reads.get(), 1);
+        assert_eq!(b.live(), 31 * UNIT, "a flush dates every stripe's requests");
+        b.deposit_at(0, now);
+        assert_eq!(b.balance(secs(1.0)), 32 * UNIT, "nothing lost");
+        assert_eq!(b.balance(secs(1.0)), 32 * UNIT, "nor counted twice");
+    }
+
+    #[test]
+    fn ttl_deposits_from_many_threads_are_all_counted_once() {
+        let b = std::sync::Arc::new(TtlBudget::new(Duration::from_secs(10), 0, 1.0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let b = std::sync::Arc::clone(&b);
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        b.deposit(|| secs(1.0));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("depositor");
+        }
+        assert_eq!(b.balance(secs(1.0)), 8000 * UNIT);
     }
 
     #[test]

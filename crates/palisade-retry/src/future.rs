@@ -3,12 +3,12 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use palisade_core::classify::Pushback;
 use palisade_core::observe::CallSpan;
+use palisade_core::stripe::Lane;
 use palisade_core::{find_rejection, BoxError, Classify, Deadline, Outcome, Rejection};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
@@ -50,7 +50,7 @@ pin_project! {
         deadline: Option<Deadline>,
         // The failed result being retried: returned as is if the retry cannot be sent.
         last: Option<Result<S::Response, BoxError>>,
-        shared: Arc<Shared>,
+        shared: Lane<Shared>,
         classify: C,
         // The call's span: every attempt runs inside it.
         span: CallSpan,
@@ -65,7 +65,7 @@ where
         first: S::Future,
         retrier: Option<Replayer<S, Req, P>>,
         deadline: Option<Deadline>,
-        shared: Arc<Shared>,
+        shared: Lane<Shared>,
         classify: C,
         span: CallSpan,
     ) -> Self {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use palisade_core::observe::Counter;
+use palisade_core::stripe::{self, Lanes};
 use palisade_core::ErrorsAsFailures;
 use tokio::time::Instant;
 use tower_layer::Layer;
@@ -147,24 +148,28 @@ impl<P, C> RetryBuilder<P, C> {
             Counter::register(metric, "retry", &self.name, extra)
         };
         Ok(RetryLayer {
-            shared: Arc::new(Shared {
-                max_attempts: self.max_attempts,
-                backoff: self.backoff,
-                jitter: self.jitter,
-                budget,
-                max_retry_after: self.max_retry_after,
-                min_remaining: self.min_remaining,
-                name: self.name.clone(),
-                origin: Instant::now(),
-                retries: AtomicU64::new(0),
-                budget_exhausted: AtomicU64::new(0),
-                first_attempts: counter("palisade_attempts_total", &[("kind", "first")]),
-                retry_attempts: counter("palisade_attempts_total", &[("kind", "retry")]),
-                exhausted: counter(
-                    "palisade_decisions_total",
-                    &[("decision", "budget_exhausted")],
-                ),
-            }),
+            // Per-stripe lanes: a call's future holds its thread's (see `Lanes`).
+            shared: Lanes::new(
+                Shared {
+                    max_attempts: self.max_attempts,
+                    backoff: self.backoff,
+                    jitter: self.jitter,
+                    budget,
+                    max_retry_after: self.max_retry_after,
+                    min_remaining: self.min_remaining,
+                    name: self.name.clone(),
+                    origin: Instant::now(),
+                    retries: AtomicU64::new(0),
+                    budget_exhausted: AtomicU64::new(0),
+                    first_attempts: counter("palisade_attempts_total", &[("kind", "first")]),
+                    retry_attempts: counter("palisade_attempts_total", &[("kind", "retry")]),
+                    exhausted: counter(
+                        "palisade_decisions_total",
+                        &[("decision", "budget_exhausted")],
+                    ),
+                },
+                stripe::stripes(),
+            ),
             policy: self.policy,
             classify: self.classify,
         })
@@ -175,7 +180,7 @@ impl<P, C> RetryBuilder<P, C> {
 /// shares one budget and one set of counters (decision 1).
 #[derive(Clone, Debug)]
 pub struct RetryLayer<P = Idempotent, C = ErrorsAsFailures> {
-    shared: Arc<Shared>,
+    shared: Lanes<Shared>,
     policy: P,
     classify: C,
 }
@@ -193,7 +198,7 @@ impl<P, C> RetryLayer<P, C> {
     /// A cheap handle on the live state (counters, budget balance).
     pub fn handle(&self) -> RetryHandle {
         RetryHandle {
-            shared: Arc::clone(&self.shared),
+            shared: Arc::clone(self.shared.shared()),
         }
     }
 }
@@ -204,7 +209,7 @@ impl<S, P: Clone, C: Clone> Layer<S> for RetryLayer<P, C> {
     fn layer(&self, inner: S) -> Self::Service {
         Retry::from_parts(
             inner,
-            Arc::clone(&self.shared),
+            self.shared.clone(),
             self.policy.clone(),
             self.classify.clone(),
         )

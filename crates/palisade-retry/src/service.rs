@@ -1,6 +1,6 @@
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use palisade_core::stripe::Lanes;
 use palisade_core::{call_span, BoxError, Classify, ErrorsAsFailures, HasDeadline};
 use tower_service::Service;
 
@@ -18,11 +18,11 @@ use palisade_core::replay::{Idempotent, ReplayPolicy};
 /// (attempts, budget, deadline, server hint, unsendable copy) yields the last real
 /// result, `Ok` or `Err`.
 // Derived `Clone`: no reservation to reset (readiness lives in `inner`, whose own
-// `Clone` decides), and the shared state is shared through the `Arc`, never copied.
+// `Clone` decides), and the shared state is shared through its lanes, never copied.
 #[derive(Clone, Debug)]
 pub struct Retry<S, P = Idempotent, C = ErrorsAsFailures> {
     inner: S,
-    shared: Arc<Shared>,
+    shared: Lanes<Shared>,
     policy: P,
     classify: C,
 }
@@ -30,7 +30,7 @@ pub struct Retry<S, P = Idempotent, C = ErrorsAsFailures> {
 // === impl Retry ===
 
 impl<S, P, C> Retry<S, P, C> {
-    pub(crate) fn from_parts(inner: S, shared: Arc<Shared>, policy: P, classify: C) -> Self {
+    pub(crate) fn from_parts(inner: S, shared: Lanes<Shared>, policy: P, classify: C) -> Self {
         Self {
             inner,
             shared,
@@ -92,7 +92,8 @@ where
             self.inner.call(req),
             template.map(|t| Replayer::new(self.inner.clone(), t, self.policy.clone())),
             deadline,
-            Arc::clone(&self.shared),
+            // This thread's lane: the future's reference is counted on its stripe's line.
+            self.shared.lane().clone(),
             self.classify.clone(),
             span,
         )

@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::observe::CallSpan;
+use palisade_core::stripe::{self, Lane, Lanes};
 use palisade_core::{call_span, BoxError, Classify, ErrorsAsFailures};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
@@ -77,14 +78,14 @@ impl<C> Shared<C> {
 /// ([`AdaptiveLimitBuilder::criticality`]).
 pub struct AdaptiveLimitLayer<C = ErrorsAsFailures, L = ConcurrencyLimitLayer> {
     limit: L,
-    shared: Arc<Shared<C>>,
+    shared: Lanes<Shared<C>>,
 }
 
 impl<C, L: Clone> Clone for AdaptiveLimitLayer<C, L> {
     fn clone(&self) -> Self {
         Self {
             limit: self.limit.clone(),
-            shared: Arc::clone(&self.shared),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -175,7 +176,7 @@ impl<S, C, L: Layer<S>> Layer<S> for AdaptiveLimitLayer<C, L> {
     fn layer(&self, inner: S) -> Self::Service {
         AdaptiveLimit {
             inner: self.limit.layer(inner),
-            shared: Arc::clone(&self.shared),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -258,12 +259,16 @@ impl<C, Q> AdaptiveLimitBuilder<C, Q> {
         let handle = limit.handle();
         Ok(AdaptiveLimitLayer {
             limit,
-            shared: Arc::new(Shared {
-                window: Window::new(self.min_window, self.min_samples, self.rtt_floor),
-                algorithm: Mutex::new(self.algorithm),
-                handle,
-                classify: self.classify,
-            }),
+            // Per-stripe lanes: a call's future holds its thread's (see `ResponseFuture`).
+            shared: Lanes::new(
+                Shared {
+                    window: Window::new(self.min_window, self.min_samples, self.rtt_floor),
+                    algorithm: Mutex::new(self.algorithm),
+                    handle,
+                    classify: self.classify,
+                },
+                stripe::stripes(),
+            ),
         })
     }
 }
@@ -319,7 +324,7 @@ impl<C, F> AdaptiveLimitBuilder<C, ByClass<F>> {
 /// service.
 pub struct AdaptiveLimit<L, C = ErrorsAsFailures> {
     inner: L,
-    shared: Arc<Shared<C>>,
+    shared: Lanes<Shared<C>>,
 }
 
 impl<L: Clone, C> Clone for AdaptiveLimit<L, C> {
@@ -327,7 +332,7 @@ impl<L: Clone, C> Clone for AdaptiveLimit<L, C> {
         // The inner limit's Clone resets any reservation.
         Self {
             inner: self.inner.clone(),
-            shared: Arc::clone(&self.shared),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -368,7 +373,7 @@ where
             inner: self.inner.call(req),
             start: None,
             in_flight,
-            shared: Arc::clone(&self.shared),
+            shared: self.shared.lane().clone(),
             span,
         }
     }
@@ -387,7 +392,8 @@ pin_project! {
         inner: F,
         start: Option<Instant>,
         in_flight: usize,
-        shared: Arc<Shared<C>>,
+        // This thread's lane: its reference count is not shared with other cores' calls.
+        shared: Lane<Shared<C>>,
         span: CallSpan,
     }
 }

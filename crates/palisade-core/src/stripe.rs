@@ -180,24 +180,39 @@ impl<T: fmt::Debug> fmt::Debug for Striped<T> {
 /// One shared `T` reached through per-stripe [`Lane`]s; see the [module docs](self).
 ///
 /// Cloning it (as every service clone does) clones one `Arc` and allocates nothing; it
-/// dereferences to the shared `T`.
+/// dereferences to the shared `T` in two loads, as an `Arc<Arc<T>>` would.
 pub struct Lanes<T> {
-    lanes: Arc<[Lane<T>]>,
+    inner: Arc<LanesInner<T>>,
+}
+
+struct LanesInner<T> {
+    shared: Arc<T>,
+    /// `stripes - 1`.
+    mask: usize,
+    /// Lane `i` for `i < stripes`; the rest repeat them (`lanes[i] = lanes[i & mask]`), so
+    /// that picking one needs no bounds check.
+    lanes: [Lane<T>; MAX_STRIPES],
 }
 
 impl<T> Lanes<T> {
-    /// `value` shared over `stripes` lanes (rounded up to a power of two, at least 1).
+    /// `value` shared over `stripes` lanes (rounded up to a power of two, at least 1, at
+    /// most [`MAX_STRIPES`]).
     pub fn new(value: T, stripes: usize) -> Self {
         Self::from_arc(Arc::new(value), stripes)
     }
 
     /// An existing `Arc` shared over `stripes` lanes.
     pub fn from_arc(shared: Arc<T>, stripes: usize) -> Self {
-        let n = stripes.max(1).next_power_of_two();
+        let n = stripes.clamp(1, MAX_STRIPES).next_power_of_two();
+        let distinct: Vec<Lane<T>> = (0..n)
+            .map(|_| Lane(Arc::new(CachePadded(Arc::clone(&shared)))))
+            .collect();
         Self {
-            lanes: (0..n)
-                .map(|_| Lane(Arc::new(CachePadded(Arc::clone(&shared)))))
-                .collect(),
+            inner: Arc::new(LanesInner {
+                shared,
+                mask: n - 1,
+                lanes: std::array::from_fn(|i| distinct[i % n].clone()),
+            }),
         }
     }
 
@@ -210,19 +225,24 @@ impl<T> Lanes<T> {
     /// The lane of stripe `index` (any number: reduced to the lane count).
     #[inline]
     pub fn lane_at(&self, index: usize) -> &Lane<T> {
-        &self.lanes[index & (self.lanes.len() - 1)]
+        &self.inner.lanes[index & self.inner.mask & (MAX_STRIPES - 1)]
     }
 
-    /// The shared value's `Arc` (for handles that outlive no call path).
+    /// How many distinct lanes.
+    pub fn stripes(&self) -> usize {
+        self.inner.mask + 1
+    }
+
+    /// The shared value's `Arc` (for handles, which are off the call path).
     pub fn shared(&self) -> &Arc<T> {
-        &self.lanes[0].0 .0
+        &self.inner.shared
     }
 }
 
 impl<T> Clone for Lanes<T> {
     fn clone(&self) -> Self {
         Self {
-            lanes: Arc::clone(&self.lanes),
+            inner: Arc::clone(&self.inner),
         }
     }
 }
@@ -232,7 +252,7 @@ impl<T> Deref for Lanes<T> {
 
     #[inline]
     fn deref(&self) -> &T {
-        &self.lanes[0]
+        &self.inner.shared
     }
 }
 
@@ -331,14 +351,20 @@ mod tests {
     #[test]
     fn lanes_share_one_value_and_count_references_per_lane() {
         let lanes = Lanes::new(AtomicU64::new(0), 2);
+        let count = |i: usize| Arc::strong_count(&lanes.lane_at(i).0);
+        let (before0, before1) = (count(0), count(1));
         let (a, b) = (lanes.lane_at(0).clone(), lanes.lane_at(1).clone());
+        assert_eq!((count(0), count(1)), (before0 + 1, before1 + 1));
         a.fetch_add(1, Ordering::Relaxed);
         b.fetch_add(1, Ordering::Relaxed);
         assert_eq!(lanes.load(Ordering::Relaxed), 2);
         assert!(Arc::ptr_eq(a.shared(), b.shared()));
-        // A call's clone bumps its lane's count, not the shared value's.
-        assert_eq!(Arc::strong_count(lanes.shared()), 2);
-        assert_eq!(Arc::strong_count(&a.0), 2);
+        // A call's clone bumps its lane's count, not the shared value's (held once by
+        // `Lanes` and once per lane).
+        assert_eq!(lanes.stripes(), 2);
+        assert_eq!(Arc::strong_count(lanes.shared()), 3);
+        assert!(Arc::ptr_eq(&lanes.lane_at(2).0, &lanes.lane_at(0).0));
+        assert!(!Arc::ptr_eq(&lanes.lane_at(1).0, &lanes.lane_at(0).0));
         let lanes2 = lanes.clone();
         drop((a, b, lanes));
         assert_eq!(lanes2.lane().load(Ordering::Relaxed), 2);

@@ -18,8 +18,8 @@
 //! times per `ttl`). So that a request does not pay for a clock reading, requests are
 //! counted in a [striped](palisade_core::stripe) counter (one per core, so threads
 //! depositing at once write different cache lines) and moved into the current slot
-//! whenever a stripe has counted another 16 and whenever a retry asks for the balance
-//! (which sums every stripe). A deposit may so be dated late by at most 15 requests per
+//! whenever a stripe has counted another 16 (that stripe's) and whenever a retry asks for
+//! the balance (every stripe's). A deposit may so be dated late by at most 15 requests per
 //! stripe, and may outlive its `ttl` by that much: at most `15 * stripes * percent` extra
 //! retries (3 per stripe at the default 20%; the stripe count is
 //! [`stripes`](palisade_core::stripe::stripes), the machine's cores rounded up to a power
@@ -36,7 +36,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use palisade_core::stripe::{self, Striped};
+use palisade_core::stripe::{self, CachePadded, Striped};
 use palisade_core::Outcome;
 
 /// One retry, in budget units (thousandths, as gRPC's token bucket counts).
@@ -138,6 +138,9 @@ impl RetryBudget {
 
 /// The live state of a budget.
 #[derive(Debug)]
+// Built once per layer and kept in its shared state: the TTL budget's size (its ledger is
+// cache-padded) costs nothing per call, and a box would cost a load per request.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum BudgetState {
     Unlimited,
     Ttl(TtlBudget),
@@ -147,10 +150,16 @@ pub(crate) enum BudgetState {
 impl BudgetState {
     /// Once per request (not per attempt). `now` is called only when the deposits are
     /// dated (one request in 16).
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn deposit(&self, now: impl FnOnce() -> Duration) {
+        self.deposit_at(stripe::index(), now);
+    }
+
+    /// [`BudgetState::deposit`] from a caller on stripe `home`.
+    #[inline]
+    pub(crate) fn deposit_at(&self, home: usize, now: impl FnOnce() -> Duration) {
         if let BudgetState::Ttl(b) = self {
-            b.deposit(now);
+            b.deposit_at(home, now);
         }
     }
 
@@ -197,18 +206,16 @@ impl BudgetState {
 /// Finagle-style budget: ten slots of deposits (positive) and withdrawals (negative),
 /// each covering `ttl / 10`; the balance is the reserve plus the sum of the live slots.
 pub(crate) struct TtlBudget {
-    slots: [AtomicI64; SLOTS],
-    /// The sum of `slots`, kept beside them so the per-request estimate is one load, not
-    /// a fold over every slot. Every change to a slot is mirrored here.
-    live_total: AtomicI64,
+    /// The slots and their sum, on a cache line of their own: a flush writes them, and
+    /// the fields every request reads must not sit on the line it moves.
+    ledger: CachePadded<Ledger>,
     /// The generation (`now / slot_len`) the slots were last rotated to.
     generation: AtomicU64,
     /// Held only while rotating, so two rotations never clear each other's fresh slot.
     rotate: Mutex<()>,
-    /// Requests seen, one counter per stripe (summed, they are the total), and how many of
-    /// them have been moved into a slot.
-    requests: Striped<AtomicU64>,
-    flushed: AtomicU64,
+    /// Requests seen, and how many of them have been moved into a slot, per stripe (so a
+    /// stripe dates its own requests without reading, or writing, another's line).
+    requests: Striped<Requests>,
     slot_nanos: u64,
     deposit: i64,
     reserve: i64,
@@ -235,12 +242,10 @@ impl TtlBudget {
             .unwrap_or(u64::MAX)
             .max(1);
         Self {
-            slots: Default::default(),
-            live_total: AtomicI64::new(0),
+            ledger: CachePadded(Ledger::default()),
             generation: AtomicU64::new(0),
             rotate: Mutex::new(()),
-            requests: Striped::new(stripes, |_| AtomicU64::new(0)),
-            flushed: AtomicU64::new(0),
+            requests: Striped::new(stripes, |_| Requests::default()),
             slot_nanos,
             deposit: (percent * UNIT as f64).round() as i64,
             reserve: (f64::from(min_per_sec) * ttl.as_secs_f64() * UNIT as f64).round() as i64,
@@ -253,7 +258,7 @@ impl TtlBudget {
         if self.generation.load(Ordering::Acquire) < gen {
             self.rotate_to(gen);
         }
-        &self.slots[(gen % SLOTS as u64) as usize]
+        &self.ledger.slots[(gen % SLOTS as u64) as usize]
     }
 
     #[cold]
@@ -269,12 +274,13 @@ impl TtlBudget {
         // `SLOTS` generations ago, now past the ttl. At most SLOTS of them.
         let stale = (gen - current).min(SLOTS as u64);
         for g in (gen - stale + 1)..=gen {
-            let cleared = self.slots[(g % SLOTS as u64) as usize].swap(0, Ordering::AcqRel);
-            self.live_total.fetch_sub(cleared, Ordering::AcqRel);
+            let cleared = self.ledger.slots[(g % SLOTS as u64) as usize].swap(0, Ordering::AcqRel);
+            self.ledger.live_total.fetch_sub(cleared, Ordering::AcqRel);
         }
         self.generation.store(gen, Ordering::Release);
     }
 
+    #[cfg(test)]
     pub(crate) fn deposit(&self, now: impl FnOnce() -> Duration) {
         self.deposit_at(stripe::index(), now);
     }
@@ -285,36 +291,37 @@ impl TtlBudget {
         if self.deposit == 0 {
             return;
         }
-        let n = self.requests.get(home).fetch_add(1, Ordering::AcqRel) + 1;
+        let requests = self.requests.get(home);
+        let n = requests.seen.fetch_add(1, Ordering::AcqRel) + 1;
         if n.is_multiple_of(FLUSH_EVERY) {
-            self.flush(now());
+            self.date(requests, self.slot(now()));
         }
     }
 
-    /// Moves the requests counted since the last flush (on every stripe) into the slot of
-    /// `now`.
+    /// Moves the requests every stripe counted since its last flush into the slot of `now`.
     fn flush(&self, now: Duration) {
         let slot = self.slot(now);
-        // Each stripe only grows, so this sum is at most the true total when the last
-        // stripe is read: never more than was requested.
-        let total: u64 = self
-            .requests
-            .iter()
-            .map(|r| r.load(Ordering::Acquire))
-            .sum();
+        for requests in self.requests.iter() {
+            self.date(requests, slot);
+        }
+    }
+
+    /// Moves the requests one stripe counted since its last flush into `slot`.
+    fn date(&self, requests: &Requests, slot: &AtomicI64) {
+        let total = requests.seen.load(Ordering::Acquire);
         // `fetch_max`, not `swap`: of two racing flushes, the one with the older total
-        // must neither add anything nor move `flushed` back (which would count twice).
-        let prev = self.flushed.fetch_max(total, Ordering::AcqRel);
+        // must neither add anything nor move `dated` back (which would count twice).
+        let prev = requests.dated.fetch_max(total, Ordering::AcqRel);
         if total > prev {
             let n = i64::try_from(total - prev).unwrap_or(i64::MAX);
             let amount = n.saturating_mul(self.deposit);
             slot.fetch_add(amount, Ordering::AcqRel);
-            self.live_total.fetch_add(amount, Ordering::AcqRel);
+            self.ledger.live_total.fetch_add(amount, Ordering::AcqRel);
         }
     }
 
     fn live(&self) -> i64 {
-        self.live_total.load(Ordering::Acquire)
+        self.ledger.live_total.load(Ordering::Acquire)
     }
 
     pub(crate) fn balance(&self, now: Duration) -> i64 {
@@ -328,9 +335,25 @@ impl TtlBudget {
             return false;
         }
         self.slot(now).fetch_sub(UNIT, Ordering::AcqRel);
-        self.live_total.fetch_sub(UNIT, Ordering::AcqRel);
+        self.ledger.live_total.fetch_sub(UNIT, Ordering::AcqRel);
         true
     }
+}
+
+/// A TTL budget's slots (see `TtlBudget::ledger`).
+#[derive(Default)]
+struct Ledger {
+    slots: [AtomicI64; SLOTS],
+    /// The sum of `slots`, kept beside them so the balance is one load, not a fold over
+    /// every slot. Every change to a slot is mirrored here.
+    live_total: AtomicI64,
+}
+
+/// One stripe's request counts (see `TtlBudget::requests`).
+#[derive(Debug, Default)]
+struct Requests {
+    seen: AtomicU64,
+    dated: AtomicU64,
 }
 
 // === impl Throttle ===
@@ -494,7 +517,11 @@ mod tests {
         assert_eq!(b.live(), 0);
         b.deposit_at(1, now);
         assert_eq!(reads.get(), 1);
-        assert_eq!(b.live(), 31 * UNIT, "a flush dates every stripe's requests");
+        assert_eq!(
+            b.live(),
+            16 * UNIT,
+            "a stripe's 16th dates that stripe's requests"
+        );
         b.deposit_at(0, now);
         assert_eq!(b.balance(secs(1.0)), 32 * UNIT, "nothing lost");
         assert_eq!(b.balance(secs(1.0)), 32 * UNIT, "nor counted twice");

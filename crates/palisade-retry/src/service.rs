@@ -1,6 +1,6 @@
 use std::task::{Context, Poll};
 
-use palisade_core::stripe::Lanes;
+use palisade_core::stripe::{self, Lanes};
 use palisade_core::{call_span, BoxError, Classify, ErrorsAsFailures, HasDeadline};
 use tower_service::Service;
 
@@ -61,10 +61,12 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let shared = &self.shared;
+        let shared: &Shared = &self.shared;
         shared.first_attempts.increment(1);
+        // One stripe for the call: its budget deposit and the lane its future holds.
+        let home = stripe::index();
         // Every request pays into a TTL budget, which reads the clock once in 16 calls.
-        shared.budget.deposit(|| shared.now());
+        shared.budget.deposit_at(home, || shared.now());
         let deadline = req.deadline();
         // Keep a copy of the request (and a clone of the service to send it with) only
         // when a retry is possible at all: attempts left, time left, and a policy that
@@ -93,7 +95,7 @@ where
             template.map(|t| Replayer::new(self.inner.clone(), t, self.policy.clone())),
             deadline,
             // This thread's lane: the future's reference is counted on its stripe's line.
-            self.shared.lane().clone(),
+            self.shared.lane_at(home).clone(),
             self.classify.clone(),
             span,
         )

@@ -45,14 +45,22 @@ struct Shared<C> {
 
 impl<C> Shared<C> {
     /// Records one admitted call. `now` is the time it completed if the caller already read
-    /// the clock; otherwise it is read here, and only if the sample counts.
-    fn record(&self, rtt: Duration, in_flight: usize, dropped: bool, now: Option<Instant>) {
+    /// the clock; otherwise it is read here, and only if the sample counts. So is
+    /// `in_flight` (the calls in flight when this one was admitted): reading it sums the
+    /// limit's per-core stripes, which a call that is no sample should not touch.
+    fn record(
+        &self,
+        rtt: Duration,
+        in_flight: impl FnOnce() -> usize,
+        dropped: bool,
+        now: Option<Instant>,
+    ) {
         if !dropped && rtt < self.window.rtt_floor() {
             // Not a sample (and not worth a clock read).
             return;
         }
         let now = now.unwrap_or_else(Instant::now);
-        if !self.window.record(rtt, in_flight, dropped, now) {
+        if !self.window.record(rtt, in_flight(), dropped, now) {
             return;
         }
         // One caller per boundary updates; the others carry on (no waiting on the path).
@@ -366,13 +374,12 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let in_flight = self.shared.handle.in_flight();
         let span = call_span!("palisade::limit", "palisade.adaptive_limit");
         let _scope = span.scope();
         ResponseFuture {
             inner: self.inner.call(req),
             start: None,
-            in_flight,
+            in_flight: 0,
             shared: self.shared.lane().clone(),
             span,
         }
@@ -386,11 +393,14 @@ pin_project! {
     /// The RTT runs from the first poll after the call is admitted (not from `call`, which
     /// in queue mode would count the wait in our own queue) to completion. A call that
     /// completes in the poll that admits it reads no clock: its RTT is taken as zero, under
-    /// any RTT floor, so it is not a sample (unless it was a drop).
+    /// any RTT floor, so it is not a sample (unless it was a drop). The calls in flight are
+    /// read with the clock, when the call is admitted (or, for such a drop, as it
+    /// completes): not on the path of a call that is no sample.
     pub struct ResponseFuture<F, C> {
         #[pin]
         inner: F,
         start: Option<Instant>,
+        // The calls in flight when `start` was read (0 until then).
         in_flight: usize,
         // This thread's lane: its reference count is not shared with other cores' calls.
         shared: Lane<Shared<C>>,
@@ -414,6 +424,7 @@ where
                 // Admitted and now waiting on the dependency: its RTT starts here.
                 if this.start.is_none() && this.inner.as_ref().get_ref().is_admitted() {
                     *this.start = Some(Instant::now());
+                    *this.in_flight = this.shared.handle.in_flight();
                 }
                 return Poll::Pending;
             }
@@ -431,8 +442,18 @@ where
                     }
                     None => (Duration::ZERO, None),
                 };
-                this.shared
-                    .record(rtt, *this.in_flight, outcome.is_overloaded(), now);
+                // Read when admitted; a call done in its first poll (a drop, if it is a
+                // sample at all) reads it now.
+                let (started, in_flight) = (this.start.is_some(), *this.in_flight);
+                let shared: &Shared<C> = this.shared;
+                let in_flight = || {
+                    if started {
+                        in_flight
+                    } else {
+                        shared.handle.in_flight()
+                    }
+                };
+                shared.record(rtt, in_flight, outcome.is_overloaded(), now);
             }
         }
         Poll::Ready(out)

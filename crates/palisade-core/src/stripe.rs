@@ -15,7 +15,8 @@
 //!   response future holds its thread's [`Lane`] instead of the shared `Arc`, so the
 //!   reference count it bumps and drops is its stripe's, not everyone's. The lanes are
 //!   allocated once, when the policy is built; cloning [`Lanes`] (a service clone) or a
-//!   [`Lane`] (a call) never allocates.
+//!   [`Lane`] (a call) never allocates. Per-key state keeps one lone [`Lane`]; code that
+//!   serves both picks through [`PickLane`].
 //!
 //! The stripe count is [`stripes`]: the machine's parallelism rounded up to a power of
 //! two, at most [`MAX_STRIPES`]. State that cannot be split (a limit of one permit) or
@@ -259,6 +260,29 @@ impl<T> Deref for Lanes<T> {
 impl<T: fmt::Debug> fmt::Debug for Lanes<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&**self, f)
+    }
+}
+
+// === impl PickLane ===
+
+/// Where a call picks its lane: a policy's [`Lanes`] (its thread's), or a lone [`Lane`]
+/// (per-key state, which keeps one lane rather than a set).
+pub trait PickLane<T>: Deref<Target = T> {
+    /// The lane of stripe `index` (any number).
+    fn lane_at(&self, index: usize) -> &Lane<T>;
+}
+
+impl<T> PickLane<T> for Lanes<T> {
+    #[inline]
+    fn lane_at(&self, index: usize) -> &Lane<T> {
+        Lanes::lane_at(self, index)
+    }
+}
+
+impl<T> PickLane<T> for Lane<T> {
+    #[inline]
+    fn lane_at(&self, _index: usize) -> &Lane<T> {
+        self
     }
 }
 

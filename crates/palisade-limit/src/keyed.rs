@@ -55,6 +55,7 @@ use std::time::Duration;
 
 use palisade_core::keyed::{Eviction, KeyedStore, StoreEntry};
 use palisade_core::observe::CallSpan;
+use palisade_core::stripe::Lane;
 use palisade_core::{call_span, BoxError, Deadline, HasDeadline, Overloaded};
 use tokio::time::Instant;
 use tower_layer::Layer;
@@ -85,7 +86,8 @@ enum Mode {
 
 /// One key's limit in the store.
 struct Entry {
-    shared: SharedLanes,
+    /// One lone lane per key (per-key state is many and small).
+    shared: Lane<Shared>,
 }
 
 impl StoreEntry for Entry {
@@ -352,7 +354,7 @@ impl<S: fmt::Debug, K, F, Q> fmt::Debug for KeyedConcurrencyLimit<S, K, F, Q> {
 /// How a call's key decided, under the store's lock.
 enum KeyDecision {
     Permit(Permit),
-    Wait(SharedLanes, Place),
+    Wait(Lane<Shared>, Place),
     Full,
 }
 

@@ -19,7 +19,7 @@ use std::time::Duration;
 use super::semaphore::{Enqueued, FastSemaphore, Waiter};
 use crate::criticality::Criticality;
 use palisade_core::observe::{Counter, Gauge, Histogram};
-use palisade_core::stripe::{self, Lane, Lanes};
+use palisade_core::stripe::{self, Lane, Lanes, PickLane};
 
 use super::layer::InvalidConcurrencyLimit;
 
@@ -68,15 +68,15 @@ impl Shared {
         Lanes::new(Self::by_class_state(limit, name, None), stripe::stripes())
     }
 
-    /// One key's limit: one stripe and one lane (per-key state is many and small; a key
-    /// hot on many cores at once is the rare case).
-    pub(crate) fn for_key(limit: usize, name: Arc<str>, by_class: bool) -> SharedLanes {
+    /// One key's limit: one stripe and one lone lane (per-key state is many and small; a
+    /// key hot on many cores at once is the rare case).
+    pub(crate) fn for_key(limit: usize, name: Arc<str>, by_class: bool) -> Lane<Self> {
         let state = if by_class {
             Self::by_class_state(limit, name, Some(1))
         } else {
             Self::with(FastSemaphore::striped(limit, 1), limit, name)
         };
-        Lanes::new(state, 1)
+        Lane::new(state)
     }
 
     fn by_class_state(limit: usize, name: Arc<str>, stripes: Option<usize>) -> Self {
@@ -137,7 +137,7 @@ impl Shared {
 
     /// Takes a permit if one is free, without waiting and without allocating.
     #[inline]
-    pub(crate) fn try_acquire(lanes: &SharedLanes) -> Option<Permit> {
+    pub(crate) fn try_acquire(lanes: &impl PickLane<Self>) -> Option<Permit> {
         // One stripe for both: the semaphore's counter and the lane the permit holds.
         let home = stripe::index();
         if !lanes.semaphore.try_acquire_at(home) {
@@ -172,13 +172,15 @@ impl Shared {
     /// `max_queued` wait in all; a full queue evicts the newest waiter of a lower class,
     /// which then fails), or `None`: the queue is full of this class or higher.
     pub(crate) fn enqueue_class(
-        lanes: &SharedLanes,
+        lanes: &impl PickLane<Self>,
         class: Criticality,
         max_queued: usize,
     ) -> Option<Place> {
         let this = &**lanes;
         match this.semaphore.enqueue(class as usize, max_queued) {
-            Enqueued::Admitted => Some(Place::Admitted(Self::permit(lanes.lane().clone()))),
+            Enqueued::Admitted => Some(Place::Admitted(Self::permit(
+                lanes.lane_at(stripe::index()).clone(),
+            ))),
             Enqueued::Full => None,
             Enqueued::Queued { waiter, evicted } => {
                 if evicted {
@@ -187,7 +189,7 @@ impl Shared {
                 }
                 this.queued_gauge.increment(1.0);
                 Some(Place::ByClass(ClassSlot {
-                    shared: lanes.lane().clone(),
+                    shared: lanes.lane_at(stripe::index()).clone(),
                     waiter,
                     holds_permit: false,
                 }))
@@ -197,7 +199,10 @@ impl Shared {
 
     /// Claims a place among the waiters: always if `max_queued` is `None`, else only if
     /// fewer than `max_queued` wait now. The place is held until the slot is dropped.
-    pub(crate) fn enqueue(lanes: &SharedLanes, max_queued: Option<usize>) -> Option<QueueSlot> {
+    pub(crate) fn enqueue(
+        lanes: &impl PickLane<Self>,
+        max_queued: Option<usize>,
+    ) -> Option<QueueSlot> {
         let this = &**lanes;
         let claimed = match max_queued {
             None => {
@@ -214,7 +219,7 @@ impl Shared {
         claimed.then(|| {
             this.queued_gauge.increment(1.0);
             QueueSlot {
-                shared: lanes.lane().clone(),
+                shared: lanes.lane_at(stripe::index()).clone(),
             }
         })
     }

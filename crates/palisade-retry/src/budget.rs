@@ -15,18 +15,19 @@
 //!
 //! Both are a handful of atomics. The TTL budget keeps its deposits in ten slots of
 //! `ttl / 10` each, and takes a lock only when the current slot moves on (at most ten
-//! times per `ttl`). So that a request does not pay for a clock reading, requests are
-//! counted in a [striped](palisade_core::stripe) counter (one per core, so threads
-//! depositing at once write different cache lines) and moved into the current slot
-//! whenever a stripe has counted another 16 (that stripe's) and whenever a retry asks for
-//! the balance (every stripe's). A deposit may so be dated late by at most 15 requests per
-//! stripe, and may outlive its `ttl` by that much: at most `15 * stripes * percent` extra
-//! retries (3 per stripe at the default 20%; the stripe count is
-//! [`stripes`](palisade_core::stripe::stripes), the machine's cores rounded up to a power
-//! of two, at most 16). Nothing is lost or counted twice: every request is dated at the
-//! next flush of its stripe or the next balance. Two racing withdrawals may both see the last retry's worth of balance
-//! and both spend it: the bound above can be overshot by the number of concurrent racers,
-//! which is harmless (tower's budget has the same property).
+//! times per `ttl`). Its slots and request counts are [striped](palisade_core::stripe):
+//! one set per core, so threads depositing at once write different cache lines, and the
+//! balance sums them. So that a request does not pay for a clock reading, a stripe's
+//! requests are moved into its current slot whenever it has counted another 16, and every
+//! stripe's whenever a retry asks for the balance. A deposit may so be dated late by at
+//! most 15 requests per stripe, and may outlive its `ttl` by that much: at most
+//! `15 * stripes * percent` extra retries (3 per stripe at the default 20%; the stripe
+//! count is [`stripes`](palisade_core::stripe::stripes), the machine's cores rounded up to
+//! a power of two, at most 16). Nothing is lost or counted twice: every request is dated
+//! at the next flush of its stripe or the next balance. Two racing withdrawals may both
+//! see the last retry's worth of balance and both spend it: the bound above can be
+//! overshot by the number of concurrent racers, which is harmless (tower's budget has the
+//! same property).
 //!
 //! The state machines take `now` (time since the budget was built) as a parameter, so
 //! they are tested without a runtime.
@@ -36,7 +37,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use palisade_core::stripe::{self, CachePadded, Striped};
+use palisade_core::stripe::{self, Striped};
 use palisade_core::Outcome;
 
 /// One retry, in budget units (thousandths, as gRPC's token bucket counts).
@@ -138,9 +139,6 @@ impl RetryBudget {
 
 /// The live state of a budget.
 #[derive(Debug)]
-// Built once per layer and kept in its shared state: the TTL budget's size (its ledger is
-// cache-padded) costs nothing per call, and a box would cost a load per request.
-#[allow(clippy::large_enum_variant)]
 pub(crate) enum BudgetState {
     Unlimited,
     Ttl(TtlBudget),
@@ -205,17 +203,16 @@ impl BudgetState {
 
 /// Finagle-style budget: ten slots of deposits (positive) and withdrawals (negative),
 /// each covering `ttl / 10`; the balance is the reserve plus the sum of the live slots.
+///
+/// Each stripe keeps its own slots (a [`Ledger`]), so requests on different cores count and
+/// date their deposits on different cache lines; the balance sums every stripe's, and a
+/// rotation clears the expired slot of every stripe under one lock.
 pub(crate) struct TtlBudget {
-    /// The slots and their sum, on a cache line of their own: a flush writes them, and
-    /// the fields every request reads must not sit on the line it moves.
-    ledger: CachePadded<Ledger>,
+    ledgers: Striped<Ledger>,
     /// The generation (`now / slot_len`) the slots were last rotated to.
     generation: AtomicU64,
     /// Held only while rotating, so two rotations never clear each other's fresh slot.
     rotate: Mutex<()>,
-    /// Requests seen, and how many of them have been moved into a slot, per stripe (so a
-    /// stripe dates its own requests without reading, or writing, another's line).
-    requests: Striped<Requests>,
     slot_nanos: u64,
     deposit: i64,
     reserve: i64,
@@ -236,29 +233,28 @@ impl TtlBudget {
         Self::striped(ttl, min_per_sec, percent, stripe::stripes())
     }
 
-    /// A budget whose request counter has `stripes` stripes.
+    /// A budget whose ledger has `stripes` stripes.
     fn striped(ttl: Duration, min_per_sec: u32, percent: f64, stripes: usize) -> Self {
         let slot_nanos = u64::try_from(ttl.as_nanos() / SLOTS as u128)
             .unwrap_or(u64::MAX)
             .max(1);
         Self {
-            ledger: CachePadded(Ledger::default()),
+            ledgers: Striped::new(stripes, |_| Ledger::default()),
             generation: AtomicU64::new(0),
             rotate: Mutex::new(()),
-            requests: Striped::new(stripes, |_| Requests::default()),
             slot_nanos,
             deposit: (percent * UNIT as f64).round() as i64,
             reserve: (f64::from(min_per_sec) * ttl.as_secs_f64() * UNIT as f64).round() as i64,
         }
     }
 
-    /// The slot for `now`, after clearing every slot that expired since the last call.
-    fn slot(&self, now: Duration) -> &AtomicI64 {
+    /// The slot index for `now`, after clearing every slot that expired since the last call.
+    fn slot(&self, now: Duration) -> usize {
         let gen = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX) / self.slot_nanos;
         if self.generation.load(Ordering::Acquire) < gen {
             self.rotate_to(gen);
         }
-        &self.ledger.slots[(gen % SLOTS as u64) as usize]
+        (gen % SLOTS as u64) as usize
     }
 
     #[cold]
@@ -270,12 +266,14 @@ impl TtlBudget {
         if current >= gen {
             return; // someone else rotated while we waited
         }
-        // Clear the slots of every generation in (current, gen]: they hold counts from
-        // `SLOTS` generations ago, now past the ttl. At most SLOTS of them.
+        // Clear the slots of every generation in (current, gen], in every stripe: they hold
+        // counts from `SLOTS` generations ago, now past the ttl. At most SLOTS of them.
         let stale = (gen - current).min(SLOTS as u64);
-        for g in (gen - stale + 1)..=gen {
-            let cleared = self.ledger.slots[(g % SLOTS as u64) as usize].swap(0, Ordering::AcqRel);
-            self.ledger.live_total.fetch_sub(cleared, Ordering::AcqRel);
+        for ledger in self.ledgers.iter() {
+            for g in (gen - stale + 1)..=gen {
+                let cleared = ledger.slots[(g % SLOTS as u64) as usize].swap(0, Ordering::AcqRel);
+                ledger.live_total.fetch_sub(cleared, Ordering::AcqRel);
+            }
         }
         self.generation.store(gen, Ordering::Release);
     }
@@ -291,37 +289,41 @@ impl TtlBudget {
         if self.deposit == 0 {
             return;
         }
-        let requests = self.requests.get(home);
-        let n = requests.seen.fetch_add(1, Ordering::AcqRel) + 1;
+        let ledger = self.ledgers.get(home);
+        let n = ledger.seen.fetch_add(1, Ordering::AcqRel) + 1;
         if n.is_multiple_of(FLUSH_EVERY) {
-            self.date(requests, self.slot(now()));
+            self.date(ledger, self.slot(now()));
         }
     }
 
     /// Moves the requests every stripe counted since its last flush into the slot of `now`.
     fn flush(&self, now: Duration) {
         let slot = self.slot(now);
-        for requests in self.requests.iter() {
-            self.date(requests, slot);
+        for ledger in self.ledgers.iter() {
+            self.date(ledger, slot);
         }
     }
 
-    /// Moves the requests one stripe counted since its last flush into `slot`.
-    fn date(&self, requests: &Requests, slot: &AtomicI64) {
-        let total = requests.seen.load(Ordering::Acquire);
+    /// Moves the requests one stripe counted since its last flush into its slot `slot`.
+    fn date(&self, ledger: &Ledger, slot: usize) {
+        let total = ledger.seen.load(Ordering::Acquire);
         // `fetch_max`, not `swap`: of two racing flushes, the one with the older total
         // must neither add anything nor move `dated` back (which would count twice).
-        let prev = requests.dated.fetch_max(total, Ordering::AcqRel);
+        let prev = ledger.dated.fetch_max(total, Ordering::AcqRel);
         if total > prev {
             let n = i64::try_from(total - prev).unwrap_or(i64::MAX);
             let amount = n.saturating_mul(self.deposit);
-            slot.fetch_add(amount, Ordering::AcqRel);
-            self.ledger.live_total.fetch_add(amount, Ordering::AcqRel);
+            ledger.slots[slot].fetch_add(amount, Ordering::AcqRel);
+            ledger.live_total.fetch_add(amount, Ordering::AcqRel);
         }
     }
 
+    /// The live slots' sum, over every stripe.
     fn live(&self) -> i64 {
-        self.ledger.live_total.load(Ordering::Acquire)
+        self.ledgers
+            .iter()
+            .map(|l| l.live_total.load(Ordering::Acquire))
+            .fold(0, i64::saturating_add)
     }
 
     pub(crate) fn balance(&self, now: Duration) -> i64 {
@@ -334,24 +336,23 @@ impl TtlBudget {
         if self.balance(now) < UNIT {
             return false;
         }
-        self.slot(now).fetch_sub(UNIT, Ordering::AcqRel);
-        self.ledger.live_total.fetch_sub(UNIT, Ordering::AcqRel);
+        // Charged to this thread's stripe (its slots may go below zero: only the sum over
+        // the stripes is a balance).
+        let ledger = self.ledgers.mine();
+        ledger.slots[self.slot(now)].fetch_sub(UNIT, Ordering::AcqRel);
+        ledger.live_total.fetch_sub(UNIT, Ordering::AcqRel);
         true
     }
 }
 
-/// A TTL budget's slots (see `TtlBudget::ledger`).
+/// One stripe of a TTL budget: its slots, and its requests.
 #[derive(Default)]
 struct Ledger {
     slots: [AtomicI64; SLOTS],
-    /// The sum of `slots`, kept beside them so the balance is one load, not a fold over
-    /// every slot. Every change to a slot is mirrored here.
+    /// The sum of `slots`, kept beside them so the balance is one load per stripe, not a
+    /// fold over every slot. Every change to a slot is mirrored here.
     live_total: AtomicI64,
-}
-
-/// One stripe's request counts (see `TtlBudget::requests`).
-#[derive(Debug, Default)]
-struct Requests {
+    /// Requests seen on this stripe, and how many of them have been moved into a slot.
     seen: AtomicU64,
     dated: AtomicU64,
 }
@@ -525,6 +526,21 @@ mod tests {
         b.deposit_at(0, now);
         assert_eq!(b.balance(secs(1.0)), 32 * UNIT, "nothing lost");
         assert_eq!(b.balance(secs(1.0)), 32 * UNIT, "nor counted twice");
+    }
+
+    #[test]
+    fn ttl_striped_deposits_expire_on_every_stripe() {
+        let b = TtlBudget::striped(Duration::from_secs(1), 0, 1.0, 2);
+        for _ in 0..16 {
+            b.deposit_at(1, || secs(0.05));
+        }
+        for _ in 0..16 {
+            b.deposit_at(0, || secs(0.55));
+        }
+        assert_eq!(b.balance(secs(0.95)), 32 * UNIT);
+        // Stripe 1's slot of 0.05 s has expired; stripe 0's of 0.55 s has not.
+        assert_eq!(b.balance(secs(1.15)), 16 * UNIT);
+        assert_eq!(b.balance(secs(1.65)), 0);
     }
 
     #[test]

@@ -8,8 +8,12 @@
 //! ```
 //!
 //! Instructions per call = the reported total ÷ `CALLS`. With `PROFILE_PAUSED_BEFORE=1` a
-//! paused runtime is made (and dropped) first, as the whole-suite bench run's simulations do. Contenders: `bare`, `rate-keyless`,
-//! `rate-limiter`, `rate-keyed`, `rate-keyed-limiter`, `governor`, `governor-keyed`, `breaker`, `tower-limit`, `deadline`, `timeout`, `tower-timeout`, `server`, `server-bare`, `stack`, `coalesce`
+//! paused runtime is made (and dropped) first, as the whole-suite bench run's simulations
+//! do. Contenders: `bare`, `rate-keyless`, `rate-limiter`, `rate-keyed`,
+//! `rate-keyed-limiter`, `governor`, `governor-keyed`, `breaker`, `concurrency-limit`,
+//! `adaptive`, `retry-budget` (the contention group's policies, on one thread),
+//! `tower-limit`, `deadline`, `timeout`, `tower-timeout`, `server`, `server-bare` (the HTTP
+//! loopback group's server stack and bare app, without the network), `stack`, `coalesce`
 //! (uncontended: every call leads its own and removes its entry), `coalesce-unkeyed`.
 
 use std::hint::black_box;
@@ -231,6 +235,34 @@ fn main() {
                 let mut per_request = svc.clone();
                 black_box(call_once(&mut per_request, http::Request::new(()))).unwrap();
             });
+        }
+        "concurrency-limit" => {
+            // The contention group's shared limit, on one thread.
+            let mut svc = palisade_limit::ConcurrencyLimitLayer::new(1024).layer(bare);
+            measure(&mut svc, |i| i);
+        }
+        "adaptive" => {
+            let mut svc = palisade_limit::adaptive::AdaptiveLimitLayer::builder(
+                palisade_limit::adaptive::Aimd::new(500, 1, 1000),
+            )
+            .build()
+            .unwrap()
+            .layer(bare);
+            measure(&mut svc, |i| i);
+        }
+        "retry-budget" => {
+            let mut svc = palisade_retry::RetryLayer::builder()
+                .max_attempts(3)
+                .budget(palisade_retry::RetryBudget::ttl(
+                    Duration::from_secs(10),
+                    10,
+                    0.2,
+                ))
+                .policy(palisade_retry::CloneAll)
+                .build()
+                .unwrap()
+                .layer(bare);
+            measure(&mut svc, |i| i);
         }
         "tower-limit" => {
             // The breaker group's baseline.

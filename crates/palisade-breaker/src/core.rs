@@ -7,6 +7,7 @@ use std::task::Waker;
 use std::time::Duration;
 
 use palisade_core::observe::{Counter, Gauge};
+use palisade_core::stripe::Lane;
 use tokio::time::Instant;
 
 use crate::config::Settings;
@@ -291,8 +292,9 @@ impl Core {
 /// An admitted call's ticket, tied to the breaker: dropping it unrecorded gives a probe
 /// slot back.
 pub(crate) struct Guard {
-    // `None` once the outcome is handed over (the drop then has nothing to give back).
-    core: Option<Arc<Core>>,
+    // `None` once the outcome is handed over (the drop then has nothing to give back). The
+    // admitting thread's lane, so the reference it counts is that stripe's alone.
+    core: Option<Lane<Core>>,
     ticket: Ticket,
     start: Option<Instant>,
 }
@@ -306,7 +308,7 @@ impl std::fmt::Debug for Guard {
 }
 
 impl Guard {
-    pub(crate) fn new(core: Arc<Core>, ticket: Ticket) -> Self {
+    pub(crate) fn new(core: Lane<Core>, ticket: Ticket) -> Self {
         Self {
             core: Some(core),
             ticket,

@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::keyed::{Eviction, KeyedStore, StoreEntry};
+use palisade_core::stripe::Lane;
 use palisade_core::{call_span, BoxError, Classify};
 use tokio::time::Instant;
 use tower_layer::Layer;
@@ -19,7 +20,8 @@ use crate::handle::BreakerHandle;
 use crate::machine::State;
 
 struct Entry {
-    core: Arc<Core>,
+    /// One lane per key (per-key state is many and small).
+    core: Lane<Core>,
     /// Nanoseconds since the registry's origin.
     last_used: u64,
     idle_timeout: u64,
@@ -49,7 +51,7 @@ struct Registry<K> {
 impl<K: Hash + Eq> Registry<K> {
     /// The breaker of `key`, created on first use; at the cap, room is made by core's
     /// keyed store (idle closed breakers first, open ones last).
-    fn get(&self, key: K) -> Arc<Core> {
+    fn get(&self, key: K) -> Lane<Core> {
         let now = nanos(Instant::now().saturating_duration_since(self.origin));
         let got = self.store.update(key, now, |entry| match entry {
             Some(e) => {
@@ -57,7 +59,7 @@ impl<K: Hash + Eq> Registry<K> {
                 (e.core.clone(), None)
             }
             None => {
-                let core = Arc::new(Core::new(&self.template));
+                let core = Lane::new(Core::new(&self.template));
                 let entry = Entry {
                     core: core.clone(),
                     last_used: now,
@@ -68,7 +70,7 @@ impl<K: Hash + Eq> Registry<K> {
         });
         // Breakers are never pinned, so there is always room; should that change, an
         // unkept breaker still protects this call.
-        got.unwrap_or_else(|_| Arc::new(Core::new(&self.template)))
+        got.unwrap_or_else(|_| Lane::new(Core::new(&self.template)))
     }
 }
 
@@ -241,7 +243,7 @@ impl<K: Hash + Eq> KeyedHandle<K> {
     pub fn get(&self, key: &K) -> Option<BreakerHandle> {
         self.registry
             .store
-            .get(key, |e| BreakerHandle::new(e.core.clone()))
+            .get(key, |e| BreakerHandle::new(e.core.shared().clone()))
     }
 
     /// How many per-key breakers are kept.

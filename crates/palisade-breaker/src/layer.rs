@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use palisade_core::stripe::{self, Lanes};
 use palisade_core::ErrorsAsFailures;
 use tower_layer::Layer;
 
@@ -17,7 +18,7 @@ use crate::CircuitBreaker;
 /// [crate docs](crate)).
 #[derive(Debug, Clone)]
 pub struct CircuitBreakerLayer<C = ErrorsAsFailures> {
-    core: Arc<Core>,
+    core: Lanes<Core>,
     classify: C,
 }
 
@@ -50,7 +51,7 @@ impl CircuitBreakerLayer {
 impl<C> CircuitBreakerLayer<C> {
     /// A handle on the breaker: state, statistics, manual states.
     pub fn handle(&self) -> BreakerHandle {
-        BreakerHandle::new(self.core.clone())
+        BreakerHandle::new(self.core.shared().clone())
     }
 }
 
@@ -176,7 +177,7 @@ impl<C> CircuitBreakerBuilder<C> {
     pub fn build(self) -> Result<CircuitBreakerLayer<C>, InvalidBreaker> {
         self.template.settings.validate()?;
         Ok(CircuitBreakerLayer {
-            core: Arc::new(Core::new(&self.template)),
+            core: Lanes::new(Core::new(&self.template), stripe::stripes()),
             classify: self.classify,
         })
     }

@@ -45,7 +45,10 @@
 //! # Cost
 //!
 //! In Closed (and Disabled, MetricsOnly) admission is one atomic load; recording an
-//! outcome takes one short uncontended lock. Nothing is allocated per call, except the
+//! outcome takes the state machine's short lock only when it may change the window (a
+//! success into a window of successes takes none). An admitted call holds its core's
+//! [lane](palisade_core::stripe) of the breaker rather than the shared `Arc`, so calls on
+//! several cores write no shared cache line. Nothing is allocated per call, except the
 //! boxed [`CircuitOpen`](palisade_core::CircuitOpen) of a rejection (the `BoxError` every
 //! Palisade service returns).
 //!

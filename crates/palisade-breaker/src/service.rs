@@ -2,10 +2,10 @@
 
 use std::future::Future as _;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
+use palisade_core::stripe::Lanes;
 use palisade_core::{call_span, BoxError, Classify};
 use tokio::time::Sleep;
 use tower_service::Service;
@@ -17,7 +17,9 @@ use crate::handle::BreakerHandle;
 /// A circuit breaker around `inner`; see the [crate docs](crate).
 pub struct CircuitBreaker<S, C> {
     inner: S,
-    core: Arc<Core>,
+    /// The breaker, behind one lane per stripe: a call's [`Guard`] holds its thread's lane,
+    /// so admitting and finishing calls on several cores writes no shared cache line.
+    core: Lanes<Core>,
     classify: C,
     // The decision `poll_ready` made for the next `call`: an admission (held until `call`,
     // so the `poll_ready`/`call` contract holds whatever the breaker does in between) or,
@@ -43,7 +45,7 @@ enum Reserved {
 // === impl CircuitBreaker ===
 
 impl<S, C> CircuitBreaker<S, C> {
-    pub(crate) fn from_parts(inner: S, core: Arc<Core>, classify: C) -> Self {
+    pub(crate) fn from_parts(inner: S, core: Lanes<Core>, classify: C) -> Self {
         Self {
             inner,
             core,
@@ -61,7 +63,7 @@ impl<S, C> CircuitBreaker<S, C> {
         // second look, one published after it wakes us.
         self.core.park(cx.waker());
         let retry_after = match self.core.acquire() {
-            Ok(ticket) => return Poll::Ready(Guard::new(self.core.clone(), ticket)),
+            Ok(ticket) => return Poll::Ready(Guard::new(self.core.lane().clone(), ticket)),
             Err(retry_after) => retry_after,
         };
         // A known time (open until, half-open deadline): the change it brings is made
@@ -85,7 +87,7 @@ impl<S, C> CircuitBreaker<S, C> {
 
     /// A handle on the shared breaker.
     pub fn handle(&self) -> BreakerHandle {
-        BreakerHandle::new(self.core.clone())
+        BreakerHandle::new(self.core.shared().clone())
     }
 
     palisade_core::inner_accessors!(S);
@@ -136,7 +138,7 @@ where
                 return Poll::Ready(Ok(()));
             }
             None => match self.core.acquire() {
-                Ok(ticket) => Guard::new(self.core.clone(), ticket),
+                Ok(ticket) => Guard::new(self.core.lane().clone(), ticket),
                 Err(retry_after) if !self.core.not_ready_when_open => {
                     self.reserved = Some(Reserved::Rejected(retry_after));
                     return Poll::Ready(Ok(()));

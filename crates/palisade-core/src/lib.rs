@@ -24,6 +24,8 @@
 //!   injection, so runs are reproducible.
 //! - [`time`]: saturating `Instant + Duration` and float-to-duration conversions, so no
 //!   duration a builder accepts can panic on the request path.
+//! - [`stripe`]: per-thread stripes of shared state (counters, reference counts), so
+//!   threads on one shared policy do not write the same cache line on every call.
 //! - [`observe`]: `tracing` targets and `metrics` handles that cost nothing when unused.
 //! - `response` (feature `http`): a layer that answers rejections as HTTP 429/503/504 or
 //!   gRPC statuses, so an axum or tonic server stack stays `Infallible`.
@@ -75,6 +77,7 @@ pub mod redis;
 pub mod replay;
 #[cfg(feature = "http")]
 pub mod response;
+pub mod stripe;
 pub mod time;
 
 pub use classify::{Classify, ErrorsAsFailures, Outcome, OutcomeKind};

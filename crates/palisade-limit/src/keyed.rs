@@ -55,13 +55,14 @@ use std::time::Duration;
 
 use palisade_core::keyed::{Eviction, KeyedStore, StoreEntry};
 use palisade_core::observe::CallSpan;
+use palisade_core::stripe::Lane;
 use palisade_core::{call_span, BoxError, Deadline, HasDeadline, Overloaded};
 use tokio::time::Instant;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use crate::concurrency::discipline::{ByClass, Discipline, Fifo};
-use crate::concurrency::shared::{Permit, Place, Shared};
+use crate::concurrency::shared::{Permit, Place, Shared, SharedLanes};
 use crate::criticality::Criticality;
 use crate::InvalidConcurrencyLimit;
 
@@ -85,7 +86,8 @@ enum Mode {
 
 /// One key's limit in the store.
 struct Entry {
-    shared: Arc<Shared>,
+    /// One lone lane per key (per-key state is many and small).
+    shared: Lane<Shared>,
 }
 
 impl StoreEntry for Entry {
@@ -104,7 +106,7 @@ impl StoreEntry for Entry {
 struct Keyed<K> {
     store: KeyedStore<K, Entry>,
     per_key: usize,
-    global: Option<Arc<Shared>>,
+    global: Option<SharedLanes>,
     mode: Mode,
     /// Whether each key's queue serves by class.
     by_class: bool,
@@ -276,7 +278,7 @@ impl<F, Q> KeyedConcurrencyLimitBuilder<F, Q> {
         // its key, in its key's class order.
         let global = self
             .global
-            .map(|limit| Arc::new(Shared::new(limit, Arc::clone(&self.name))));
+            .map(|limit| Shared::new(limit, Arc::clone(&self.name)));
         Ok(KeyedConcurrencyLimitLayer {
             keyed: Arc::new(Keyed {
                 store: KeyedStore::new(self.max_keys),
@@ -352,7 +354,7 @@ impl<S: fmt::Debug, K, F, Q> fmt::Debug for KeyedConcurrencyLimit<S, K, F, Q> {
 /// How a call's key decided, under the store's lock.
 enum KeyDecision {
     Permit(Permit),
-    Wait(Arc<Shared>, Place),
+    Wait(Lane<Shared>, Place),
     Full,
 }
 
@@ -363,33 +365,29 @@ impl<K: Hash + Eq> Keyed<K> {
         let per_key = self.per_key;
         let decided = self.store.update(key, 0, |entry| {
             let (shared, insert) = match entry {
-                Some(e) => (Arc::clone(&e.shared), None),
+                Some(e) => (e.shared.clone(), None),
                 None => {
                     let name = Arc::clone(&self.name);
-                    let shared = Arc::new(if self.by_class {
-                        Shared::by_class(per_key, name)
-                    } else {
-                        Shared::new(per_key, name)
-                    });
+                    let shared = Shared::for_key(per_key, name, self.by_class);
                     let entry = Entry {
-                        shared: Arc::clone(&shared),
+                        shared: shared.clone(),
                     };
                     (shared, Some(entry))
                 }
             };
-            let decision = match shared.try_acquire() {
+            let decision = match Shared::try_acquire(&shared) {
                 Some(permit) => KeyDecision::Permit(permit),
                 None => match self.mode {
                     Mode::Reject => KeyDecision::Full,
                     Mode::Queue { max_queued, .. } => {
                         let place = match class {
-                            None => shared.enqueue(Some(max_queued)).map(Place::Fifo),
-                            Some(class) => shared.enqueue_class(class, max_queued),
+                            None => Shared::enqueue(&shared, Some(max_queued)).map(Place::Fifo),
+                            Some(class) => Shared::enqueue_class(&shared, class, max_queued),
                         };
                         match place {
                             // A permit came free as it queued.
                             Some(Place::Admitted(permit)) => KeyDecision::Permit(permit),
-                            Some(place) => KeyDecision::Wait(Arc::clone(&shared), place),
+                            Some(place) => KeyDecision::Wait(shared.clone(), place),
                             None => KeyDecision::Full,
                         }
                     }
@@ -452,11 +450,11 @@ where
             Ok(permit) => {
                 let global = match &keyed.global {
                     None => None,
-                    Some(global) => match global.try_acquire() {
+                    Some(global) => match Shared::try_acquire(global) {
                         Some(p) => Some(p),
                         None if until.is_none() => return reject(span),
                         None => {
-                            let wait = global_wait(Arc::clone(global), until, Some(permit));
+                            let wait = global_wait(global.clone(), until, Some(permit));
                             return future::ResponseFuture::waiting(
                                 wait,
                                 self.inner.clone(),
@@ -495,13 +493,13 @@ where
 }
 
 /// Waits for a global permit until `until`, keeping the key's permit.
-fn global_wait(global: Arc<Shared>, until: Option<Instant>, key: Option<Permit>) -> Wait {
+fn global_wait(global: SharedLanes, until: Option<Instant>, key: Option<Permit>) -> Wait {
     Box::pin(async move {
         let key = key.expect("the key's permit is taken first");
-        if let Some(p) = global.try_acquire() {
+        if let Some(p) = Shared::try_acquire(&global) {
             return Ok((key, Some(p)));
         }
-        let Some(slot) = global.enqueue(None) else {
+        let Some(slot) = Shared::enqueue(&global, None) else {
             return Err(Overloaded::new());
         };
         let left = until.map(|at| at.saturating_duration_since(Instant::now()));

@@ -15,13 +15,19 @@
 //!
 //! Both are a handful of atomics. The TTL budget keeps its deposits in ten slots of
 //! `ttl / 10` each, and takes a lock only when the current slot moves on (at most ten
-//! times per `ttl`). So that a request does not pay for a clock reading, requests are
-//! counted in one atomic and moved into the current slot every 16th request and whenever
-//! a retry asks for the balance: a deposit may be dated up to 15 requests late, so it
-//! may outlive its `ttl` by that much, which can allow at most `15 * percent` extra
-//! retries (3 at the default 20%). Two racing withdrawals may both see the last retry's worth of balance
-//! and both spend it: the bound above can be overshot by the number of concurrent racers,
-//! which is harmless (tower's budget has the same property).
+//! times per `ttl`). Its slots and request counts are [striped](palisade_core::stripe):
+//! one set per core, so threads depositing at once write different cache lines, and the
+//! balance sums them. So that a request does not pay for a clock reading, a stripe's
+//! requests are moved into its current slot whenever it has counted another 16, and every
+//! stripe's whenever a retry asks for the balance. A deposit may so be dated late by at
+//! most 15 requests per stripe, and may outlive its `ttl` by that much: at most
+//! `15 * stripes * percent` extra retries (3 per stripe at the default 20%; the stripe
+//! count is [`stripes`](palisade_core::stripe::stripes), the machine's cores rounded up to
+//! a power of two, at most 16). Nothing is lost or counted twice: every request is dated
+//! at the next flush of its stripe or the next balance. Two racing withdrawals may both
+//! see the last retry's worth of balance and both spend it: the bound above can be
+//! overshot by the number of concurrent racers, which is harmless (tower's budget has the
+//! same property).
 //!
 //! The state machines take `now` (time since the budget was built) as a parameter, so
 //! they are tested without a runtime.
@@ -31,13 +37,14 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
+use palisade_core::stripe::{self, Striped};
 use palisade_core::Outcome;
 
 /// One retry, in budget units (thousandths, as gRPC's token bucket counts).
 const UNIT: i64 = 1000;
 /// Slots of a TTL budget.
 const SLOTS: usize = 10;
-/// A TTL budget reads the clock once per this many requests (see `TtlBudget`).
+/// A TTL budget reads the clock once per this many requests on a stripe (see `TtlBudget`).
 const FLUSH_EVERY: u64 = 16;
 
 /// How retries are budgeted; see the [module docs](self).
@@ -141,10 +148,16 @@ pub(crate) enum BudgetState {
 impl BudgetState {
     /// Once per request (not per attempt). `now` is called only when the deposits are
     /// dated (one request in 16).
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn deposit(&self, now: impl FnOnce() -> Duration) {
+        self.deposit_at(stripe::index(), now);
+    }
+
+    /// [`BudgetState::deposit`] from a caller on stripe `home`.
+    #[inline]
+    pub(crate) fn deposit_at(&self, home: usize, now: impl FnOnce() -> Duration) {
         if let BudgetState::Ttl(b) = self {
-            b.deposit(now);
+            b.deposit_at(home, now);
         }
     }
 
@@ -190,18 +203,16 @@ impl BudgetState {
 
 /// Finagle-style budget: ten slots of deposits (positive) and withdrawals (negative),
 /// each covering `ttl / 10`; the balance is the reserve plus the sum of the live slots.
+///
+/// Each stripe keeps its own slots (a [`Ledger`]), so requests on different cores count and
+/// date their deposits on different cache lines; the balance sums every stripe's, and a
+/// rotation clears the expired slot of every stripe under one lock.
 pub(crate) struct TtlBudget {
-    slots: [AtomicI64; SLOTS],
-    /// The sum of `slots`, kept beside them so the per-request estimate is one load, not
-    /// a fold over every slot. Every change to a slot is mirrored here.
-    live_total: AtomicI64,
+    ledgers: Striped<Ledger>,
     /// The generation (`now / slot_len`) the slots were last rotated to.
     generation: AtomicU64,
     /// Held only while rotating, so two rotations never clear each other's fresh slot.
     rotate: Mutex<()>,
-    /// Requests seen, and how many of them have been moved into a slot.
-    requests: AtomicU64,
-    flushed: AtomicU64,
     slot_nanos: u64,
     deposit: i64,
     reserve: i64,
@@ -219,29 +230,31 @@ impl fmt::Debug for TtlBudget {
 
 impl TtlBudget {
     pub(crate) fn new(ttl: Duration, min_per_sec: u32, percent: f64) -> Self {
+        Self::striped(ttl, min_per_sec, percent, stripe::stripes())
+    }
+
+    /// A budget whose ledger has `stripes` stripes.
+    fn striped(ttl: Duration, min_per_sec: u32, percent: f64, stripes: usize) -> Self {
         let slot_nanos = u64::try_from(ttl.as_nanos() / SLOTS as u128)
             .unwrap_or(u64::MAX)
             .max(1);
         Self {
-            slots: Default::default(),
-            live_total: AtomicI64::new(0),
+            ledgers: Striped::new(stripes, |_| Ledger::default()),
             generation: AtomicU64::new(0),
             rotate: Mutex::new(()),
-            requests: AtomicU64::new(0),
-            flushed: AtomicU64::new(0),
             slot_nanos,
             deposit: (percent * UNIT as f64).round() as i64,
             reserve: (f64::from(min_per_sec) * ttl.as_secs_f64() * UNIT as f64).round() as i64,
         }
     }
 
-    /// The slot for `now`, after clearing every slot that expired since the last call.
-    fn slot(&self, now: Duration) -> &AtomicI64 {
+    /// The slot index for `now`, after clearing every slot that expired since the last call.
+    fn slot(&self, now: Duration) -> usize {
         let gen = u64::try_from(now.as_nanos()).unwrap_or(u64::MAX) / self.slot_nanos;
         if self.generation.load(Ordering::Acquire) < gen {
             self.rotate_to(gen);
         }
-        &self.slots[(gen % SLOTS as u64) as usize]
+        (gen % SLOTS as u64) as usize
     }
 
     #[cold]
@@ -253,43 +266,64 @@ impl TtlBudget {
         if current >= gen {
             return; // someone else rotated while we waited
         }
-        // Clear the slots of every generation in (current, gen]: they hold counts from
-        // `SLOTS` generations ago, now past the ttl. At most SLOTS of them.
+        // Clear the slots of every generation in (current, gen], in every stripe: they hold
+        // counts from `SLOTS` generations ago, now past the ttl. At most SLOTS of them.
         let stale = (gen - current).min(SLOTS as u64);
-        for g in (gen - stale + 1)..=gen {
-            let cleared = self.slots[(g % SLOTS as u64) as usize].swap(0, Ordering::AcqRel);
-            self.live_total.fetch_sub(cleared, Ordering::AcqRel);
+        for ledger in self.ledgers.iter() {
+            for g in (gen - stale + 1)..=gen {
+                let cleared = ledger.slots[(g % SLOTS as u64) as usize].swap(0, Ordering::AcqRel);
+                ledger.live_total.fetch_sub(cleared, Ordering::AcqRel);
+            }
         }
         self.generation.store(gen, Ordering::Release);
     }
 
+    #[cfg(test)]
     pub(crate) fn deposit(&self, now: impl FnOnce() -> Duration) {
+        self.deposit_at(stripe::index(), now);
+    }
+
+    /// A deposit counted on stripe `home`.
+    #[inline]
+    fn deposit_at(&self, home: usize, now: impl FnOnce() -> Duration) {
         if self.deposit == 0 {
             return;
         }
-        let n = self.requests.fetch_add(1, Ordering::AcqRel) + 1;
+        let ledger = self.ledgers.get(home);
+        let n = ledger.seen.fetch_add(1, Ordering::AcqRel) + 1;
         if n.is_multiple_of(FLUSH_EVERY) {
-            self.flush(now());
+            self.date(ledger, self.slot(now()));
         }
     }
 
-    /// Moves the requests counted since the last flush into the slot of `now`.
+    /// Moves the requests every stripe counted since its last flush into the slot of `now`.
     fn flush(&self, now: Duration) {
         let slot = self.slot(now);
-        let total = self.requests.load(Ordering::Acquire);
+        for ledger in self.ledgers.iter() {
+            self.date(ledger, slot);
+        }
+    }
+
+    /// Moves the requests one stripe counted since its last flush into its slot `slot`.
+    fn date(&self, ledger: &Ledger, slot: usize) {
+        let total = ledger.seen.load(Ordering::Acquire);
         // `fetch_max`, not `swap`: of two racing flushes, the one with the older total
-        // must neither add anything nor move `flushed` back (which would count twice).
-        let prev = self.flushed.fetch_max(total, Ordering::AcqRel);
+        // must neither add anything nor move `dated` back (which would count twice).
+        let prev = ledger.dated.fetch_max(total, Ordering::AcqRel);
         if total > prev {
             let n = i64::try_from(total - prev).unwrap_or(i64::MAX);
             let amount = n.saturating_mul(self.deposit);
-            slot.fetch_add(amount, Ordering::AcqRel);
-            self.live_total.fetch_add(amount, Ordering::AcqRel);
+            ledger.slots[slot].fetch_add(amount, Ordering::AcqRel);
+            ledger.live_total.fetch_add(amount, Ordering::AcqRel);
         }
     }
 
+    /// The live slots' sum, over every stripe.
     fn live(&self) -> i64 {
-        self.live_total.load(Ordering::Acquire)
+        self.ledgers
+            .iter()
+            .map(|l| l.live_total.load(Ordering::Acquire))
+            .fold(0, i64::saturating_add)
     }
 
     pub(crate) fn balance(&self, now: Duration) -> i64 {
@@ -302,10 +336,25 @@ impl TtlBudget {
         if self.balance(now) < UNIT {
             return false;
         }
-        self.slot(now).fetch_sub(UNIT, Ordering::AcqRel);
-        self.live_total.fetch_sub(UNIT, Ordering::AcqRel);
+        // Charged to this thread's stripe (its slots may go below zero: only the sum over
+        // the stripes is a balance).
+        let ledger = self.ledgers.mine();
+        ledger.slots[self.slot(now)].fetch_sub(UNIT, Ordering::AcqRel);
+        ledger.live_total.fetch_sub(UNIT, Ordering::AcqRel);
         true
     }
+}
+
+/// One stripe of a TTL budget: its slots, and its requests.
+#[derive(Default)]
+struct Ledger {
+    slots: [AtomicI64; SLOTS],
+    /// The sum of `slots`, kept beside them so the balance is one load per stripe, not a
+    /// fold over every slot. Every change to a slot is mirrored here.
+    live_total: AtomicI64,
+    /// Requests seen on this stripe, and how many of them have been moved into a slot.
+    seen: AtomicU64,
+    dated: AtomicU64,
 }
 
 // === impl Throttle ===
@@ -432,7 +481,7 @@ mod tests {
 
     #[test]
     fn ttl_dates_deposits_every_16th_request_without_reading_the_clock() {
-        let b = TtlBudget::new(Duration::from_secs(10), 0, 1.0);
+        let b = TtlBudget::striped(Duration::from_secs(10), 0, 1.0, 1);
         let reads = std::cell::Cell::new(0);
         let now = || {
             reads.set(reads.get() + 1);
@@ -449,6 +498,68 @@ mod tests {
         b.deposit(now);
         assert_eq!(b.balance(secs(1.0)), 17 * UNIT);
         assert_eq!(b.balance(secs(1.0)), 17 * UNIT);
+    }
+
+    #[test]
+    fn ttl_striped_deposits_are_dated_within_the_stated_bound() {
+        // Two stripes: each dates its own requests every 16th, so at most 15 per stripe
+        // wait undated (the bound the module docs state), and a balance dates them all.
+        let b = TtlBudget::striped(Duration::from_secs(10), 0, 1.0, 2);
+        let reads = std::cell::Cell::new(0);
+        let now = || {
+            reads.set(reads.get() + 1);
+            secs(1.0)
+        };
+        for _ in 0..15 {
+            b.deposit_at(0, now);
+            b.deposit_at(1, now);
+        }
+        assert_eq!(reads.get(), 0, "30 requests, none dated yet");
+        assert_eq!(b.live(), 0);
+        b.deposit_at(1, now);
+        assert_eq!(reads.get(), 1);
+        assert_eq!(
+            b.live(),
+            16 * UNIT,
+            "a stripe's 16th dates that stripe's requests"
+        );
+        b.deposit_at(0, now);
+        assert_eq!(b.balance(secs(1.0)), 32 * UNIT, "nothing lost");
+        assert_eq!(b.balance(secs(1.0)), 32 * UNIT, "nor counted twice");
+    }
+
+    #[test]
+    fn ttl_striped_deposits_expire_on_every_stripe() {
+        let b = TtlBudget::striped(Duration::from_secs(1), 0, 1.0, 2);
+        for _ in 0..16 {
+            b.deposit_at(1, || secs(0.05));
+        }
+        for _ in 0..16 {
+            b.deposit_at(0, || secs(0.55));
+        }
+        assert_eq!(b.balance(secs(0.95)), 32 * UNIT);
+        // Stripe 1's slot of 0.05 s has expired; stripe 0's of 0.55 s has not.
+        assert_eq!(b.balance(secs(1.15)), 16 * UNIT);
+        assert_eq!(b.balance(secs(1.65)), 0);
+    }
+
+    #[test]
+    fn ttl_deposits_from_many_threads_are_all_counted_once() {
+        let b = std::sync::Arc::new(TtlBudget::new(Duration::from_secs(10), 0, 1.0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let b = std::sync::Arc::clone(&b);
+                std::thread::spawn(move || {
+                    for _ in 0..1000 {
+                        b.deposit(|| secs(1.0));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("depositor");
+        }
+        assert_eq!(b.balance(secs(1.0)), 8000 * UNIT);
     }
 
     #[test]

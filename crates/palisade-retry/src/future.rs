@@ -3,12 +3,12 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use palisade_core::classify::Pushback;
 use palisade_core::observe::CallSpan;
+use palisade_core::stripe::Lane;
 use palisade_core::{find_rejection, BoxError, Classify, Deadline, Outcome, Rejection};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
@@ -51,8 +51,9 @@ pin_project! {
         deadline: Option<Deadline>,
         // The failed result being retried: returned as is if the retry cannot be sent.
         last: Option<Result<S::Response, BoxError>>,
-        // The layer's state and the prototype retries are cloned from.
-        own: Arc<Own<S>>,
+        // The layer's state and the prototype retries are cloned from, through this
+        // thread's lane (its reference count is on a line of the stripe's own).
+        own: Lane<Own<S>>,
         classify: C,
         // The call's span: every attempt runs inside it.
         span: CallSpan,
@@ -67,7 +68,7 @@ where
         first: S::Future,
         retrier: Option<Replayer<S, Req, P>>,
         deadline: Option<Deadline>,
-        own: Arc<Own<S>>,
+        own: Lane<Own<S>>,
         classify: C,
         span: CallSpan,
     ) -> Self {

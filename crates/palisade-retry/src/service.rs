@@ -8,6 +8,7 @@ use super::future::ResponseFuture;
 use super::layer::Shared;
 use palisade_core::replay::{Idempotent, ReplayPolicy};
 use palisade_core::replay::{Prototype, Replayer};
+use palisade_core::stripe::{self, Lanes};
 
 /// Retries failed calls with backoff, within a budget and the request's deadline. See the
 /// [crate docs](crate).
@@ -24,11 +25,12 @@ use palisade_core::replay::{Prototype, Replayer};
 ///
 /// [`Prototype`]: palisade_core::replay::Prototype
 // Derived `Clone`: no reservation to reset (readiness lives in `inner`, whose own
-// `Clone` decides), and the shared state is shared through the `Arc`s, never copied.
+// `Clone` decides), and the shared state is shared through its lanes, never copied.
 #[derive(Clone, Debug)]
 pub struct Retry<S, P = Idempotent, C = ErrorsAsFailures> {
     inner: S,
-    own: Arc<Own<S>>,
+    // Per-stripe lanes: a call's future holds its thread's (see `Lanes`).
+    own: Lanes<Own<S>>,
     policy: P,
     classify: C,
 }
@@ -50,10 +52,13 @@ impl<S, P, C> Retry<S, P, C> {
         S: Clone,
     {
         Self {
-            own: Arc::new(Own {
-                shared,
-                prototype: Prototype::new(inner.clone()),
-            }),
+            own: Lanes::new(
+                Own {
+                    shared,
+                    prototype: Prototype::new(inner.clone()),
+                },
+                stripe::stripes(),
+            ),
             inner,
             policy,
             classify,
@@ -84,14 +89,16 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let shared: &Shared = &self.own.shared;
         shared.first_attempts.increment(1);
+        // One stripe for the call: its budget deposit and the lane its future holds.
+        let home = stripe::index();
         let deadline = req.deadline();
-        // Every request pays into a TTL budget, which dates its deposits once in 16 calls:
-        // by the clock reading the request's deadline remembers (the deadline layer's,
-        // just above; a deposit dated by it expires at most the request's age early), else
-        // by reading the clock.
+        // Every request pays into a TTL budget, which dates its deposits once in 16 calls
+        // of a stripe: by the clock reading the request's deadline remembers (the deadline
+        // layer's, just above; a deposit dated by it expires at most the request's age
+        // early), else by reading the clock.
         shared
             .budget
-            .deposit(|| shared.date(deadline.and_then(|d| d.reading())));
+            .deposit_at(home, || shared.date(deadline.and_then(|d| d.reading())));
         // Keep a copy of the request (and a clone of the service to send it with) only
         // when a retry is possible at all: attempts left, time left, and a policy that
         // agrees to copy it. Otherwise the call costs what the inner one does. An empty
@@ -119,7 +126,8 @@ where
             self.inner.call(req),
             template.map(|t| Replayer::new(t, self.policy.clone())),
             deadline,
-            Arc::clone(&self.own),
+            // This thread's lane: the future's reference is counted on its stripe's line.
+            self.own.lane_at(home).clone(),
             self.classify.clone(),
             span,
         )

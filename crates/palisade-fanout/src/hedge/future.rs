@@ -4,12 +4,12 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::observe::CallSpan;
 use palisade_core::replay::{ReplayPolicy, Replayer};
+use palisade_core::stripe::Lane;
 use palisade_core::{BoxError, Classify, Deadline};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -88,8 +88,9 @@ pin_project! {
         // A non-fatal failure asks for the next attempt now (gRPC A6 hedging).
         fire_now: bool,
         last: Option<Result<S::Response, BoxError>>,
-        // The layer's state and the prototype hedges are cloned from.
-        own: Arc<Own<S>>,
+        // The layer's state and the prototype hedges are cloned from, through this
+        // thread's lane (its reference count is on a line of the stripe's own).
+        own: Lane<Own<S>>,
         classify: C,
         // The call's span: the first attempt and every hedge run inside it.
         span: CallSpan,
@@ -104,7 +105,7 @@ where
         primary: S::Future,
         spare: Option<Spare<S, Req, P>>,
         deadline: Option<Deadline>,
-        own: Arc<Own<S>>,
+        own: Lane<Own<S>>,
         classify: C,
         span: CallSpan,
     ) -> Self {

@@ -7,6 +7,7 @@ use tower_service::Service;
 use super::future::{ResponseFuture, Spare};
 use super::layer::Shared;
 use palisade_core::replay::{Idempotent, Prototype, ReplayPolicy, Replayer};
+use palisade_core::stripe::{self, Lanes};
 use palisade_core::ErrorsAsFailures;
 
 /// Sends a request again after a delay if it has not succeeded yet; the first success
@@ -18,11 +19,12 @@ use palisade_core::ErrorsAsFailures;
 ///
 /// [`Prototype`]: palisade_core::replay::Prototype
 // Derived `Clone`: no reservation to reset (readiness lives in `inner`, whose own
-// `Clone` decides), and the shared state is shared through the `Arc`s, never copied.
+// `Clone` decides), and the shared state is shared through its lanes, never copied.
 #[derive(Clone, Debug)]
 pub struct Hedge<S, P = Idempotent, C = ErrorsAsFailures> {
     inner: S,
-    own: Arc<Own<S>>,
+    // Per-stripe lanes: a call's future holds its thread's (see `Lanes`).
+    own: Lanes<Own<S>>,
     policy: P,
     classify: C,
 }
@@ -44,10 +46,13 @@ impl<S, P, C> Hedge<S, P, C> {
         S: Clone,
     {
         Self {
-            own: Arc::new(Own {
-                shared,
-                prototype: Prototype::new(inner.clone()),
-            }),
+            own: Lanes::new(
+                Own {
+                    shared,
+                    prototype: Prototype::new(inner.clone()),
+                },
+                stripe::stripes(),
+            ),
             inner,
             policy,
             classify,
@@ -118,7 +123,8 @@ where
                 )
             }),
             deadline,
-            Arc::clone(&self.own),
+            // This thread's lane: the future's reference is counted on its stripe's line.
+            self.own.lane().clone(),
             self.classify.clone(),
             span,
         )

@@ -6,6 +6,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use palisade_core::observe::CallSpan;
+use palisade_core::stripe::{self, Lane, Lanes};
 use palisade_core::{call_span, BoxError, Classify, ErrorsAsFailures};
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
@@ -44,14 +45,22 @@ struct Shared<C> {
 
 impl<C> Shared<C> {
     /// Records one admitted call. `now` is the time it completed if the caller already read
-    /// the clock; otherwise it is read here, and only if the sample counts.
-    fn record(&self, rtt: Duration, in_flight: usize, dropped: bool, now: Option<Instant>) {
+    /// the clock; otherwise it is read here, and only if the sample counts. So is
+    /// `in_flight` (the calls in flight when this one was admitted): reading it sums the
+    /// limit's per-core stripes, which a call that is no sample should not touch.
+    fn record(
+        &self,
+        rtt: Duration,
+        in_flight: impl FnOnce() -> usize,
+        dropped: bool,
+        now: Option<Instant>,
+    ) {
         if !dropped && rtt < self.window.rtt_floor() {
             // Not a sample (and not worth a clock read).
             return;
         }
         let now = now.unwrap_or_else(Instant::now);
-        if !self.window.record(rtt, in_flight, dropped, now) {
+        if !self.window.record(rtt, in_flight(), dropped, now) {
             return;
         }
         // One caller per boundary updates; the others carry on (no waiting on the path).
@@ -77,14 +86,14 @@ impl<C> Shared<C> {
 /// ([`AdaptiveLimitBuilder::criticality`]).
 pub struct AdaptiveLimitLayer<C = ErrorsAsFailures, L = ConcurrencyLimitLayer> {
     limit: L,
-    shared: Arc<Shared<C>>,
+    shared: Lanes<Shared<C>>,
 }
 
 impl<C, L: Clone> Clone for AdaptiveLimitLayer<C, L> {
     fn clone(&self) -> Self {
         Self {
             limit: self.limit.clone(),
-            shared: Arc::clone(&self.shared),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -175,7 +184,7 @@ impl<S, C, L: Layer<S>> Layer<S> for AdaptiveLimitLayer<C, L> {
     fn layer(&self, inner: S) -> Self::Service {
         AdaptiveLimit {
             inner: self.limit.layer(inner),
-            shared: Arc::clone(&self.shared),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -258,12 +267,16 @@ impl<C, Q> AdaptiveLimitBuilder<C, Q> {
         let handle = limit.handle();
         Ok(AdaptiveLimitLayer {
             limit,
-            shared: Arc::new(Shared {
-                window: Window::new(self.min_window, self.min_samples, self.rtt_floor),
-                algorithm: Mutex::new(self.algorithm),
-                handle,
-                classify: self.classify,
-            }),
+            // Per-stripe lanes: a call's future holds its thread's (see `ResponseFuture`).
+            shared: Lanes::new(
+                Shared {
+                    window: Window::new(self.min_window, self.min_samples, self.rtt_floor),
+                    algorithm: Mutex::new(self.algorithm),
+                    handle,
+                    classify: self.classify,
+                },
+                stripe::stripes(),
+            ),
         })
     }
 }
@@ -319,7 +332,7 @@ impl<C, F> AdaptiveLimitBuilder<C, ByClass<F>> {
 /// service.
 pub struct AdaptiveLimit<L, C = ErrorsAsFailures> {
     inner: L,
-    shared: Arc<Shared<C>>,
+    shared: Lanes<Shared<C>>,
 }
 
 impl<L: Clone, C> Clone for AdaptiveLimit<L, C> {
@@ -327,7 +340,7 @@ impl<L: Clone, C> Clone for AdaptiveLimit<L, C> {
         // The inner limit's Clone resets any reservation.
         Self {
             inner: self.inner.clone(),
-            shared: Arc::clone(&self.shared),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -361,14 +374,13 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let in_flight = self.shared.handle.in_flight();
         let span = call_span!("palisade::limit", "palisade.adaptive_limit");
         let _scope = span.scope();
         ResponseFuture {
             inner: self.inner.call(req),
             start: None,
-            in_flight,
-            shared: Arc::clone(&self.shared),
+            in_flight: 0,
+            shared: self.shared.lane().clone(),
             span,
         }
     }
@@ -381,13 +393,17 @@ pin_project! {
     /// The RTT runs from the first poll after the call is admitted (not from `call`, which
     /// in queue mode would count the wait in our own queue) to completion. A call that
     /// completes in the poll that admits it reads no clock: its RTT is taken as zero, under
-    /// any RTT floor, so it is not a sample (unless it was a drop).
+    /// any RTT floor, so it is not a sample (unless it was a drop). The calls in flight are
+    /// read with the clock, when the call is admitted (or, for such a drop, as it
+    /// completes): not on the path of a call that is no sample.
     pub struct ResponseFuture<F, C> {
         #[pin]
         inner: F,
         start: Option<Instant>,
+        // The calls in flight when `start` was read (0 until then).
         in_flight: usize,
-        shared: Arc<Shared<C>>,
+        // This thread's lane: its reference count is not shared with other cores' calls.
+        shared: Lane<Shared<C>>,
         span: CallSpan,
     }
 }
@@ -408,6 +424,7 @@ where
                 // Admitted and now waiting on the dependency: its RTT starts here.
                 if this.start.is_none() && this.inner.as_ref().get_ref().is_admitted() {
                     *this.start = Some(Instant::now());
+                    *this.in_flight = this.shared.handle.in_flight();
                 }
                 return Poll::Pending;
             }
@@ -425,8 +442,18 @@ where
                     }
                     None => (Duration::ZERO, None),
                 };
-                this.shared
-                    .record(rtt, *this.in_flight, outcome.is_overloaded(), now);
+                // Read when admitted; a call done in its first poll (a drop, if it is a
+                // sample at all) reads it now.
+                let (started, in_flight) = (this.start.is_some(), *this.in_flight);
+                let shared: &Shared<C> = this.shared;
+                let in_flight = || {
+                    if started {
+                        in_flight
+                    } else {
+                        shared.handle.in_flight()
+                    }
+                };
+                shared.record(rtt, in_flight, outcome.is_overloaded(), now);
             }
         }
         Poll::Ready(out)

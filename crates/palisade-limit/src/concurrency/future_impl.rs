@@ -1,12 +1,12 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use palisade_core::Overloaded;
 
 use super::shared::{Acquire, Permit, Refused, Shared};
+use palisade_core::stripe::Lane;
 
 /// Response future of [`ConcurrencyLimit`](super::ConcurrencyLimit).
 ///
@@ -22,11 +22,11 @@ pub type ResponseFuture<S, Req> = crate::future::ResponseFuture<S, Req, QueueWai
 /// runs out or a higher-criticality request takes the place. Dropping it leaves the queue.
 pub struct QueueWait {
     acquire: Acquire,
-    shared: Arc<Shared>,
+    shared: Lane<Shared>,
 }
 
 impl QueueWait {
-    pub(crate) fn new(acquire: Acquire, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(acquire: Acquire, shared: Lane<Shared>) -> Self {
         Self { acquire, shared }
     }
 }

@@ -7,7 +7,7 @@ use tower_layer::Layer;
 use super::discipline::{ByClass, Fifo, NoQueue};
 use super::semaphore::FastSemaphore;
 use super::service::ConcurrencyLimit;
-use super::shared::{LimitHandle, Shared};
+use super::shared::{LimitHandle, Shared, SharedLanes};
 
 /// What a call does when the limit is full (core's one bounded-resource choice). See the
 /// [module docs](super).
@@ -81,7 +81,7 @@ impl std::error::Error for InvalidConcurrencyLimit {}
 /// make). See the [module docs](super).
 #[derive(Clone, Debug)]
 pub struct ConcurrencyLimitLayer<Q = Fifo> {
-    shared: Arc<Shared>,
+    shared: SharedLanes,
     on_full: OnFull,
     queue: Q,
 }
@@ -131,7 +131,7 @@ impl<Q> ConcurrencyLimitLayer<Q> {
     /// A handle on this layer's limit: live counts, and resizing.
     pub fn handle(&self) -> LimitHandle {
         LimitHandle {
-            shared: Arc::clone(&self.shared),
+            shared: self.shared.clone(),
         }
     }
 }
@@ -140,12 +140,7 @@ impl<S, Q: Clone> Layer<S> for ConcurrencyLimitLayer<Q> {
     type Service = ConcurrencyLimit<S, Q>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        ConcurrencyLimit::from_parts(
-            inner,
-            Arc::clone(&self.shared),
-            self.on_full,
-            self.queue.clone(),
-        )
+        ConcurrencyLimit::from_parts(inner, self.shared.clone(), self.on_full, self.queue.clone())
     }
 }
 
@@ -284,11 +279,11 @@ impl<F> ConcurrencyLimitBuilder<ByClass<F>> {
 impl<Q> ConcurrencyLimitBuilder<Q> {
     fn build_with(
         self,
-        shared: fn(usize, Arc<str>) -> Shared,
+        shared: fn(usize, Arc<str>) -> SharedLanes,
     ) -> Result<ConcurrencyLimitLayer<Q>, InvalidConcurrencyLimit> {
         InvalidConcurrencyLimit::check(self.limit, self.on_full)?;
         Ok(ConcurrencyLimitLayer {
-            shared: Arc::new(shared(self.limit, self.name)),
+            shared: shared(self.limit, self.name),
             on_full: self.on_full,
             queue: self.queue,
         })

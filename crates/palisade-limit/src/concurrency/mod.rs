@@ -57,6 +57,10 @@
 //!   too, so a stalled inner service does not pin capacity others could use.
 //! - Queue and reject modes, a queue by criticality, resizing, and live in-flight/queued
 //!   counts (by class too).
+//! - It scales across cores: free permits are split over per-core stripes (a caller takes
+//!   from its own and steals from the others before it waits, so the limit stays exact), and
+//!   a permit holds its core's [lane](palisade_core::stripe) of the shared state, so calls on
+//!   different cores do not write one cache line. tower's semaphore is one counter.
 
 pub mod discipline;
 mod future_impl;

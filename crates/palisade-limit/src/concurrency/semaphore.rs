@@ -2,20 +2,33 @@
 //!
 //! tokio's `Semaphore` takes a mutex on every release, to hand the permit to the first
 //! waiter. Most releases happen when nobody waits, and paying for that lock on every call
-//! was most of a concurrency limit's overhead. Here free permits live in an atomic counter
+//! was most of a concurrency limit's overhead. Here free permits live in atomic counters
 //! (`fast`) while nobody waits; tokio's semaphore (`slow`) is used only as the FIFO queue of
 //! waiters and the place permits go to when someone waits.
 //!
+//! # Stripes
+//!
+//! `fast` is [striped](palisade_core::stripe): the free permits are split over one
+//! counter per stripe, each on its own cache line, so threads on different cores taking
+//! and giving back permits do not write one shared line on every call. A thread takes from
+//! its own stripe first and steals from the others when its own is empty; it gives back to
+//! its own. The total is exact: a permit is always in exactly one stripe, in `slow`, or
+//! held, so the limit is never exceeded and no approximation is involved. A limit too
+//! small to give every stripe a permit uses fewer stripes (one for a limit of 1).
+//!
 //! # Why no permit is stranded
 //!
-//! A waiter registers (`waiters += 1`) and then re-checks `fast`; a release adds to `fast`
-//! and then re-checks `waiters`. Both pairs are sequentially consistent, so in the single
-//! order of those four operations at least one side sees the other: either the waiter finds
-//! the permit in `fast`, or the releaser sees the waiter and moves a permit from `fast` to
-//! `slow`, where the waiter (queued or about to queue) gets it. A permit can also sit in
-//! `slow` with no waiter (a waiter that found a `fast` permit after all, or was cancelled
-//! after a permit was assigned to it); [`FastSemaphore::try_acquire`] looks there too, so
-//! it is never lost, only briefly on the slower path.
+//! A waiter registers (`waiters += 1`) and then re-checks every stripe of `fast`; a release
+//! adds to its stripe and then re-checks `waiters`. All of these are sequentially
+//! consistent, so in their single order at least one side sees the other: either the
+//! releaser's check of `waiters` comes after the registration, and it moves permits from
+//! `fast` (its stripe or any other) to `slow`, where the waiter (queued or about to queue)
+//! gets them; or it comes before, and then so does its add, which the waiter's later check
+//! of that stripe sees (unless another caller took the permit first, which then holds it
+//! and will release it in turn). A permit can also sit in `slow` with no waiter (a waiter
+//! that found a `fast` permit after all, or was cancelled after a permit was assigned to
+//! it); [`FastSemaphore::try_acquire`] looks there too, so it is never lost, only briefly
+//! on the slower path.
 //!
 //! # Queue disciplines
 //!
@@ -35,14 +48,17 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
+use palisade_core::stripe::{self, Striped};
+
 #[cfg(palisade_loom)]
 use self::loom_slow::{load_sc, AtomicU8, AtomicUsize, Mutex, MutexGuard, Slow};
 #[cfg(not(palisade_loom))]
 use self::tokio_slow::{load_sc, AtomicU8, AtomicUsize, Mutex, MutexGuard, Slow};
 
 pub(crate) struct FastSemaphore {
-    /// Free permits, claimable without a lock while nobody waits.
-    fast: AtomicUsize,
+    /// Free permits, claimable without a lock while nobody waits, one counter per stripe
+    /// (see the module docs).
+    fast: Striped<AtomicUsize>,
     /// Acquirers on the slow path (registered, possibly not yet queued in `slow`).
     waiters: AtomicUsize,
     /// The FIFO queue of waiters, and permits handed to it.
@@ -55,9 +71,25 @@ pub(crate) struct FastSemaphore {
 impl FastSemaphore {
     pub(crate) const MAX_PERMITS: usize = tokio::sync::Semaphore::MAX_PERMITS;
 
+    /// `permits` split over as many stripes as the machine has cores (fewer if the limit
+    /// cannot give each stripe a permit).
     pub(crate) fn new(permits: usize) -> Self {
+        Self::striped(permits, stripe::stripes_for(permits, stripe::stripes()))
+    }
+
+    /// `permits` split over `stripes` counters (a power of two): evenly, the remainder in
+    /// the first.
+    pub(crate) fn striped(permits: usize, stripes: usize) -> Self {
+        let stripes = stripes.max(1).next_power_of_two();
+        let share = permits / stripes;
         Self {
-            fast: AtomicUsize::new(permits),
+            fast: Striped::new(stripes, |i| {
+                AtomicUsize::new(if i == 0 {
+                    permits - share * (stripes - 1)
+                } else {
+                    share
+                })
+            }),
             waiters: AtomicUsize::new(0),
             slow: Slow::new(),
             classes: None,
@@ -72,14 +104,39 @@ impl FastSemaphore {
         }
     }
 
+    /// `by_class` over `stripes` counters.
+    pub(crate) fn by_class_striped(permits: usize, stripes: usize) -> Self {
+        Self {
+            classes: Some(Box::new(ClassQueue::new())),
+            ..Self::striped(permits, stripes)
+        }
+    }
+
     /// Takes a permit without waiting, unless others are waiting for one.
-    #[inline]
+    #[cfg(test)]
     pub(crate) fn try_acquire(&self) -> bool {
+        self.try_acquire_at(stripe::index())
+    }
+
+    /// [`FastSemaphore::try_acquire`] for a caller on stripe `home`.
+    #[inline]
+    pub(crate) fn try_acquire_at(&self, home: usize) -> bool {
         if self.waiters.load(SeqCst) != 0 {
             return false;
         }
-        // Else a permit may have been left in the slow semaphore with nobody waiting.
-        self.take_fast(1) == 1 || self.try_take_slow()
+        // Our stripe first (the common case: one counter, on our own cache line), then
+        // the others'; else a permit may have been left in the slow semaphore with nobody
+        // waiting.
+        take_from(self.fast.get(home), 1) == 1 || self.steal(home) || self.try_take_slow()
+    }
+
+    /// A permit from another stripe than `home` (whose own counter is empty).
+    #[inline(never)]
+    fn steal(&self, home: usize) -> bool {
+        self.fast
+            .starting_at(home)
+            .skip(1)
+            .any(|stripe| take_from(stripe, 1) == 1)
     }
 
     /// A permit left on the slow side with nobody waiting for it.
@@ -94,14 +151,20 @@ impl FastSemaphore {
     /// Waits for a permit, in FIFO order behind earlier waiters. Cancel-safe: dropping the
     /// future gives back any permit assigned to it.
     pub(crate) async fn acquire(&self) {
+        self.acquire_at(stripe::index()).await;
+    }
+
+    /// [`FastSemaphore::acquire`] for a caller on stripe `home`.
+    pub(crate) async fn acquire_at(&self, home: usize) {
         debug_assert!(
             self.classes.is_none(),
             "a by-class semaphore queues by class"
         );
         self.waiters.fetch_add(1, SeqCst);
         let _registered = Registered(&self.waiters);
-        // Re-check after registering: a release that did not see us left its permit here.
-        if self.take_fast(1) == 1 {
+        // Re-check every stripe after registering: a release that did not see us left
+        // its permit in its stripe.
+        if self.take_fast(home, 1) == 1 {
             return;
         }
         self.slow.take().await;
@@ -110,14 +173,21 @@ impl FastSemaphore {
     /// Gives back `n` permits.
     #[inline]
     pub(crate) fn release(&self, n: usize) {
+        self.release_at(stripe::index(), n);
+    }
+
+    /// [`FastSemaphore::release`] for a caller on stripe `home`.
+    #[inline]
+    pub(crate) fn release_at(&self, home: usize, n: usize) {
         if self.waiters.load(SeqCst) != 0 {
             self.give_slow(n);
             return;
         }
-        self.fast.fetch_add(n, SeqCst);
-        // Re-check after adding: a waiter that registered meanwhile may have missed these.
+        self.fast.get(home).fetch_add(n, SeqCst);
+        // Re-check after adding: a waiter that registered meanwhile may have missed these
+        // (it may have checked our stripe before the add). Any stripe's permits will do.
         if load_sc(&self.waiters) != 0 {
-            let moved = self.take_fast(n);
+            let moved = self.take_fast(home, n);
             if moved > 0 {
                 self.give_slow(moved);
             }
@@ -135,7 +205,7 @@ impl FastSemaphore {
 
     /// Retires up to `n` free permits; returns how many were retired.
     pub(crate) fn forget(&self, n: usize) -> usize {
-        let from_fast = self.take_fast(n);
+        let from_fast = self.take_fast(stripe::index(), n);
         let rest = n - from_fast;
         from_fast
             + match &self.classes {
@@ -144,9 +214,10 @@ impl FastSemaphore {
             }
     }
 
-    /// Free permits now.
+    /// Free permits now (exact when nothing races it; else a sum of stripes read one after
+    /// another, for reporting only).
     pub(crate) fn available(&self) -> usize {
-        self.fast.load(SeqCst)
+        self.fast.iter().map(|f| f.load(SeqCst)).sum::<usize>()
             + match &self.classes {
                 None => self.slow.available(),
                 Some(classes) => classes.lock().spare,
@@ -181,7 +252,7 @@ impl FastSemaphore {
         // that did not see us left its permit in `fast`). Registered under the lock, so a
         // release that saw us gives its permit to the queues only once we are in them.
         self.waiters.fetch_add(1, SeqCst);
-        if self.take_fast(1) == 1 || q.take_spare() {
+        if self.take_fast(stripe::index(), 1) == 1 || q.take_spare() {
             self.waiters.fetch_sub(1, SeqCst);
             return Enqueued::Admitted;
         }
@@ -249,19 +320,32 @@ impl FastSemaphore {
         }
     }
 
-    /// Takes up to `n` permits from the fast counter; returns how many.
-    #[inline]
-    fn take_fast(&self, n: usize) -> usize {
-        if load_sc(&self.fast) == 0 {
-            return 0;
-        }
+    /// Takes up to `n` permits from the fast counters, `home`'s stripe first then the
+    /// others; returns how many.
+    fn take_fast(&self, home: usize, n: usize) -> usize {
         let mut taken = 0;
-        let _ = self.fast.fetch_update(SeqCst, SeqCst, |free| {
-            taken = free.min(n);
-            (taken > 0).then(|| free - taken)
-        });
+        for stripe in self.fast.starting_at(home) {
+            taken += take_from(stripe, n - taken);
+            if taken == n {
+                break;
+            }
+        }
         taken
     }
+}
+
+/// Takes up to `n` permits from one fast counter; returns how many.
+#[inline]
+fn take_from(fast: &AtomicUsize, n: usize) -> usize {
+    if load_sc(fast) == 0 {
+        return 0;
+    }
+    let mut taken = 0;
+    let _ = fast.fetch_update(SeqCst, SeqCst, |free| {
+        taken = free.min(n);
+        (taken > 0).then(|| free - taken)
+    });
+    taken
 }
 
 /// Classes of a by-class semaphore: 0 is served last and evicted first.
@@ -714,6 +798,93 @@ mod tests {
     }
 
     #[test]
+    fn permits_are_split_over_stripes_and_stolen_when_home_is_empty() {
+        let s = FastSemaphore::striped(3, 2);
+        assert_eq!(s.fast.len(), 2);
+        assert_eq!(s.available(), 3);
+        // Stripe 1 holds one permit; the other two are stolen from stripe 0.
+        assert!(s.try_acquire_at(1));
+        assert!(s.try_acquire_at(1));
+        assert!(s.try_acquire_at(1));
+        assert!(!s.try_acquire_at(1));
+        assert!(
+            !s.try_acquire_at(0),
+            "never more than the limit, whichever stripe asks"
+        );
+        // Given back on another stripe than taken: still all there, and usable anywhere.
+        s.release_at(0, 3);
+        assert_eq!(s.available(), 3);
+        assert!(s.try_acquire_at(1));
+        assert_eq!(s.available(), 2);
+    }
+
+    #[test]
+    fn a_release_on_one_stripe_reaches_a_waiter_of_another() {
+        let s = FastSemaphore::striped(2, 2);
+        assert!(s.try_acquire_at(0));
+        assert!(s.try_acquire_at(1));
+        let mut waiter = pin!(s.acquire_at(0));
+        assert!(poll_once(waiter.as_mut()).is_pending());
+        s.release_at(1, 1);
+        assert!(poll_once(waiter.as_mut()).is_ready());
+        assert_eq!(s.available(), 0);
+    }
+
+    #[test]
+    fn forget_takes_from_every_stripe() {
+        let s = FastSemaphore::striped(4, 4);
+        assert_eq!(s.forget(3), 3);
+        assert_eq!(s.available(), 1);
+        assert_eq!(s.forget(3), 1);
+        assert!(!s.try_acquire_at(2));
+        // A limit of one cannot be split: one stripe.
+        assert_eq!(FastSemaphore::new(1).fast.len(), 1);
+    }
+
+    /// Real threads on one four-stripe semaphore, half taking without waiting and half
+    /// waiting in line: never more than the limit held at once (an in-flight count kept
+    /// strictly inside each permit's lifetime), and every permit back at the end.
+    #[test]
+    fn many_threads_never_hold_more_than_the_limit() {
+        use std::sync::atomic::AtomicUsize;
+        const LIMIT: usize = 5;
+        let s = FastSemaphore::striped(LIMIT, 4);
+        let (current, peak) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let held = || {
+            let now = current.fetch_add(1, SeqCst) + 1;
+            peak.fetch_max(now, SeqCst);
+            std::thread::yield_now();
+            current.fetch_sub(1, SeqCst);
+        };
+        std::thread::scope(|scope| {
+            for t in 0..8 {
+                let (s, held) = (&s, &held);
+                scope.spawn(move || {
+                    for _ in 0..2_000 {
+                        if t % 2 == 0 {
+                            if !s.try_acquire() {
+                                std::thread::yield_now();
+                                continue;
+                            }
+                        } else {
+                            // Spin on the wait (a no-op waker): no runtime needed.
+                            let mut wait = pin!(s.acquire());
+                            while poll_once(wait.as_mut()).is_pending() {
+                                std::thread::yield_now();
+                            }
+                        }
+                        held();
+                        s.release(1);
+                    }
+                });
+            }
+        });
+        assert!(peak.load(SeqCst) <= LIMIT, "over the limit");
+        assert_eq!(s.available(), LIMIT, "a permit was lost or made up");
+        assert_eq!(s.waiters.load(SeqCst), 0);
+    }
+
+    #[test]
     fn forget_takes_fast_then_slow() {
         let s = FastSemaphore::new(3);
         assert_eq!(s.forget(2), 2);
@@ -799,6 +970,42 @@ mod loom_tests {
             releaser.join().unwrap();
             assert_eq!(s.available(), 0);
             assert_eq!(s.class_queued(), 0);
+        });
+    }
+
+    /// Two stripes: a release on stripe 1 racing a waiter homed on stripe 0 (whose own
+    /// stripe is empty) never strands the permit.
+    #[test]
+    fn loom_release_on_another_stripe_reaches_a_racing_waiter() {
+        loom::model(|| {
+            let s = Arc::new(FastSemaphore::striped(2, 2));
+            assert!(s.try_acquire_at(0));
+            assert!(s.try_acquire_at(1));
+            let releaser = {
+                let s = s.clone();
+                thread::spawn(move || s.release_at(1, 1))
+            };
+            loom::future::block_on(s.acquire_at(0));
+            releaser.join().unwrap();
+            assert_eq!(s.available(), 0);
+        });
+    }
+
+    /// Two stripes: two racing takers, one stealing, share two permits exactly.
+    #[test]
+    fn loom_stealing_never_over_admits() {
+        loom::model(|| {
+            let s = Arc::new(FastSemaphore::striped(2, 2));
+            assert!(s.try_acquire_at(1));
+            s.release_at(0, 1); // both permits on stripe 0 now
+            let thief = {
+                let s = s.clone();
+                thread::spawn(move || usize::from(s.try_acquire_at(1)))
+            };
+            let mine = usize::from(s.try_acquire_at(0)) + usize::from(s.try_acquire_at(0));
+            let stolen = thief.join().unwrap();
+            assert_eq!(mine + stolen, 2, "two permits, taken exactly");
+            assert_eq!(s.available(), 0);
         });
     }
 

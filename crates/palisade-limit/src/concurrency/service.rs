@@ -1,5 +1,4 @@
 use std::fmt;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -10,7 +9,7 @@ use tower_service::Service;
 use super::discipline::{Discipline, Fifo, Waiting};
 use super::future_impl::{QueueWait, ResponseFuture};
 use super::layer::OnFull;
-use super::shared::{Permit, Place, Shared};
+use super::shared::{Permit, Place, Shared, SharedLanes};
 use tokio_util::sync::ReusableBoxFuture;
 
 /// Limits the calls in flight through the inner service; built by
@@ -19,7 +18,7 @@ use tokio_util::sync::ReusableBoxFuture;
 /// See the [module docs](super).
 pub struct ConcurrencyLimit<S, Q = Fifo> {
     inner: S,
-    shared: Arc<Shared>,
+    shared: SharedLanes,
     on_full: OnFull,
     queue: Q,
     /// `OnFull::Wait` only: the permit `poll_ready` reserved for the next `call`.
@@ -35,7 +34,7 @@ pub struct ConcurrencyLimit<S, Q = Fifo> {
 // === impl ConcurrencyLimit ===
 
 impl<S, Q> ConcurrencyLimit<S, Q> {
-    pub(crate) fn from_parts(inner: S, shared: Arc<Shared>, on_full: OnFull, queue: Q) -> Self {
+    pub(crate) fn from_parts(inner: S, shared: SharedLanes, on_full: OnFull, queue: Q) -> Self {
         Self {
             inner,
             shared,
@@ -52,13 +51,11 @@ impl<S, Q> ConcurrencyLimit<S, Q> {
     /// Backpressure: a permit now, or a place in line and `Pending`.
     fn poll_permit(&mut self, cx: &mut Context<'_>) -> Poll<Permit> {
         if !self.waiting {
-            if let Some(permit) = self.shared.try_acquire() {
+            if let Some(permit) = Shared::try_acquire(&self.shared) {
                 return Poll::Ready(permit);
             }
-            let slot = self
-                .shared
-                .enqueue(None)
-                .expect("an unbounded queue always has room");
+            let slot =
+                Shared::enqueue(&self.shared, None).expect("an unbounded queue always has room");
             let wait = Shared::wait_for(slot, None);
             match &mut self.wait {
                 // Same future type every time: `set` reuses the allocation.
@@ -107,8 +104,8 @@ impl<S, Q> ConcurrencyLimit<S, Q> {
             return self.reject(Some(&waiting), span);
         }
         let place = match waiting.class {
-            None => self.shared.enqueue(Some(max_queued)).map(Place::Fifo),
-            Some(class) => self.shared.enqueue_class(class, max_queued),
+            None => Shared::enqueue(&self.shared, Some(max_queued)).map(Place::Fifo),
+            Some(class) => Shared::enqueue_class(&self.shared, class, max_queued),
         };
         match place {
             None => self.reject(Some(&waiting), span),
@@ -118,7 +115,7 @@ impl<S, Q> ConcurrencyLimit<S, Q> {
             }
             Some(place) => {
                 let acquire = Shared::acquire(place, Some(wait));
-                let wait = QueueWait::new(acquire, Arc::clone(&self.shared));
+                let wait = QueueWait::new(acquire, self.shared.lane().clone());
                 ResponseFuture::waiting(wait, waiting.svc, req, span)
             }
         }
@@ -167,14 +164,14 @@ where
                 let permit = self.permit.take().expect("poll_ready must be called first");
                 ResponseFuture::called(self.inner.call(req), permit, span)
             }
-            OnFull::Reject => match self.shared.try_acquire() {
+            OnFull::Reject => match Shared::try_acquire(&self.shared) {
                 Some(permit) => ResponseFuture::called(self.inner.call(req), permit, span),
                 None => self.reject(None, span),
             },
             OnFull::Queue {
                 max_queued,
                 max_wait,
-            } => match self.shared.try_acquire() {
+            } => match Shared::try_acquire(&self.shared) {
                 Some(permit) => ResponseFuture::called(self.inner.call(req), permit, span),
                 None => self.queue(req, max_queued, max_wait, span),
             },
@@ -188,7 +185,7 @@ impl<S: Clone, Q: Clone> Clone for ConcurrencyLimit<S, Q> {
         // in line) belongs to the service that will make the next `call`.
         Self::from_parts(
             self.inner.clone(),
-            Arc::clone(&self.shared),
+            self.shared.clone(),
             self.on_full,
             self.queue.clone(),
         )

@@ -19,6 +19,7 @@ use std::time::Duration;
 use super::semaphore::{Enqueued, FastSemaphore, Waiter};
 use crate::criticality::Criticality;
 use palisade_core::observe::{Counter, Gauge, Histogram};
+use palisade_core::stripe::{self, Lane, Lanes, PickLane};
 
 use super::layer::InvalidConcurrencyLimit;
 
@@ -47,14 +48,38 @@ pub(crate) struct Shared {
     queue_wait: Histogram,
 }
 
+/// How the services of one limit hold it: the shared state behind one [`Lane`] per stripe,
+/// so the permits of calls on different cores count references on different cache lines
+/// (see [`palisade_core::stripe`]).
+pub(crate) type SharedLanes = Lanes<Shared>;
+
 impl Shared {
-    /// A limit whose waiters are served first come first served.
-    pub(crate) fn new(limit: usize, name: Arc<str>) -> Self {
-        Self::with(FastSemaphore::new(limit), limit, name)
+    /// A limit whose waiters are served first come first served, shared by every thread
+    /// (striped over the machine's cores).
+    pub(crate) fn new(limit: usize, name: Arc<str>) -> SharedLanes {
+        Lanes::new(
+            Self::with(FastSemaphore::new(limit), limit, name),
+            stripe::stripes(),
+        )
     }
 
     /// A limit whose waiters are served by [`Criticality`] (see [`Shared::enqueue_class`]).
-    pub(crate) fn by_class(limit: usize, name: Arc<str>) -> Self {
+    pub(crate) fn by_class(limit: usize, name: Arc<str>) -> SharedLanes {
+        Lanes::new(Self::by_class_state(limit, name, None), stripe::stripes())
+    }
+
+    /// One key's limit: one stripe and one lone lane (per-key state is many and small; a
+    /// key hot on many cores at once is the rare case).
+    pub(crate) fn for_key(limit: usize, name: Arc<str>, by_class: bool) -> Lane<Self> {
+        let state = if by_class {
+            Self::by_class_state(limit, name, Some(1))
+        } else {
+            Self::with(FastSemaphore::striped(limit, 1), limit, name)
+        };
+        Lane::new(state)
+    }
+
+    fn by_class_state(limit: usize, name: Arc<str>, stripes: Option<usize>) -> Self {
         let decision = |d| {
             Counter::register(
                 "palisade_decisions_total",
@@ -63,10 +88,14 @@ impl Shared {
                 &[("decision", d)],
             )
         };
+        let semaphore = match stripes {
+            Some(n) => FastSemaphore::by_class_striped(limit, n),
+            None => FastSemaphore::by_class(limit),
+        };
         Self {
             evicted: decision("evicted"),
             shed: decision("shed"),
-            ..Self::with(FastSemaphore::by_class(limit), limit, Arc::clone(&name))
+            ..Self::with(semaphore, limit, Arc::clone(&name))
         }
     }
 
@@ -107,15 +136,18 @@ impl Shared {
     }
 
     /// Takes a permit if one is free, without waiting and without allocating.
-    pub(crate) fn try_acquire(self: &Arc<Self>) -> Option<Permit> {
-        if !self.semaphore.try_acquire() {
+    #[inline]
+    pub(crate) fn try_acquire(lanes: &impl PickLane<Self>) -> Option<Permit> {
+        // One stripe for both: the semaphore's counter and the lane the permit holds.
+        let home = stripe::index();
+        if !lanes.semaphore.try_acquire_at(home) {
             return None;
         }
-        Some(Self::permit(Arc::clone(self)))
+        Some(Self::permit(lanes.lane_at(home).clone()))
     }
 
     /// Wraps a unit of the limit this call now holds.
-    fn permit(shared: Arc<Self>) -> Permit {
+    fn permit(shared: Lane<Self>) -> Permit {
         // The permit's lifetime is tracked by `Permit` from here on (see its Drop).
         shared.in_flight_gauge.increment(1.0);
         Permit { shared }
@@ -140,21 +172,24 @@ impl Shared {
     /// `max_queued` wait in all; a full queue evicts the newest waiter of a lower class,
     /// which then fails), or `None`: the queue is full of this class or higher.
     pub(crate) fn enqueue_class(
-        self: &Arc<Self>,
+        lanes: &impl PickLane<Self>,
         class: Criticality,
         max_queued: usize,
     ) -> Option<Place> {
-        match self.semaphore.enqueue(class as usize, max_queued) {
-            Enqueued::Admitted => Some(Place::Admitted(Self::permit(Arc::clone(self)))),
+        let this = &**lanes;
+        match this.semaphore.enqueue(class as usize, max_queued) {
+            Enqueued::Admitted => Some(Place::Admitted(Self::permit(
+                lanes.lane_at(stripe::index()).clone(),
+            ))),
             Enqueued::Full => None,
             Enqueued::Queued { waiter, evicted } => {
                 if evicted {
-                    self.evicted.increment(1);
-                    tracing::debug!(target: "palisade::limit", name = %self.name, ?class, "concurrency limit full: evicted a lower-criticality waiter");
+                    this.evicted.increment(1);
+                    tracing::debug!(target: "palisade::limit", name = %this.name, ?class, "concurrency limit full: evicted a lower-criticality waiter");
                 }
-                self.queued_gauge.increment(1.0);
+                this.queued_gauge.increment(1.0);
                 Some(Place::ByClass(ClassSlot {
-                    shared: Arc::clone(self),
+                    shared: lanes.lane_at(stripe::index()).clone(),
                     waiter,
                     holds_permit: false,
                 }))
@@ -164,13 +199,17 @@ impl Shared {
 
     /// Claims a place among the waiters: always if `max_queued` is `None`, else only if
     /// fewer than `max_queued` wait now. The place is held until the slot is dropped.
-    pub(crate) fn enqueue(self: &Arc<Self>, max_queued: Option<usize>) -> Option<QueueSlot> {
+    pub(crate) fn enqueue(
+        lanes: &impl PickLane<Self>,
+        max_queued: Option<usize>,
+    ) -> Option<QueueSlot> {
+        let this = &**lanes;
         let claimed = match max_queued {
             None => {
-                self.queued.fetch_add(1, Ordering::AcqRel);
+                this.queued.fetch_add(1, Ordering::AcqRel);
                 true
             }
-            Some(max) => self
+            Some(max) => this
                 .queued
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
                     (q < max).then_some(q + 1)
@@ -178,9 +217,9 @@ impl Shared {
                 .is_ok(),
         };
         claimed.then(|| {
-            self.queued_gauge.increment(1.0);
+            this.queued_gauge.increment(1.0);
             QueueSlot {
-                shared: Arc::clone(self),
+                shared: lanes.lane_at(stripe::index()).clone(),
             }
         })
     }
@@ -207,7 +246,7 @@ impl Shared {
         mut slot: ClassSlot,
         max_wait: Option<Duration>,
     ) -> Result<Permit, Refused> {
-        let shared = Arc::clone(&slot.shared);
+        let shared = slot.shared.clone();
         #[cfg(feature = "metrics")]
         let waited_from = tokio::time::Instant::now();
         let settled = {
@@ -243,7 +282,7 @@ impl Shared {
     /// The wait of [`Shared::acquire`], unboxed, for a caller that keeps one allocation
     /// for all its waits (the wait mode's [`ReusableBoxFuture`](tokio_util::sync::ReusableBoxFuture)).
     pub(crate) async fn wait_for(slot: QueueSlot, max_wait: Option<Duration>) -> Option<Permit> {
-        let shared = Arc::clone(&slot.shared);
+        let shared = slot.shared.clone();
         // The wait is timed only when metrics are on: no clock read otherwise.
         #[cfg(feature = "metrics")]
         let waited_from = tokio::time::Instant::now();
@@ -361,7 +400,9 @@ impl fmt::Debug for Shared {
 /// One unit of the limit, held by a call in flight (opaque: it lives in the response
 /// future). Dropping it releases the unit.
 pub struct Permit {
-    shared: Arc<Shared>,
+    /// This call's stripe's lane: dropping the permit counts down that lane's reference,
+    /// not one every core shares.
+    shared: Lane<Shared>,
 }
 
 impl Drop for Permit {
@@ -406,7 +447,7 @@ impl From<QueueSlot> for Place {
 /// A place in a class queue. Dropped while waiting, it leaves the queue, and gives back a
 /// permit granted meanwhile that nobody took.
 pub(crate) struct ClassSlot {
-    shared: Arc<Shared>,
+    shared: Lane<Shared>,
     waiter: Arc<Waiter>,
     /// Set once the wait has turned the grant into a [`Permit`].
     holds_permit: bool,
@@ -424,7 +465,7 @@ impl Drop for ClassSlot {
 
 /// Counts a waiter as queued for exactly as long as it lives, however its wait ends.
 pub(crate) struct QueueSlot {
-    shared: Arc<Shared>,
+    shared: Lane<Shared>,
 }
 
 impl Drop for QueueSlot {
@@ -439,7 +480,7 @@ impl Drop for QueueSlot {
 /// Cheap to clone; every clone refers to the same limit as the layer it came from.
 #[derive(Clone, Debug)]
 pub struct LimitHandle {
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: SharedLanes,
 }
 
 impl LimitHandle {

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::layer::FailurePolicy;
 use super::store::{Grant, LeaseStore};
-use crate::concurrency::shared::{Permit, Shared as Local};
+use crate::concurrency::shared::{Permit, Shared as Local, SharedLanes};
 
 /// A validated configuration (see the builder for each field's meaning).
 #[derive(Clone, Debug)]
@@ -60,7 +60,7 @@ enum Msg {
 pub(crate) struct Fleet {
     store: LeaseStore,
     pub(crate) config: Config,
-    local: Arc<Local>,
+    local: SharedLanes,
     registry: Arc<Registry>,
     /// The leases admitted failing open that no acquire has registered yet: the next
     /// successful acquire registers them first (the renewal task does, at the latest).
@@ -95,7 +95,7 @@ impl Fleet {
         limit_gauge.set(config.limit as f64);
         Arc::new(Self {
             _limit_gauge: limit_gauge,
-            local: Arc::new(Local::new(config.local_limit, Arc::clone(name))),
+            local: Local::new(config.local_limit, Arc::clone(name)),
             registry: Arc::default(),
             unregistered: Arc::default(),
             stats: Arc::default(),
@@ -157,7 +157,7 @@ impl Fleet {
             None => Duration::ZERO,
         };
         let until = palisade_core::time::from_now(wait);
-        let permit = match self.local.try_acquire() {
+        let permit = match Local::try_acquire(&self.local) {
             Some(permit) => permit,
             None => self.local_wait(wait).await?,
         };
@@ -269,7 +269,7 @@ impl Fleet {
         if wait.is_zero() {
             return Err(self.reject());
         }
-        let Some(slot) = self.local.enqueue(Some(max_queued)) else {
+        let Some(slot) = Local::enqueue(&self.local, Some(max_queued)) else {
             return Err(self.reject());
         };
         match Local::acquire(slot, Some(wait)).await {

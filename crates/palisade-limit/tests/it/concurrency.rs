@@ -646,3 +646,61 @@ async fn stress_no_permit_lost_or_exceeded() {
         assert_eq!(handle.queued(), 0, "{on_full:?}");
     }
 }
+
+/// Permits taken on several threads (so from several of the limit's per-core stripes, or
+/// stolen across them) and given back on others: resizing in between keeps the total
+/// exact, shrinking retires free permits from every stripe, and growing adds them back.
+#[test]
+fn resizing_across_threads_keeps_the_total() {
+    let layer = ConcurrencyLimitLayer::builder(8)
+        .on_full(OnFull::Reject)
+        .build()
+        .unwrap();
+    let handle = layer.handle();
+    let svc = layer.layer(service_fn(|r: u64| {
+        std::future::ready(Ok::<_, BoxError>(r))
+    }));
+    // Four threads take two permits each and hand their (unpolled) futures back.
+    let held: Vec<_> = std::thread::scope(|scope| {
+        let takers: Vec<_> = (0..4)
+            .map(|t| {
+                let mut svc = svc.clone();
+                scope.spawn(move || {
+                    let mut cx = Context::from_waker(Waker::noop());
+                    (0..2)
+                        .map(|i| {
+                            assert!(matches!(svc.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+                            svc.call(t * 10 + i)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        takers.into_iter().flat_map(|t| t.join().unwrap()).collect()
+    });
+    assert_eq!((handle.in_flight(), handle.available()), (8, 0));
+    // Full: no thread gets a ninth, whichever stripe it asks first.
+    let mut extra = svc.clone();
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(matches!(extra.poll_ready(&mut cx), Poll::Ready(Ok(()))));
+    let mut refused = pin!(extra.call(99));
+    assert!(matches!(refused.as_mut().poll(&mut cx), Poll::Ready(Err(ref e)) if is_overloaded(e)));
+    // Shrink while everything is out, then give the permits back on other threads.
+    handle.set_limit(3).unwrap();
+    std::thread::scope(|scope| {
+        let mut held = held;
+        while !held.is_empty() {
+            let batch: Vec<_> = held.drain(..held.len().min(3)).collect();
+            scope.spawn(move || drop(batch));
+        }
+    });
+    assert_eq!((handle.in_flight(), handle.available()), (0, 3));
+    handle.set_limit(10).unwrap();
+    assert_eq!(handle.available(), 10);
+    handle.set_limit(1).unwrap();
+    assert_eq!(
+        handle.available(),
+        1,
+        "a shrink retires free permits from every stripe"
+    );
+}

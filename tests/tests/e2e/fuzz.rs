@@ -29,6 +29,14 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// The canonical stack's hedge: one copy after 50 ms, any request.
+fn hedge_after_50ms() -> HedgeLayer<palisade_fanout::hedge::CloneAll> {
+    HedgeLayer::builder(HedgeDelay::fixed(ms(50)))
+        .policy(palisade_fanout::hedge::CloneAll)
+        .build()
+        .unwrap()
+}
+
 /// SplitMix64: a small seeded sequence, so every run is the same run.
 struct Rng(u64);
 
@@ -252,12 +260,7 @@ fn canonical_stack_happy_path_allocates_nothing() {
                 .build()
                 .unwrap(),
         )
-        .layer(
-            HedgeLayer::builder(HedgeDelay::fixed(ms(50)))
-                .policy(palisade_fanout::hedge::CloneAll)
-                .build()
-                .unwrap(),
-        )
+        .layer(hedge_after_50ms())
         .layer(CircuitBreakerLayer::builder().build().unwrap())
         .layer(RateLimitLayer::new(quota))
         .layer(ConcurrencyLimitLayer::new(1000))
@@ -324,11 +327,7 @@ fn canonical_stack_future_size_is_bounded() {
         .build()
         .unwrap()
         .layer(rate.clone());
-    let hedge = HedgeLayer::builder(HedgeDelay::fixed(ms(50)))
-        .policy(palisade_fanout::hedge::CloneAll)
-        .build()
-        .unwrap()
-        .layer(breaker.clone());
+    let hedge = hedge_after_50ms().layer(breaker.clone());
     let retry = RetryLayer::builder()
         .max_attempts(3)
         .budget(RetryBudget::ttl(Duration::from_secs(10), 10, 0.2))
@@ -420,12 +419,7 @@ async fn the_stack_below_is_cloned_per_retry_not_per_request() {
                 .build()
                 .unwrap(),
         )
-        .layer(
-            HedgeLayer::builder(HedgeDelay::fixed(ms(50)))
-                .policy(palisade_fanout::hedge::CloneAll)
-                .build()
-                .unwrap(),
-        )
+        .layer(hedge_after_50ms())
         .layer(
             CircuitBreakerLayer::builder()
                 .failure_model(FailureModel::consecutive(1000))

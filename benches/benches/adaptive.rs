@@ -241,14 +241,22 @@ fn tr_vegas() -> tower_resilience::adaptive::AdaptiveLimiterLayer<tower_resilien
     )
 }
 
+/// The simulation's adaptive limit around algorithm `a`, as every Palisade row runs it.
+fn sim_layer(a: Box<dyn Algorithm>) -> AdaptiveLimitLayer<SimClassify> {
+    AdaptiveLimitLayer::builder(Boxed(a))
+        .classify(sim::classify as SimClassify)
+        .window(Duration::from_millis(20), 10)
+        .build()
+        .expect("valid")
+}
+
+/// The simulation's classifier, as a nameable type.
+type SimClassify = fn(&Result<(), BoxError>) -> palisade_core::Outcome;
+
 /// The same contenders' configurations on the real clock, one phase at capacity C.
 fn real_time_rows() -> Vec<(&'static str, Vec<PhaseReport>)> {
     let ours = |a: Box<dyn Algorithm>| {
-        let layer = AdaptiveLimitLayer::builder(Boxed(a))
-            .classify(sim::classify)
-            .window(Duration::from_millis(20), 10)
-            .build()
-            .expect("valid");
+        let layer = sim_layer(a);
         let handle = layer.handle();
         simulate_real_time(layer, move |_| handle.limit())
     };
@@ -286,11 +294,7 @@ fn real_time_rows() -> Vec<(&'static str, Vec<PhaseReport>)> {
 fn comparison() {
     let mut rows: Vec<(&str, Vec<PhaseReport>)> = Vec::new();
     let ours = |a: Box<dyn Algorithm>| {
-        let layer = AdaptiveLimitLayer::builder(Boxed(a))
-            .classify(sim::classify)
-            .window(Duration::from_millis(20), 10)
-            .build()
-            .expect("valid");
+        let layer = sim_layer(a);
         let handle = layer.handle();
         simulate(layer, move |_| handle.limit())
     };

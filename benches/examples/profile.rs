@@ -38,6 +38,20 @@ fn huge() -> palisade_rate::Quota {
     palisade_rate::Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap())
 }
 
+/// The canonical stack's retry: 3 attempts, a TTL budget (10 s, 10 per second, 20 %).
+fn ttl_retry() -> palisade_retry::RetryLayer<palisade_retry::CloneAll> {
+    palisade_retry::RetryLayer::builder()
+        .max_attempts(3)
+        .budget(palisade_retry::RetryBudget::ttl(
+            Duration::from_secs(10),
+            10,
+            0.2,
+        ))
+        .policy(palisade_retry::CloneAll)
+        .build()
+        .unwrap()
+}
+
 #[inline(never)]
 fn measure<S: Service<R>, R>(svc: &mut S, mut req: impl FnMut(u64) -> R)
 where
@@ -138,18 +152,7 @@ fn main() {
                 .layer(palisade_deadline::DeadlineLayer::new(Duration::from_secs(
                     1,
                 )))
-                .layer(
-                    palisade_retry::RetryLayer::builder()
-                        .max_attempts(3)
-                        .budget(palisade_retry::RetryBudget::ttl(
-                            Duration::from_secs(10),
-                            10,
-                            0.2,
-                        ))
-                        .policy(palisade_retry::CloneAll)
-                        .build()
-                        .unwrap(),
-                )
+                .layer(ttl_retry())
                 .layer(
                     palisade_fanout::HedgeLayer::builder(palisade_fanout::HedgeDelay::fixed(
                         Duration::from_millis(50),
@@ -251,17 +254,7 @@ fn main() {
             measure(&mut svc, |i| i);
         }
         "retry-budget" => {
-            let mut svc = palisade_retry::RetryLayer::builder()
-                .max_attempts(3)
-                .budget(palisade_retry::RetryBudget::ttl(
-                    Duration::from_secs(10),
-                    10,
-                    0.2,
-                ))
-                .policy(palisade_retry::CloneAll)
-                .build()
-                .unwrap()
-                .layer(bare);
+            let mut svc = ttl_retry().layer(bare);
             measure(&mut svc, |i| i);
         }
         "tower-limit" => {
